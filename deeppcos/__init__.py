@@ -1,0 +1,10 @@
+"""deeppcos: multimodal PCOS detection and severity grading from ovarian ultrasound and labs.
+
+The package root stays light (no pandas, TensorFlow or shap on import) so that the command line
+answers at once; import what you need from the subpackages, e.g.
+``from deeppcos.data import load_cohort``.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,302 @@
+"""The ``deeppcos`` command line. Thin: it parses, calls the library, prints.
+
+Heavy libraries are imported inside the commands, so ``deeppcos --help`` answers at once.
+
+Exit codes scripts can rely on: 0 success; 1 a deeppcos error (bad spec, bad data; the message
+says which file, row and column); 2 wrong usage; 3 ``validate --strict`` found exclusions or
+warnings; 4 ``audit --fail-on`` found a finding at or above that severity; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deeppcos import __version__
+
+app = typer.Typer(
+    name="deeppcos",
+    help="Detect PCOS and grade its severity from ovarian ultrasound and clinical labs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_ERROR, EXIT_STRICT, EXIT_AUDIT, EXIT_INTERRUPTED = 1, 3, 4, 130
+SEVERITY_RANK = {"ok": 0, "info": 1, "warning": 2, "high": 3}
+
+SpecArg = Annotated[Path, typer.Argument(help="cohort spec or config YAML (see configs/)")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"deeppcos {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+    ] = False,
+) -> None:
+    """deeppcos command line."""
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar that library code drives through a ``progress(done, total)`` call."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_ERROR)
+
+
+@contextmanager
+def _errors_as_messages() -> Iterator[None]:
+    from deeppcos.exceptions import DeepPCOSError
+
+    try:
+        yield
+    except DeepPCOSError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _write_json(data: Any, target: str) -> None:
+    text = json.dumps(data, indent=1, default=str)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        Path(target).write_text(text + "\n", encoding="utf-8")
+
+
+# --- synth -----------------------------------------------------------------------------------
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="folder to write the cohort into")],
+    patients: Annotated[int, typer.Option("--patients", "-n", min=10, help="patients")] = 600,
+    seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same files")] = 0,
+    image_size: Annotated[int, typer.Option(min=32, max=1024, help="image side in pixels")] = 256,
+    with_ultrasound_columns: Annotated[
+        bool, typer.Option(help="also put follicle counts and ovarian volumes in the table")
+    ] = False,
+) -> None:
+    """Write a synthetic PCOS cohort: patients.csv, images.csv, images/, cohort.yaml."""
+    from deeppcos.data.synthetic import generate_cohort
+
+    with _errors_as_messages(), _progress("writing images") as progress:
+        spec_path = generate_cohort(
+            out,
+            n_patients=patients,
+            seed=seed,
+            image_size=image_size,
+            with_ultrasound_columns=with_ultrasound_columns,
+            progress=progress,
+        )
+    console.print(f"wrote {patients} patients to {out}; spec: {spec_path}")
+
+
+# --- validate --------------------------------------------------------------------------------
+
+
+def _load(spec: Path):  # -> Cohort
+    from deeppcos.data.cohort import load_cohort
+
+    with _progress("checking images") as progress:
+        return load_cohort(spec, progress=progress)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"cohort {summary['name']}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("patients", str(summary["patients"]))
+    table.add_row("  with images", str(summary["patients_with_images"]))
+    table.add_row("  with tabular data", str(summary["patients_with_tabular"]))
+    table.add_row("images", str(summary["images"]))
+    table.add_row("features", str(summary["features"]))
+    if "labels" in summary:
+        labels = ", ".join(f"{k}: {v}" for k, v in summary["labels"].items())
+        table.add_row(f"label ({summary['label_name']})", labels)
+    if "severity" in summary:
+        table.add_row("severity", ", ".join(f"{k}: {v}" for k, v in summary["severity"].items()))
+    if summary["ultrasound_features"]:
+        table.add_row("ultrasound-derived", ", ".join(summary["ultrasound_features"]))
+    table.add_row("fingerprint", summary["fingerprint"][:16])
+    console.print(table)
+
+
+def _print_report(report, limit: int) -> None:  # report: LoadReport
+    if not len(report):
+        console.print("load report: nothing changed, nothing excluded")
+        return
+    counts = Table(title="load report")
+    for column in ("level", "action", "count"):
+        counts.add_column(column)
+    for key, count in sorted(report.counts().items()):
+        level, action = key.split("/")
+        counts.add_row(level, action, str(count))
+    console.print(counts)
+    notable = [e for e in report if e.level != "info"]
+    from rich.markup import escape
+
+    for entry in notable[:limit]:
+        found = f" (found {entry.found!r})" if entry.found is not None else ""
+        line = f"{entry.level}: {entry.location(short=True)}: {entry.message}{found}"
+        console.print(f"  {escape(line)}", highlight=False)
+    if len(notable) > limit:
+        console.print(f"  … {len(notable) - limit} more; use --report-csv to list them all")
+
+
+@app.command()
+def validate(
+    spec: SpecArg,
+    json_out: Annotated[
+        str | None,
+        typer.Option("--json", help="write the summary and report as JSON ('-' = stdout)"),
+    ] = None,
+    report_csv: Annotated[Path | None, typer.Option(help="write every report entry as CSV")] = None,
+    strict: Annotated[
+        bool, typer.Option(help="exit 3 if anything was excluded or warned about")
+    ] = False,
+    show: Annotated[int, typer.Option(help="report entries to print")] = 20,
+) -> None:
+    """Load a cohort, check it, and print counts and the load report."""
+    with _errors_as_messages():
+        cohort = _load(spec)
+        summary = cohort.summary()
+    if json_out:
+        _write_json({"summary": summary, "report": cohort.report.to_records()}, json_out)
+    if json_out != "-":
+        _print_summary(summary)
+        _print_report(cohort.report, show)
+    if report_csv:
+        cohort.report.to_frame().to_csv(report_csv, index=False)
+    if strict and any(e.level in ("warning", "excluded") for e in cohort.report):
+        raise typer.Exit(EXIT_STRICT)
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+@app.command()
+def audit(
+    spec: SpecArg,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="write the findings as JSON ('-' = stdout)")
+    ] = None,
+    html: Annotated[Path | None, typer.Option(help="write a readable HTML report")] = None,
+    near_threshold: Annotated[
+        int | None, typer.Option(help="Hamming distance (of 64 bits) for near-duplicates")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed for the cross-validated probes")] = 0,
+    fail_on: Annotated[
+        str, typer.Option(help="exit 4 when a finding reaches this severity: high, warning, never")
+    ] = "never",
+) -> None:
+    """Find duplicates, near-duplicates, split leakage and shortcuts in a cohort."""
+    from deeppcos.data.audit import DEFAULT_NEAR_DUP_BITS, audit_cohort
+
+    if fail_on not in ("high", "warning", "never"):
+        raise typer.BadParameter("expected high, warning or never", param_hint="--fail-on")
+    with _errors_as_messages():
+        cohort = _load(spec)
+        with _progress("auditing images") as progress:
+            result = audit_cohort(
+                cohort,
+                near_duplicate_threshold=near_threshold or DEFAULT_NEAR_DUP_BITS,
+                seed=seed,
+                progress=progress,
+            )
+    if json_out:
+        if json_out == "-":
+            _write_json(result.to_dict(), "-")
+        else:
+            result.to_json(json_out)
+    if json_out != "-":
+        result.print_rich(console)
+    if html:
+        result.to_html(html)
+        console.print(f"HTML report: {html}")
+    if fail_on != "never" and SEVERITY_RANK[result.worst_severity] >= SEVERITY_RANK[fail_on]:
+        raise typer.Exit(EXIT_AUDIT)
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the demo cohort and reports")] = Path(
+        "demo"
+    ),
+    patients: Annotated[int, typer.Option(min=10, help="synthetic patients")] = 600,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """The embedded default, end to end: synthetic cohort → validate → audit."""
+    from deeppcos.data.audit import audit_cohort
+    from deeppcos.data.splits import make_splits
+    from deeppcos.data.synthetic import generate_cohort
+
+    with _errors_as_messages():
+        with _progress("writing the synthetic cohort") as progress:
+            spec_path = generate_cohort(
+                out / "cohort", n_patients=patients, seed=seed, progress=progress
+            )
+        cohort = _load(spec_path)
+        _print_summary(cohort.summary())
+        _print_report(cohort.report, 5)
+        with _progress("auditing images") as progress:
+            result = audit_cohort(cohort, seed=seed, progress=progress)
+        split = make_splits(cohort.patients, seed=seed, groups=result.patient_groups)
+    result.print_rich(console)
+    result.to_html(out / "audit.html")
+    result.to_json(out / "audit.json")
+    split.save(out / "split.json")
+    counts = split.assignments.value_counts().sort_index().to_dict()
+    console.print(f"split (patient-grouped, seed {seed}): {counts}")
+    console.print(
+        f"\nresults in {out}/: cohort/ (tables, images, cohort.yaml), audit.html, audit.json, "
+        "split.json"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,431 @@
+"""The Cohort: a patients table, an images table, the spec that describes them and the report of
+everything loading changed.
+
+Canonical columns
+-----------------
+``patients``: ``patient_id`` (str, unique), ``label`` (Int8 0/1, may be missing; what it means is
+``spec.label_name``), ``severity`` (ordered categorical, optional), ``group`` (optional), then the
+feature columns (float64, NaN = missing) listed in ``feature_columns``.
+
+``images``: ``image_id`` (str, unique), ``patient_id``, ``path`` (absolute), ``frame`` (Int64,
+DICOM frame or missing), optional ``side``, ``view``, ``label`` (image-level) and acquisition
+columns, then what probing found: ``file_format``, ``width``, ``height``, ``channels``,
+``bit_depth``, ``color_mode``, ``file_bytes``, ``sha256``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deeppcos.data.catalog import CATALOG, ultrasound_features
+from deeppcos.data.imageio import ImageInfo, probe_image
+from deeppcos.data.report import LoadReport
+from deeppcos.data.spec import CohortSpec, load_spec
+from deeppcos.data.tables import check_ranges, coerce_numeric
+from deeppcos.exceptions import EmptyCohortError, ImageError, SchemaError
+
+Progress = Callable[[int, int], None]
+
+PROBE_COLUMNS = [
+    "file_format",
+    "width",
+    "height",
+    "channels",
+    "bit_depth",
+    "color_mode",
+    "file_bytes",
+    "sha256",
+]
+RESERVED_PATIENT_COLUMNS = ("patient_id", "label", "severity", "group")
+
+
+@dataclass
+class Cohort:
+    spec: CohortSpec
+    patients: pd.DataFrame
+    images: pd.DataFrame
+    feature_columns: list[str]
+    report: LoadReport = field(default_factory=LoadReport)
+
+    @property
+    def has_labels(self) -> bool:
+        return "label" in self.patients and self.patients["label"].notna().any()
+
+    def images_of(self, patient_id: str) -> pd.DataFrame:
+        return self.images[self.images["patient_id"] == patient_id]
+
+    def validate(self) -> None:
+        """Raise SchemaError if the canonical tables break the cohort's invariants."""
+        validate_tables(self.patients, self.images, self.feature_columns)
+
+    def fingerprint(self) -> str:
+        """A content hash of the tables and the image bytes (not of where files live)."""
+        digest = hashlib.sha256()
+        patients = self.patients.sort_values("patient_id").reset_index(drop=True)
+        digest.update(patients.to_csv(index=False, lineterminator="\n").encode())
+        image_cols = [c for c in ("image_id", "patient_id", "frame", "sha256") if c in self.images]
+        images = self.images[image_cols].sort_values("image_id").reset_index(drop=True)
+        digest.update(images.to_csv(index=False, lineterminator="\n").encode())
+        return digest.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        return cohort_summary(self)
+
+
+def validate_tables(patients: pd.DataFrame, images: pd.DataFrame, features: list[str]) -> None:
+    if "patient_id" not in patients:
+        raise SchemaError("patients table has no 'patient_id' column")
+    dupes = patients["patient_id"][patients["patient_id"].duplicated()]
+    if len(dupes):
+        raise SchemaError(f"duplicate patient ids: {sorted(set(dupes))[:10]}")
+    if "label" in patients:
+        bad = patients["label"].dropna()
+        bad = bad[~bad.isin([0, 1])]
+        if len(bad):
+            raise SchemaError(f"labels must be 0/1; found {sorted(set(bad))[:5]}")
+    missing = [c for c in features if c not in patients]
+    if missing:
+        raise SchemaError(f"feature columns missing from the patients table: {missing}")
+    if len(images):
+        orphans = set(images["patient_id"]) - set(patients["patient_id"])
+        if orphans:
+            raise SchemaError(f"images of unknown patients: {sorted(orphans)[:10]}")
+        if images["image_id"].duplicated().any():
+            raise SchemaError("duplicate image ids in the images table")
+    if patients.empty:
+        raise EmptyCohortError("the cohort has no patients")
+
+
+def load_cohort(spec: CohortSpec | Path | str, progress: Progress | None = None) -> Cohort:
+    """Load a cohort from a spec (object or YAML path), dispatching on ``spec.format``."""
+    if not isinstance(spec, CohortSpec):
+        spec = load_spec(spec)
+    from deeppcos.data import loaders
+
+    cohort = loaders.LOADERS[spec.format](spec, progress)
+    cohort.validate()
+    return cohort
+
+
+# --- building the canonical patients table -------------------------------------------------
+
+
+def build_patients(raw: pd.DataFrame, spec: CohortSpec, report: LoadReport, file: str) -> Cohort:
+    """Canonical patients table from a raw one, following ``spec.patients``; images come later."""
+    pspec = spec.patients
+    assert pspec is not None
+    raw = raw.rename(columns=lambda c: c.strip())
+    raw = _apply_renames(raw, pspec.rename, report, file)
+    _require_columns(raw, [pspec.id_column], file, "id_column")
+    for column in pspec.drop_columns:
+        if column in raw:
+            raw = raw.drop(columns=column)
+            report.add(
+                "info", "dropped_column", "dropped as the spec asks", file=file, column=column
+            )
+    raw = _with_clean_ids(raw, pspec.id_column, report, file)
+    out = pd.DataFrame({"patient_id": raw[pspec.id_column].astype(str)}, index=raw.index)
+    used = {pspec.id_column}
+    if pspec.label_column:
+        _require_columns(raw, [pspec.label_column], file, "label_column")
+        out["label"] = parse_binary_label(raw[pspec.label_column], file, pspec.label_column, report)
+        used.add(pspec.label_column)
+    if pspec.severity_column:
+        _require_columns(raw, [pspec.severity_column], file, "severity_column")
+        out["severity"] = parse_severity(
+            raw[pspec.severity_column], pspec.severity_levels or [], file, pspec.severity_column
+        )
+        used.add(pspec.severity_column)
+    if pspec.group_column:
+        _require_columns(raw, [pspec.group_column], file, "group_column")
+        out["group"] = raw[pspec.group_column].astype("string")
+        used.add(pspec.group_column)
+    features = _feature_columns(raw, pspec.feature_columns, used, report, file)
+    for column in features:
+        out[column] = coerce_numeric(raw, column, report, file, strict=True)
+    check_ranges(out, report, file, spec.range_policy, features)
+    if out.empty:
+        raise EmptyCohortError(f"{file}: no patient rows left to load")
+    empty_images = empty_images_table()
+    return Cohort(
+        spec=spec, patients=out, images=empty_images, feature_columns=features, report=report
+    )
+
+
+def _apply_renames(
+    raw: pd.DataFrame, rename: dict[str, str], report: LoadReport, file: str
+) -> pd.DataFrame:
+    for source, target in rename.items():
+        if source in raw:
+            report.add("info", "renamed", f"renamed to {target!r}", file=file, column=source)
+    return raw.rename(columns=rename)
+
+
+def _require_columns(raw: pd.DataFrame, columns: list[str], file: str, role: str) -> None:
+    missing = [c for c in columns if c not in raw]
+    if missing:
+        raise SchemaError(
+            f"{file}: the spec's {role} names column(s) {missing} that the table lacks; "
+            f"it has {list(raw.columns)}"
+        )
+
+
+def _with_clean_ids(
+    raw: pd.DataFrame, id_column: str, report: LoadReport, file: str
+) -> pd.DataFrame:
+    ids = raw[id_column].map(id_text)
+    for row in ids[ids == ""].index:
+        report.add(
+            "excluded",
+            "excluded_row",
+            "no patient id; row left out",
+            file=file,
+            row=row,
+            column=id_column,
+            expected="a non-empty id",
+        )
+    raw = raw.assign(**{id_column: ids})[ids != ""]
+    dupes = raw[raw[id_column].duplicated(keep=False)]
+    if len(dupes):
+        listing = "; ".join(
+            f"{pid!r} at rows {list(group.index)}" for pid, group in dupes.groupby(id_column)
+        )
+        raise SchemaError(
+            f"{file}: column {id_column!r} must hold one row per patient, but ids repeat: "
+            f"{listing[:500]}"
+        )
+    return raw
+
+
+def id_text(value: object) -> str:
+    """Ids as text; spreadsheets turn 10001 into 10001.0, which must not change the id."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def parse_binary_label(values: pd.Series, file: str, column: str, report: LoadReport) -> pd.Series:
+    """0/1 labels (missing allowed and reported); anything else is an error naming the rows."""
+    text = values.map(lambda v: "" if v is None or pd.isna(v) else str(v).strip())
+    mapping = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "False": 0, "True": 1}
+    bad = text[(text != "") & ~text.isin(list(mapping))]
+    if len(bad):
+        shown = ", ".join(f"row {r}: {v!r}" for r, v in bad.head(5).items())
+        raise SchemaError(
+            f"{file}: label column {column!r} must be 0 or 1 (or empty when unknown); "
+            f"found {shown}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        )
+    for row in text[text == ""].index:
+        report.add(
+            "warning",
+            "note",
+            "label missing; the patient can be scored, not trained on",
+            file=file,
+            row=row,
+            column=column,
+        )
+    return text.map(mapping).astype("Int8")
+
+
+def parse_severity(values: pd.Series, levels: list[str], file: str, column: str) -> pd.Series:
+    text = values.map(
+        lambda v: None if v is None or pd.isna(v) or str(v).strip() == "" else str(v).strip()
+    )
+    bad = text[text.notna() & ~text.isin(levels)]
+    if len(bad):
+        shown = ", ".join(f"row {r}: {v!r}" for r, v in bad.head(5).items())
+        raise SchemaError(
+            f"{file}: severity column {column!r} must be one of {levels} (or empty); found {shown}"
+        )
+    return pd.Series(pd.Categorical(text, categories=levels, ordered=True), index=values.index)
+
+
+def _feature_columns(
+    raw: pd.DataFrame, declared: list[str] | None, used: set[str], report: LoadReport, file: str
+) -> list[str]:
+    candidates = [c for c in raw.columns if c not in used]
+    if declared is not None:
+        _require_columns(raw, declared, file, "feature_columns")
+        for column in candidates:
+            if column not in declared:
+                report.add(
+                    "info",
+                    "unknown_column",
+                    "not among the spec's feature_columns; ignored",
+                    file=file,
+                    column=column,
+                )
+        return list(declared)
+    features = []
+    for column in candidates:
+        if column in RESERVED_PATIENT_COLUMNS:
+            raise SchemaError(f"{file}: column {column!r} is reserved; rename it in the spec")
+        numbers = pd.to_numeric(raw[column], errors="coerce")
+        present = raw[column].notna() & (raw[column].astype(str).str.strip() != "")
+        if present.any() and numbers[present].isna().mean() > 0.5:
+            report.add(
+                "warning",
+                "unknown_column",
+                "mostly text; not used as a feature (declare feature_columns to control this)",
+                file=file,
+                column=column,
+            )
+            continue
+        if column not in CATALOG:
+            report.add(
+                "info",
+                "unknown_column",
+                "not in the PCOS catalog: used as a feature without a range check",
+                file=file,
+                column=column,
+            )
+        features.append(column)
+    return features
+
+
+# --- the images table -----------------------------------------------------------------------
+
+
+def empty_images_table() -> pd.DataFrame:
+    columns = {"image_id": "string", "patient_id": "string", "path": "string", "frame": "Int64"}
+    frame = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+    for column in PROBE_COLUMNS:
+        frame[column] = pd.Series(dtype="object")
+    return frame
+
+
+def probe_images(
+    images: pd.DataFrame,
+    report: LoadReport,
+    max_pixels: int,
+    progress: Progress | None = None,
+    file: str | None = None,
+) -> pd.DataFrame:
+    """Probe each image file; unreadable ones are excluded and listed in the report."""
+    if images.empty:
+        return images
+    paths = [Path(p) for p in images["path"]]
+    infos: list[ImageInfo | ImageError] = [None] * len(paths)  # type: ignore[list-item]
+
+    def probe(i: int) -> None:
+        try:
+            infos[i] = probe_image(paths[i], max_pixels=max_pixels)
+        except ImageError as exc:
+            infos[i] = exc
+
+    done = 0
+    # OpenCV and hashing release the GIL, so threads use both cores.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in pool.map(probe, range(len(paths))):
+            done += 1
+            if progress:
+                progress(done, len(paths))
+    keep = []
+    for (row, record), info in zip(images.iterrows(), infos, strict=True):
+        if isinstance(info, ImageError):
+            report.add(
+                "excluded",
+                "excluded_image",
+                str(info),
+                file=file or record["path"],
+                row=row if file else None,
+                column="path",
+                found=record["path"],
+            )
+            keep.append(False)
+        else:
+            keep.append(True)
+    good = images[keep].copy()
+    probed = [i for i in infos if not isinstance(i, ImageError)]
+    for column in PROBE_COLUMNS:
+        good[column] = [getattr(i, column) for i in probed]
+    if "frames" not in good and any(i.frames > 1 for i in probed):
+        good["frames"] = [i.frames for i in probed]
+    return good
+
+
+def attach_images(
+    cohort: Cohort,
+    images: pd.DataFrame,
+    progress: Progress | None = None,
+    file: str | None = None,
+) -> Cohort:
+    """Probe images, drop those of unknown patients (reported), attach to the cohort."""
+    known = set(cohort.patients["patient_id"])
+    unknown = ~images["patient_id"].isin(known)
+    for row, record in images[unknown].iterrows():
+        cohort.report.add(
+            "excluded",
+            "excluded_image",
+            "patient id not in the patients table",
+            file=file,
+            row=row,
+            column="patient_id",
+            found=record["patient_id"],
+        )
+    images = images[~unknown]
+    dupes = images["image_id"].duplicated(keep="first")
+    for row, record in images[dupes].iterrows():
+        cohort.report.add(
+            "excluded",
+            "excluded_image",
+            "image listed twice; second entry left out",
+            file=file,
+            row=row,
+            column="image_id",
+            found=record["image_id"],
+        )
+    images = images[~dupes]
+    max_pixels = cohort.spec.images.max_pixels if cohort.spec.images else 60_000_000
+    cohort.images = probe_images(images, cohort.report, max_pixels, progress, file).reset_index(
+        drop=True
+    )
+    return cohort
+
+
+# --- summary --------------------------------------------------------------------------------
+
+
+def cohort_summary(cohort: Cohort) -> dict[str, Any]:
+    patients, images = cohort.patients, cohort.images
+    with_images = set(images["patient_id"]) if len(images) else set()
+    features = cohort.feature_columns
+    has_tabular = (
+        patients[features].notna().any(axis=1) if features else pd.Series(False, patients.index)
+    )
+    summary: dict[str, Any] = {
+        "name": cohort.spec.name,
+        "label_name": cohort.spec.label_name,
+        "patients": len(patients),
+        "images": len(images),
+        "patients_with_images": int(patients["patient_id"].isin(with_images).sum()),
+        "patients_with_tabular": int(has_tabular.sum()),
+        "features": len(features),
+        "ultrasound_features": [c for c in features if c in ultrasound_features()],
+        "fingerprint": cohort.fingerprint(),
+        "report": cohort.report.counts(),
+    }
+    if "label" in patients:
+        counts = patients["label"].value_counts(dropna=False)
+        summary["labels"] = {
+            str(k) if pd.notna(k) else "missing": int(v) for k, v in counts.items()
+        }
+    if "severity" in patients:
+        counts = patients["severity"].value_counts(dropna=False, sort=False)
+        summary["severity"] = {
+            str(k) if pd.notna(k) else "missing": int(v) for k, v in counts.items()
+        }
+    if features:
+        missing = patients[features].isna().mean().sort_values(ascending=False)
+        summary["missing_fraction"] = {k: round(float(v), 3) for k, v in missing.items()}
+    return summary

@@ -1,0 +1,133 @@
+"""The cohort spec: a YAML file that says where a cohort's tables and images are and what their
+columns mean, so the same toolkit serves PCOS, chest X-ray or any image-plus-table cohort.
+
+A spec file is either a spec at the top level or a config with a ``cohort:`` section. Relative
+paths are resolved against the folder of the YAML file that names them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deeppcos.exceptions import ConfigError
+
+CohortFormat = Literal["tables", "kaggle-pcos", "image-folder", "dicom", "nih-chestxr"]
+RangePolicy = Literal["null", "keep"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PatientsSpec(_Strict):
+    """One row per patient."""
+
+    path: Path | None = None
+    sheet: str | None = Field(None, description="worksheet name for .xlsx files")
+    id_column: str = "patient_id"
+    label_column: str | None = "pcos"
+    severity_column: str | None = None
+    severity_levels: list[str] | None = Field(
+        None, description="severity grades in order, mildest first; values outside are errors"
+    )
+    feature_columns: list[str] | None = Field(
+        None, description="tabular features; None uses every column that is not an id or label"
+    )
+    group_column: str | None = Field(None, description="site or group, for subgroup metrics")
+    rename: dict[str, str] = Field(default_factory=dict)
+    drop_columns: list[str] = Field(default_factory=list)
+
+
+class ImagesSpec(_Strict):
+    """One row per image: a manifest table, or a folder with one subfolder per class."""
+
+    manifest: Path | None = None
+    folder: Path | None = None
+    root: Path | None = Field(None, description="base folder for relative paths in the manifest")
+    path_column: str = "path"
+    patient_column: str = "patient_id"
+    side_column: str | None = None
+    view_column: str | None = None
+    label_column: str | None = Field(None, description="image-level label, if any")
+    class_map: dict[str, int] | None = Field(
+        None, description="image-folder format: subfolder name -> label (0/1)"
+    )
+    max_pixels: int = Field(
+        60_000_000, gt=0, description="larger images are refused (decompression-bomb guard)"
+    )
+
+
+class CohortSpec(_Strict):
+    name: str
+    description: str = ""
+    format: CohortFormat = "tables"
+    label_name: str = Field("pcos", description="what the binary label means, for display")
+    patients: PatientsSpec | None = None
+    images: ImagesSpec | None = None
+    range_policy: RangePolicy = Field(
+        "null",
+        description="values outside the catalog's plausible range: 'null' sets them missing, "
+        "'keep' keeps them; both record every such value in the load report",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="format-specific options")
+    base_dir: Path = Field(Path("."), description="set on load: folder of the YAML file")
+
+    @model_validator(mode="after")
+    def _needs_a_source(self) -> CohortSpec:
+        if self.patients is None and self.images is None:
+            raise ValueError("a cohort needs a 'patients' section, an 'images' section, or both")
+        if self.patients and self.patients.severity_column and not self.patients.severity_levels:
+            raise ValueError("'severity_column' needs 'severity_levels' (grades, mildest first)")
+        return self
+
+    def resolve(self, path: Path | str | None) -> Path | None:
+        """A path from the spec, made absolute against the spec's folder."""
+        if path is None:
+            return None
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+
+def load_spec(path: Path | str) -> CohortSpec:
+    """Read and validate a cohort spec (or a config's ``cohort:`` section) from YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: spec file not found; expected a YAML cohort spec or config")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping at the top level, found {type(raw).__name__}"
+        )
+    section = raw.get("cohort", raw)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: 'cohort' must be a mapping, found {type(section).__name__}")
+    return spec_from_dict(section, base_dir=path.parent.resolve(), source=str(path))
+
+
+def spec_from_dict(
+    data: dict[str, Any], *, base_dir: Path | str = ".", source: str = "<dict>"
+) -> CohortSpec:
+    """Validate a spec given as a mapping; relative paths resolve against ``base_dir``."""
+    try:
+        return CohortSpec.model_validate({**data, "base_dir": Path(base_dir).resolve()})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
+            f" (found {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: invalid cohort spec: {problems}") from exc
+
+
+def dump_spec(spec: CohortSpec, path: Path | str) -> None:
+    """Write a spec as YAML (paths relative to the file where possible)."""
+    path = Path(path)
+    data = spec.model_dump(mode="json", exclude={"base_dir"}, exclude_none=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,161 @@
+"""Patient-grouped, stratified k-fold splits with a locked test part.
+
+Every unit of splitting is a *group*: by default one patient, and patients linked by duplicate or
+near-duplicate images (the audit's ``patient_groups``) form one group, so no patient and no
+duplicate cluster can sit in two parts. That rule is checked after the split is made, not assumed.
+Patients without a label go to a separate ``unlabelled`` part: they can be scored, not trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from deeppcos.exceptions import SplitError
+
+TEST = "test"
+UNLABELLED = "unlabelled"
+
+
+@dataclass(frozen=True)
+class CohortSplit:
+    """Which part each patient belongs to: ``fold0`` … ``fold{k-1}``, ``test`` or ``unlabelled``."""
+
+    assignments: pd.Series  # index patient_id, values part names
+    n_folds: int
+    seed: int
+    test_fraction: float
+
+    @property
+    def test_ids(self) -> list[str]:
+        return sorted(self.assignments.index[self.assignments == TEST])
+
+    @property
+    def development_ids(self) -> list[str]:
+        """Every labelled patient outside the locked test part."""
+        parts = self.assignments
+        return sorted(parts.index[parts.str.startswith("fold")])
+
+    def folds(self) -> list[tuple[list[str], list[str]]]:
+        """(training ids, validation ids) for each cross-validation fold, test part excluded."""
+        parts = self.assignments
+        out = []
+        for k in range(self.n_folds):
+            name = f"fold{k}"
+            out.append(
+                (
+                    sorted(parts.index[parts.str.startswith("fold") & (parts != name)]),
+                    sorted(parts.index[parts == name]),
+                )
+            )
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "n_folds": self.n_folds,
+            "seed": self.seed,
+            "test_fraction": self.test_fraction,
+            "assignments": self.assignments.to_dict(),
+        }
+
+    def save(self, path: Path | str) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path | str) -> CohortSplit:
+        data = json.loads(Path(path).read_text())
+        series = pd.Series(data["assignments"], dtype="string").sort_index()
+        return cls(
+            series.rename_axis("patient_id"),
+            int(data["n_folds"]),
+            int(data["seed"]),
+            float(data["test_fraction"]),
+        )
+
+
+def make_splits(
+    patients: pd.DataFrame,
+    *,
+    n_folds: int = 5,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    groups: pd.Series | None = None,
+) -> CohortSplit:
+    """Split labelled patients into a locked test part and ``n_folds`` grouped, stratified folds.
+
+    ``groups`` maps patient_id to a group id (for example the audit's ``patient_groups``);
+    patients missing from it form groups of their own.
+    """
+    if not 2 <= n_folds <= 20:
+        raise SplitError(f"n_folds must be between 2 and 20, got {n_folds}")
+    if not 0.0 <= test_fraction < 0.9:
+        raise SplitError(f"test_fraction must be in [0, 0.9), got {test_fraction}")
+    if "label" not in patients:
+        raise SplitError("the cohort has no label column; splits are stratified by label")
+    ids = patients["patient_id"].astype(str).to_numpy()
+    labels = patients["label"]
+    group_of = _group_ids(ids, groups)
+    parts = pd.Series(UNLABELLED, index=pd.Index(ids, name="patient_id"), dtype="string")
+    labelled = labels.notna().to_numpy()
+    y = labels[labelled].astype(int).to_numpy()
+    idx = np.flatnonzero(labelled)
+    if len(np.unique(y)) < 2:
+        raise SplitError("a stratified split needs both classes; the labelled patients have one")
+    minority_groups = min(len(np.unique(group_of[idx][y == c])) for c in (0, 1))
+    needed = n_folds + (1 if test_fraction > 0 else 0)
+    if minority_groups < needed:
+        raise SplitError(
+            f"only {minority_groups} independent groups in the smaller class; need at least "
+            f"{needed} for {n_folds} folds{' plus a test part' if test_fraction else ''}"
+        )
+    develop = idx
+    if test_fraction > 0:
+        test_idx, develop = _first_fold(idx, y, group_of, round(1 / test_fraction), seed)
+        parts.iloc[test_idx] = TEST
+        y = labels.to_numpy()[develop].astype(int)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, val) in enumerate(splitter.split(develop, y, group_of[develop])):
+        parts.iloc[develop[val]] = f"fold{k}"
+    split = CohortSplit(parts.sort_index(), n_folds, seed, test_fraction)
+    check_split(split, pd.Series(group_of, index=ids))
+    return split
+
+
+def _group_ids(ids: np.ndarray, groups: pd.Series | None) -> np.ndarray:
+    if groups is None:
+        return ids.astype(object)
+    mapped = pd.Series(ids).map(groups.astype(str).to_dict())
+    # Patients the grouping does not know stand alone, under an id no real group can have.
+    return mapped.fillna(pd.Series(["__self__" + i for i in ids])).to_numpy(dtype=object)
+
+
+def _first_fold(
+    idx: np.ndarray, y: np.ndarray, group_of: np.ndarray, n_splits: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    splitter = StratifiedGroupKFold(n_splits=max(n_splits, 2), shuffle=True, random_state=seed)
+    rest, held = next(iter(splitter.split(idx, y, group_of[idx])))
+    return idx[held], idx[rest]
+
+
+def check_split(split: CohortSplit, groups: pd.Series | None = None) -> None:
+    """Raise SplitError if any patient or group sits in more than one part."""
+    parts = split.assignments
+    if parts.index.duplicated().any():
+        dupes = sorted(set(parts.index[parts.index.duplicated()]))[:10]
+        raise SplitError(f"patients assigned to more than one part: {dupes}")
+    if groups is None:
+        return
+    frame = pd.DataFrame({"part": parts, "group": groups.reindex(parts.index)}).dropna()
+    spread = frame.groupby("group")["part"].nunique()
+    bad = spread[spread > 1]
+    if len(bad):
+        example = frame[frame["group"] == bad.index[0]]
+        raise SplitError(
+            f"{len(bad)} group(s) of linked patients straddle parts, e.g. group {bad.index[0]!r}: "
+            f"{example['part'].to_dict()}"
+        )

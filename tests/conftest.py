@@ -1,0 +1,40 @@
+"""Shared test fixtures. Tests build their own tiny cohorts; real data is read in place from
+``../shared/data`` and the tests that need it skip where it is absent."""
+
+from __future__ import annotations
+
+import os
+
+# Before numpy/sklearn/xgboost load: one thread each, so two cores are not oversubscribed.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (48, 64), **kw) -> Path:
+    """A small random gray or colour image in the format the suffix names."""
+    rng = np.random.default_rng(seed)
+    channels = kw.get("channels", 1)
+    dtype = kw.get("dtype", np.uint8)
+    high = 65535 if dtype == np.uint16 else 255
+    shape = size if channels == 1 else (*size, channels)
+    pixels = rng.integers(0, high, size=shape, endpoint=True).astype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), pixels)
+    return path
