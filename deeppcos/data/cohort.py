@@ -416,7 +416,7 @@ def cohort_summary(cohort: Cohort) -> dict[str, Any]:
         "report": cohort.report.counts(),
     }
     if "label" in patients:
-        counts = patients["label"].value_counts(dropna=False)
+        counts = patients["label"].value_counts(dropna=False).sort_index()
         summary["labels"] = {
             str(k) if pd.notna(k) else "missing": int(v) for k, v in counts.items()
         }
