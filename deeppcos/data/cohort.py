@@ -311,42 +311,40 @@ def probe_images(
     progress: Progress | None = None,
     file: str | None = None,
 ) -> pd.DataFrame:
-    """Probe each image file; unreadable ones are excluded and listed in the report."""
+    """Probe each image file once; unreadable ones are excluded and listed in the report.
+
+    Rows that share a file (the frames of a DICOM clip) share one probe.
+    """
     if images.empty:
         return images
-    paths = [Path(p) for p in images["path"]]
-    infos: list[ImageInfo | ImageError] = [None] * len(paths)  # type: ignore[list-item]
+    unique_paths = list(dict.fromkeys(images["path"]))
+    found: dict[str, ImageInfo | ImageError] = {}
 
-    def probe(i: int) -> None:
+    def probe(path: str) -> None:
         try:
-            infos[i] = probe_image(paths[i], max_pixels=max_pixels)
+            found[path] = probe_image(Path(path), max_pixels=max_pixels)
         except ImageError as exc:
-            infos[i] = exc
+            found[path] = exc
 
-    done = 0
     # OpenCV and hashing release the GIL, so threads use both cores.
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for _ in pool.map(probe, range(len(paths))):
-            done += 1
+        for done, _ in enumerate(pool.map(probe, unique_paths), start=1):
             if progress:
-                progress(done, len(paths))
-    keep = []
-    for (row, record), info in zip(images.iterrows(), infos, strict=True):
-        if isinstance(info, ImageError):
-            report.add(
-                "excluded",
-                "excluded_image",
-                str(info),
-                file=file or record["path"],
-                row=row if file else None,
-                column="path",
-                found=record["path"],
-            )
-            keep.append(False)
-        else:
-            keep.append(True)
-    good = images[keep].copy()
-    probed = [i for i in infos if not isinstance(i, ImageError)]
+                progress(done, len(unique_paths))
+    infos = images["path"].map(found)
+    failed = infos.map(lambda i: isinstance(i, ImageError))
+    for row, record in images[failed].iterrows():
+        report.add(
+            "excluded",
+            "excluded_image",
+            str(found[record["path"]]),
+            file=file or record["path"],
+            row=row if file else None,
+            column="path",
+            found=record["path"],
+        )
+    good = images[~failed].copy()
+    probed = infos[~failed]
     for column in PROBE_COLUMNS:
         good[column] = [getattr(i, column) for i in probed]
     if "frames" not in good and any(i.frames > 1 for i in probed):

@@ -48,11 +48,12 @@ class ImageInfo:
 
 def sniff_format(head: bytes) -> str | None:
     """The image format named by a file's first bytes, or None."""
+    # DICOM first: its 128-byte preamble may itself look like a TIFF header.
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "DICOM"
     for magic, name in _SIGNATURES:
         if head.startswith(magic):
             return name
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "DICOM"
     return None
 
 
@@ -167,8 +168,12 @@ def _to_gray_or_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:
     return pixels
 
 
-def read_image(path: Path | str, frame: int | None = None) -> np.ndarray:
-    """Pixels as stored: uint8/uint16, H×W for gray or H×W×3 RGB. ``frame`` picks a DICOM frame."""
+def read_image(path: Path | str, frame: object = None) -> np.ndarray:
+    """Pixels as stored: uint8/uint16, H×W for gray or H×W×3 RGB.
+
+    ``frame`` picks a DICOM frame; None or a missing value (the ``frame`` column's NA for
+    single-frame images) means the first.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: image file not found")
@@ -177,8 +182,15 @@ def read_image(path: Path | str, frame: int | None = None) -> np.ndarray:
     if sniff_format(head) == "DICOM":
         from deeppcos.data.dicom import read_dicom_frame
 
-        return read_dicom_frame(path, frame or 0)
+        return read_dicom_frame(path, _frame_index(frame))
     return _decode(path)
+
+
+def _frame_index(frame: object) -> int:
+    try:
+        return int(frame)  # type: ignore[call-overload]
+    except (TypeError, ValueError):  # None, pd.NA, NaN
+        return 0
 
 
 def to_gray_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -271,6 +271,7 @@ def load_dicom(spec: CohortSpec, progress: Progress | None) -> Cohort:
     report = LoadReport()
     folder = _required_path(spec, ispec.folder, "images.folder")
     images = scan_dicom_folder(folder, report, salt, max_pixels=ispec.max_pixels)
+    images = images.rename(columns={"laterality": "side"})
     if spec.patients is not None:
         path = _required_path(spec, spec.patients.path, "patients.path")
         raw = read_table(path, spec.patients.sheet)

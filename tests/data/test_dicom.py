@@ -7,6 +7,7 @@ fake patient details so the tests can check that none of them leaks into anythin
 from __future__ import annotations
 
 import re
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +156,11 @@ def test_probe_refuses_oversized_before_decoding(folder: Path) -> None:
         read_dicom_frame(folder / "bad" / "big.dcm")
 
 
-def test_probe_counts_all_frames_against_the_limit(folder: Path) -> None:
-    with pytest.raises(ImageError, match="3 frames"):
-        probe_image(folder / "sub" / "clip", max_pixels=100)  # 8×6×3 = 144 pixels
+def test_the_limit_bounds_each_frame_not_the_clip(folder: Path) -> None:
+    # 8×6 = 48 pixels a frame, 144 in the 3-frame clip: only one frame is decoded at a time.
+    assert probe_image(folder / "sub" / "clip", max_pixels=100).frames == 3
+    with pytest.raises(ImageError, match=r"DICOM frame is \d×\d = 48 pixels"):
+        probe_image(folder / "sub" / "clip", max_pixels=40)
 
 
 @pytest.mark.parametrize(
@@ -187,6 +190,27 @@ def test_probe_names_missing_pixel_handler(tmp_path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(ImageError, match=r"jpegls\.dcm.*JPEG-LS Lossless.*plugin"):
         probe_image(path)
+
+
+def test_long_clip_is_read_one_frame_at_a_time(tmp_path: Path) -> None:
+    # Over the 64 KB header deferral, so the pixel data are not read with the header, and only
+    # frame 7's bytes are decoded.
+    clip = RNG.integers(0, 256, (10, 400, 500), dtype=np.uint8)
+    path = write_dicom(tmp_path / "long.dcm", clip)
+    assert probe_image(path).frames == 10
+    tracemalloc.start()
+    try:
+        pixels = read_dicom_frame(path, 7)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(pixels, clip[7])
+    assert peak < clip.nbytes / 2, f"peak {peak:,} bytes for a {clip.nbytes:,}-byte clip"
+
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(path.read_bytes()[:-5000])  # the last frame is short
+    with pytest.raises(ImageError, match=r"cut\.dcm.*truncated"):
+        probe_image(cut)
 
 
 # --- pixels ---------------------------------------------------------------------------------
@@ -291,8 +315,8 @@ def test_scan_one_row_per_frame(folder: Path) -> None:
     )
     assert (table["study_year"] == 2023).all()
     by_id = table.set_index("image_id")["burned_in_annotation"]
-    assert by_id["rgb.dcm"] is np.False_ or by_id["rgb.dcm"] == False  # noqa: E712
-    assert pd.isna(by_id["ybr.dcm"])
+    assert pd.notna(by_id["rgb.dcm"]) and not by_id["rgb.dcm"]  # tag says NO
+    assert pd.isna(by_id["ybr.dcm"])  # no tag: unknown, not "no"
 
 
 def test_scan_pseudonyms_are_stable_and_salted(folder: Path) -> None:
@@ -376,3 +400,30 @@ def test_write_refuses_burned_in_annotation(folder: Path, tmp_path: Path) -> Non
         write_deidentified_frame(folder / "mono8.dcm", 0, tmp_path / "a.png")
     write_deidentified_frame(folder / "mono8.dcm", 0, tmp_path / "a.png", allow_burned_in=True)
     assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_dicom_cohort_loads_with_pseudonymised_labels(folder: Path, tmp_path: Path) -> None:
+    """A format-dicom spec: labels keyed by the original PatientID end up under pseudonyms."""
+    from deeppcos.data import load_cohort, spec_from_dict
+
+    pd.DataFrame({"PatientID": [PATIENT_ID, "HOSP-777"], "pcos": [1, 0]}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    spec = spec_from_dict(
+        {
+            "name": "dicom",
+            "format": "dicom",
+            "patients": {"path": str(tmp_path / "labels.csv"), "id_column": "PatientID"},
+            "images": {"folder": str(folder)},
+            "options": {"pseudonym_salt": SALT},
+        }
+    )
+    cohort = load_cohort(spec)
+    labels = cohort.patients.set_index("patient_id")["label"].to_dict()
+    assert labels == {pseudonymise(PATIENT_ID, SALT): 1, pseudonymise("HOSP-777", SALT): 0}
+    assert (cohort.images.groupby("patient_id").size() > 0).all()
+    assert "side" in cohort.images and set(cohort.images["side"].dropna()) == {"left", "right"}
+    text = cohort.patients.to_csv() + cohort.images.to_csv()
+    assert not any(phi in text for phi in PHI_STRINGS)
+    with pytest.raises(ConfigError, match="pseudonym_salt"):
+        load_cohort(spec.model_copy(update={"options": {}}))
