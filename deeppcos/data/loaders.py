@@ -174,12 +174,13 @@ def load_image_folder(spec: CohortSpec, progress: Progress | None) -> Cohort:
 
 
 def _patient_from_name(rel: Path, pattern: str | None) -> str:
-    """Without patient ids each image stands alone; a regex can pull an id from the file name."""
+    """Without patient ids each image stands alone (its relative path, extension included, so
+    img1.jpg and img1.png stay two patients); a regex can pull an id from the file name."""
     if pattern:
         match = re.search(pattern, rel.name)
         if match:
             return match.group(1) if match.groups() else match.group(0)
-    return rel.with_suffix("").as_posix()
+    return rel.as_posix()
 
 
 # --- NIH ChestX-ray8 ---------------------------------------------------------------------

@@ -101,6 +101,7 @@ def test_ultrasound_folders_load_every_image() -> None:
     cohort = load_cohort(REPO / "configs" / "pcos-kaggle-ultrasound.yaml")
     assert len(cohort.images) == 3849
     assert cohort.images.groupby("label").size().to_dict() == {0: 2286, 1: 1563}
+    assert len(cohort.patients) == 3849  # no ids: every file is its own patient
     assert set(cohort.images["file_format"]) == {"JPEG", "PNG"}
     assert {"rgb", "gray"} <= set(cohort.images["color_mode"])
 
