@@ -71,3 +71,36 @@ def test_validate_real_kaggle_table(shared_data) -> None:
     result = runner.invoke(app, ["validate", str(REPO / "configs" / "pcos-kaggle-tabular.yaml")])
     assert result.exit_code == 0
     assert "541" in result.output and "0: 364, 1: 177" in result.output
+
+
+def test_synth_then_audit_writes_reports_and_honours_fail_on(tmp_path: Path) -> None:
+    out = tmp_path / "syn"
+    result = runner.invoke(app, ["synth", str(out), "-n", "40", "--image-size", "64"])
+    assert result.exit_code == 0, result.output
+    assert (out / "cohort.yaml").is_file() and (out / "images").is_dir()
+    spec = str(out / "cohort.yaml")
+    html, js = tmp_path / "a.html", tmp_path / "a.json"
+    result = runner.invoke(app, ["audit", spec, "--html", str(html), "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    assert "Verdicts" in html.read_text() and json.loads(js.read_text())["findings"]
+    # Plant an exact duplicate across two patients: 'high' now, so --fail-on high exits 4.
+    images = sorted((out / "images").glob("*.png"))
+    other = next(i for i in images if i.name[:9] != images[0].name[:9])  # another patient
+    other.write_bytes(images[0].read_bytes())
+    result = runner.invoke(app, ["audit", spec, "--fail-on", "high"])
+    assert result.exit_code == 4
+    assert "byte-identical" in result.output
+
+
+def test_audit_rejects_an_unknown_fail_on(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["audit", str(_tiny_cohort(tmp_path)), "--fail-on", "always"])
+    assert result.exit_code == 2
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--patients", "60"])
+    assert result.exit_code == 0, result.output
+    for name in ("audit.html", "audit.json", "split.json", "cohort/cohort.yaml"):
+        assert (tmp_path / "demo" / name).is_file()
+    split = json.loads((tmp_path / "demo" / "split.json").read_text())
+    assert set(split["assignments"].values()) >= {"test", "fold0"}
