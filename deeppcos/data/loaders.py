@@ -187,7 +187,8 @@ def _patient_from_name(rel: Path, pattern: str | None) -> str:
 
 
 def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
-    """Image + age, sex and view; the label is one finding (``options.finding``) against the rest.
+    """Image + age, sex and view; the label is one finding (``options.finding``) against the rest,
+    or, with ``finding: any``, any finding against "No Finding".
 
     Patient label: positive if any of the patient's images shows the finding. Patient features
     are the age at the first (lowest follow-up) image and sex; view position, follow-up number
@@ -212,8 +213,11 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
         raise SchemaError(f"{path}: not an NIH Data_Entry file; missing columns {missing}")
     findings = raw["Finding Labels"].fillna("").str.split("|")
     known = sorted({f for labels in findings for f in labels if f})
-    if finding not in known:
-        raise ConfigError(f"{path}: finding {finding!r} does not occur; the file has {known}")
+    if finding != ANY_FINDING and finding not in known:
+        raise ConfigError(
+            f"{path}: finding {finding!r} does not occur; the file has {known} "
+            f"(or use {ANY_FINDING!r}: any finding against 'No Finding')"
+        )
     image_root = spec.resolve(spec.images.folder if spec.images else None) or path.parent / "images"
     images = pd.DataFrame(
         {
@@ -221,7 +225,7 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
             "patient_id": raw["Patient ID"].map(id_text),
             "path": [str(image_root / name) for name in raw["Image Index"].astype(str)],
             "frame": pd.array([pd.NA] * len(raw), dtype="Int64"),
-            "label": findings.map(lambda labels: int(finding in labels)).astype("Int8"),
+            "label": findings.map(lambda labels: _has_finding(labels, finding)).astype("Int8"),
             "view": raw["View Position"].astype("string"),
             "follow_up": pd.to_numeric(raw["Follow-up #"], errors="coerce"),
             "patient_age": pd.to_numeric(raw["Patient Age"], errors="coerce"),
@@ -253,6 +257,15 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
         report=report,
     )
     return attach_images(cohort, images, progress, str(path))
+
+
+ANY_FINDING = "any"
+
+
+def _has_finding(labels: list[str], finding: str) -> int:
+    if finding == ANY_FINDING:
+        return int(labels != ["No Finding"])
+    return int(finding in labels)
 
 
 def load_dicom(spec: CohortSpec, progress: Progress | None) -> Cohort:

@@ -115,3 +115,18 @@ def test_chest_xray_sample_loads_with_patients_and_views() -> None:
     assert set(cohort.images["view"]) == {"PA", "AP"}
     assert cohort.feature_columns == ["patient_age", "sex_male"]
     assert 0 < cohort.patients["label"].mean() < 0.5
+
+
+@pytest.mark.realdata
+def test_chest_xray_any_finding_label_and_its_shortcuts() -> None:
+    """The data README warns that 'No Finding' patients are older and more often PA: the audit
+    must flag age and the acquisition fields for this label."""
+    from deeppcos.data.audit import audit_cohort
+
+    cohort = load_cohort(REPO / "configs" / "chestxr8-any-finding.yaml")
+    no_finding = cohort.images["label"] == 0
+    assert no_finding.sum() > 0 and (~no_finding).sum() > 0
+    result = audit_cohort(cohort)
+    flagged = {f.check for f in result.findings if f.severity in ("warning", "high")}
+    assert "shortcut.patient_age" in flagged
+    assert result.by_check("shortcut.all_properties")[0].severity == "high"
