@@ -352,6 +352,22 @@ def probe_images(
     return good
 
 
+def _exclude_images(
+    report: LoadReport,
+    images: pd.DataFrame,
+    mask: pd.Series,
+    column: str,
+    message: str,
+    file: str | None,
+) -> pd.DataFrame:
+    """Images where ``mask`` holds are left out, each listed in the report."""
+    for row, value in images.loc[mask, column].items():
+        report.add(
+            "excluded", "excluded_image", message, file=file, row=row, column=column, found=value
+        )
+    return images[~mask]
+
+
 def attach_images(
     cohort: Cohort,
     images: pd.DataFrame,
@@ -360,30 +376,22 @@ def attach_images(
 ) -> Cohort:
     """Probe images, drop those of unknown patients (reported), attach to the cohort."""
     known = set(cohort.patients["patient_id"])
-    unknown = ~images["patient_id"].isin(known)
-    for row, record in images[unknown].iterrows():
-        cohort.report.add(
-            "excluded",
-            "excluded_image",
-            "patient id not in the patients table",
-            file=file,
-            row=row,
-            column="patient_id",
-            found=record["patient_id"],
-        )
-    images = images[~unknown]
-    dupes = images["image_id"].duplicated(keep="first")
-    for row, record in images[dupes].iterrows():
-        cohort.report.add(
-            "excluded",
-            "excluded_image",
-            "image listed twice; second entry left out",
-            file=file,
-            row=row,
-            column="image_id",
-            found=record["image_id"],
-        )
-    images = images[~dupes]
+    images = _exclude_images(
+        cohort.report,
+        images,
+        ~images["patient_id"].isin(known),
+        "patient_id",
+        "patient id not in the patients table",
+        file,
+    )
+    images = _exclude_images(
+        cohort.report,
+        images,
+        images["image_id"].duplicated(keep="first"),
+        "image_id",
+        "image listed twice; second entry left out",
+        file,
+    )
     max_pixels = cohort.spec.images.max_pixels if cohort.spec.images else 60_000_000
     cohort.images = probe_images(images, cohort.report, max_pixels, progress, file).reset_index(
         drop=True
