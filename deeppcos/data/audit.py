@@ -98,6 +98,7 @@ from deeppcos.data.catalog import ultrasound_features
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.imageio import read_image, to_gray_uint8
 from deeppcos.exceptions import DeepPCOSError
+from deeppcos.stats import bootstrap_auc_ci, group_codes, weighted_auc
 
 Severity = Literal["ok", "info", "warning", "high"]
 SEVERITY_ORDER: dict[str, int] = {"ok": 0, "info": 1, "warning": 2, "high": 3}
@@ -486,51 +487,6 @@ def group_patients(
 # --- AUC with grouped cross-validation --------------------------------------------------------
 
 
-def weighted_auc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """ROC AUC with ties counted half; ``weights`` (bootstrap counts) repeat samples."""
-    y = np.asarray(y, dtype=np.float64)
-    weights = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64)
-    _, inverse = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
-    return _auc_from_ranks(inverse, y, weights)
-
-
-def _auc_from_ranks(inverse: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
-    pos = np.bincount(inverse, weights=weights * y)
-    neg = np.bincount(inverse, weights=weights * (1.0 - y))
-    total_pos, total_neg = pos.sum(), neg.sum()
-    if total_pos == 0 or total_neg == 0:
-        return float("nan")
-    below = np.cumsum(neg) - neg
-    return float((pos * (below + 0.5 * neg)).sum() / (total_pos * total_neg))
-
-
-def bootstrap_auc_ci(
-    y: np.ndarray,
-    scores: np.ndarray,
-    groups: np.ndarray,
-    rng: np.random.Generator,
-    n_boot: int = N_BOOTSTRAP,
-) -> tuple[float, float]:
-    """95% percentile interval, resampling whole patient groups with replacement."""
-    codes, n_groups = _codes(groups)
-    _, inverse = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
-    y = np.asarray(y, dtype=np.float64)
-    aucs = []
-    for _ in range(n_boot):
-        counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
-        aucs.append(_auc_from_ranks(inverse, y, counts[codes].astype(np.float64)))
-    values = np.array(aucs)
-    values = values[~np.isnan(values)]
-    if not len(values):
-        return float("nan"), float("nan")
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
-
-
-def _codes(groups: np.ndarray) -> tuple[np.ndarray, int]:
-    codes, uniques = pd.factorize(pd.Series(groups))
-    return codes, len(uniques)
-
-
 def grouped_folds(
     y: np.ndarray, groups: np.ndarray, seed: int, n_folds: int = N_FOLDS
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -616,7 +572,7 @@ def probe_auc(
     scores = out_of_fold_scores(x, y, folds, kind, seed)
     auc = weighted_auc(y, scores)
     low, high = bootstrap_auc_ci(y, scores, groups, np.random.default_rng(seed))
-    return ProbeResult(auc, low, high, len(y), _codes(groups)[1], len(folds))
+    return ProbeResult(auc, low, high, len(y), group_codes(groups)[1], len(folds))
 
 
 def severity_for_auc(auc: float, high: float, warning: float) -> Severity:
@@ -655,6 +611,26 @@ class _Context:
     part_source: str | None
     seed: int
     threshold: int
+
+
+def duplicate_patient_groups(
+    cohort: Cohort,
+    *,
+    near_duplicate_threshold: int = DEFAULT_NEAR_DUP_BITS,
+    progress: Progress | None = None,
+) -> pd.Series:
+    """Only the duplicate clustering of the audit: patient_id -> group id, for the splitter.
+
+    Patients linked by an exact or near-duplicate image share a group; a cohort without images
+    gives one group per patient.
+    """
+    patient_ids = cohort.patients["patient_id"].astype(str)
+    images = cohort.images.reset_index(drop=True)
+    if images.empty:
+        return pd.Series(range(len(patient_ids)), index=pd.Index(patient_ids, name="patient_id"))
+    features = compute_image_features(images, progress)
+    clusters, _, _ = build_clusters(features, near_duplicate_threshold)
+    return group_patients(patient_ids, features, clusters["near_cluster"])
 
 
 def audit_cohort(

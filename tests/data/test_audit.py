@@ -20,12 +20,12 @@ from deeppcos.data.audit import (
     hamming_matrix,
     padding_fraction,
     phash64,
-    weighted_auc,
 )
 from deeppcos.data.catalog import ultrasound_features
 from deeppcos.data.cohort import Cohort, probe_images
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import spec_from_dict
+from deeppcos.stats import weighted_auc
 
 # --- building tiny cohorts -------------------------------------------------------------------
 
@@ -420,3 +420,17 @@ def test_unreadable_image_is_reported_not_fatal(tmp_path: Path) -> None:
     assert finding(result, "images.unreadable").figures["unreadable"] == 1
     features = result.image_features.set_index("image_id")
     assert pd.isna(features.loc["broken", "phash"])
+
+
+def test_duplicate_patient_groups_matches_the_full_audit(tmp_path) -> None:
+    from deeppcos.data import load_cohort
+    from deeppcos.data.audit import audit_cohort, duplicate_patient_groups
+    from deeppcos.data.synthetic import generate_cohort
+
+    cohort = load_cohort(generate_cohort(tmp_path, n_patients=20, seed=1, image_size=32))
+    images = sorted((tmp_path / "images").glob("*.png"))
+    other = next(i for i in images if i.name[:9] != images[0].name[:9])
+    other.write_bytes(images[0].read_bytes())  # link two patients
+    groups = duplicate_patient_groups(cohort)
+    assert groups.nunique() == len(cohort.patients) - 1
+    assert groups.equals(audit_cohort(cohort).patient_groups)
