@@ -255,6 +255,73 @@ def audit(
         raise typer.Exit(EXIT_AUDIT)
 
 
+# --- train -----------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="run config YAML (configs/)")],
+    out: Annotated[
+        Path | None, typer.Option(help="run folder to write (default: runs/<config name>)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a complete run at --out")] = False,
+) -> None:
+    """Train the enabled branches with patient-grouped cross-validation into a run folder."""
+    from deeppcos.config import load_config
+    from deeppcos.training import train as train_run
+
+    with _errors_as_messages():
+        cfg = load_config(config)
+        target = out or Path("runs") / cfg.name
+        with _stage_progress() as progress:
+            run = train_run(cfg, target, overwrite=overwrite, progress=progress)
+    _print_branch_metrics(run)
+
+
+@contextmanager
+def _stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar whose description follows the current stage (fold, refit, …)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def update(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        yield update
+
+
+def _print_branch_metrics(run: Path) -> None:
+    from deeppcos.runs import read_metrics
+
+    metrics = read_metrics(run)
+    table = Table(title=f"out-of-fold metrics ({metrics['development_patients']} patients)")
+    for column in ("branch", "ROC AUC", "95% CI", "PR AUC", "Brier", "n"):
+        table.add_column(column)
+    for name, branch in metrics["branches"].items():
+        oof = branch["oof"]
+        ci = oof.get("roc_auc_ci") or [None, None]
+        table.add_row(
+            name,
+            str(oof.get("roc_auc")),
+            f"{ci[0]}–{ci[1]}",
+            str(oof.get("pr_auc")),
+            str(oof.get("brier")),
+            str(oof["n"]),
+        )
+    console.print(table)
+    console.print(f"run folder: {run}")
+
+
 # --- demo ------------------------------------------------------------------------------------
 
 

@@ -33,3 +33,7 @@ class EmptyCohortError(SchemaError):
 
 class SplitError(DeepPCOSError):
     """A split cannot be made, or a made split breaks a grouping rule."""
+
+
+class RunError(DeepPCOSError):
+    """A run folder is missing, incomplete or was written by an incompatible version."""

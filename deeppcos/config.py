@@ -1,0 +1,108 @@
+"""Typed run configuration, loaded from ``configs/*.yaml`` and validated on load.
+
+A config names a cohort (an inline ``cohort:`` spec, a ``cohort_spec:`` file, or a
+``synthetic:`` cohort generated on first use), the split, and each branch's settings. Branch
+parameters are validated by the branch's own parameter model when training starts
+(``deeppcos.training.resolve_branch_params``), so this module stays free of model code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deeppcos.exceptions import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticSource(_Strict):
+    """A synthetic cohort generated into ``folder`` when it is not there yet."""
+
+    patients: int = Field(600, ge=10)
+    seed: int = 0
+    image_size: int = Field(256, ge=32, le=2048)
+    with_ultrasound_columns: bool = False
+    folder: Path = Path("../runs/cohorts/synthetic")
+
+
+class SplitConfig(_Strict):
+    n_folds: int = Field(5, ge=2, le=20)
+    test_fraction: float = Field(0.2, ge=0.0, lt=0.9)
+    seed: int | None = Field(None, description="defaults to the config's seed")
+    group_duplicates: bool = Field(
+        True, description="keep patients linked by duplicate images in one part (audit)"
+    )
+
+
+class BranchConfig(_Strict):
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunConfig(_Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    cohort: dict[str, Any] | None = None
+    cohort_spec: Path | None = None
+    synthetic: SyntheticSource | None = None
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    tabular: BranchConfig = Field(default_factory=BranchConfig)
+    image: BranchConfig = Field(default_factory=BranchConfig)
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _one_cohort_source(self) -> RunConfig:
+        given = [k for k in ("cohort", "cohort_spec", "synthetic") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "name exactly one cohort source: 'cohort' (inline spec), 'cohort_spec' (a file) "
+                f"or 'synthetic'; found {given or 'none'}"
+            )
+        if not (self.tabular.enabled or self.image.enabled):
+            raise ValueError("enable at least one branch (tabular or image)")
+        return self
+
+    def resolve(self, path: Path | str) -> Path:
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def split_seed(self) -> int:
+        return self.seed if self.split.seed is None else self.split.seed
+
+
+def load_config(path: Path | str) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate({**raw, "base_dir": path.parent.resolve()})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid config: {problems}") from exc
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain data (paths absolute), for the run folder."""
+    data = config.model_dump(mode="json", exclude={"base_dir"}, exclude_none=True)
+    if config.cohort_spec is not None:
+        data["cohort_spec"] = str(config.resolve(config.cohort_spec))
+    if config.synthetic is not None:
+        data["synthetic"]["folder"] = str(config.resolve(config.synthetic.folder))
+    return data

@@ -1,0 +1,290 @@
+"""``deeppcos train``: patient-grouped cross-validation of each branch, then a refit, into a
+run folder.
+
+For every fold k of the development part, a branch is trained on the other folds and predicts
+fold k, so every development patient gets exactly one *out-of-fold* prediction (and image
+embedding) from a model that never saw them: these feed the fusion. Early stopping never looks
+at the fold being predicted: it uses an inner validation set carved (grouped, stratified) from
+the training folds. After cross-validation each branch is refit on the whole development part
+(again with an inner validation set for early stopping) and saved. The locked test part is not
+touched here: it is scored once, by evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+from sklearn.model_selection import StratifiedGroupKFold
+
+from deeppcos.config import RunConfig, config_to_dict
+from deeppcos.data.cohort import Cohort, load_cohort
+from deeppcos.data.spec import spec_from_dict
+from deeppcos.data.splits import CohortSplit, make_splits
+from deeppcos.evaluation.metrics import binary_metrics
+from deeppcos.evaluation.plots import plot_histories
+from deeppcos.exceptions import ConfigError
+from deeppcos.runs import RunWriter
+
+Progress = Callable[[str, int, int], None]
+INNER_VALIDATION_FRACTION = 0.15
+BRANCHES = ("tabular", "image")
+SYNTHETIC_MARKER = "deeppcos-synthetic.json"
+
+
+# --- cohort and parameters --------------------------------------------------------------------
+
+
+def cohort_for(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> Cohort:
+    """The config's cohort; a synthetic one is generated on first use (and when its settings
+    change)."""
+    if config.synthetic is not None:
+        return load_cohort(_synthetic_spec(config, progress))
+    if config.cohort_spec is not None:
+        return load_cohort(config.resolve(config.cohort_spec))
+    assert config.cohort is not None
+    return load_cohort(spec_from_dict(config.cohort, base_dir=config.base_dir, source=config.name))
+
+
+def _synthetic_spec(config: RunConfig, progress: Callable[[int, int], None] | None) -> Path:
+    from deeppcos.data.synthetic import generate_cohort
+
+    source = config.synthetic
+    assert source is not None
+    folder = config.resolve(source.folder)
+    settings = source.model_dump(mode="json", exclude={"folder"})
+    marker = folder / SYNTHETIC_MARKER
+    spec = folder / "cohort.yaml"
+    if spec.is_file() and marker.is_file() and json.loads(marker.read_text()) == settings:
+        return spec
+    spec = generate_cohort(
+        folder,
+        n_patients=source.patients,
+        seed=source.seed,
+        image_size=source.image_size,
+        with_ultrasound_columns=source.with_ultrasound_columns,
+        progress=progress,
+    )
+    marker.write_text(json.dumps(settings))
+    return spec
+
+
+def resolve_branch_params(config: RunConfig) -> dict[str, Any]:
+    """Each enabled branch's parameters, validated by the branch's own model."""
+    out: dict[str, Any] = {}
+    for name in BRANCHES:
+        section = getattr(config, name)
+        if not section.enabled:
+            continue
+        model = _params_model(name)
+        try:
+            out[name] = model.model_validate(section.params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{name}.params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ConfigError(f"config {config.name!r}: {problems}") from exc
+    return out
+
+
+def _params_model(name: str) -> Any:
+    if name == "tabular":
+        from deeppcos.tabular.branch import TabularParams
+
+        return TabularParams
+    from deeppcos.image.branch import ImageParams
+
+    return ImageParams
+
+
+def _new_branch(name: str, params: Any, seed: int) -> Any:
+    if name == "tabular":
+        from deeppcos.tabular.branch import TabularBranch
+
+        return TabularBranch(params, seed=seed)
+    from deeppcos.image.branch import ImageBranch
+
+    return ImageBranch(params, seed=seed)
+
+
+# --- inner validation ---------------------------------------------------------------------------
+
+
+def inner_validation(
+    ids: Sequence[str], labels: pd.Series, groups: pd.Series | None, seed: int
+) -> tuple[list[str], list[str]]:
+    """Split training ids into (fit, early-stopping validation), grouped and stratified."""
+    ids = list(ids)
+    y = labels.reindex(ids).astype(int).to_numpy()
+    g = groups.reindex(ids).astype(str).to_numpy() if groups is not None else np.array(ids)
+    n_splits = max(2, round(1 / INNER_VALIDATION_FRACTION))
+    if min(np.bincount(y, minlength=2)) < n_splits:
+        return ids, []  # too small to hold anything out: train without early stopping
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    fit, val = next(iter(splitter.split(ids, y, g)))
+    return [ids[i] for i in fit], [ids[i] for i in val]
+
+
+# --- cross-validation of one branch ---------------------------------------------------------------
+
+
+@dataclass
+class BranchResult:
+    oof: pd.Series  # patient_id -> out-of-fold P(label = 1)
+    embeddings: pd.DataFrame | None
+    histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    fold_metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def cross_validate_branch(
+    name: str,
+    params: Any,
+    cohort: Cohort,
+    split: CohortSplit,
+    groups: pd.Series | None,
+    seed: int,
+    progress: Progress | None = None,
+) -> BranchResult:
+    labels = cohort.patients.set_index("patient_id")["label"]
+    predictions, embeddings, histories, fold_metrics = [], [], {}, []
+    folds = split.folds()
+    for k, (train_ids, predict_ids) in enumerate(folds):
+        if progress:
+            progress(f"{name}: fold {k + 1}/{len(folds)}", k, len(folds) + 1)
+        fit_ids, val_ids = inner_validation(train_ids, labels, groups, seed + k)
+        branch = _new_branch(name, params, seed + k)
+        branch.fit(cohort, fit_ids, val_ids or None)
+        probability = branch.predict_proba(cohort, predict_ids)
+        predictions.append(probability)
+        if name == "image":
+            embeddings.append(branch.transform(cohort, predict_ids))
+        histories.update(_flatten_history(f"fold{k}", getattr(branch, "history_", {})))
+        fold_metrics.append(
+            {"fold": k, **binary_metrics(labels.reindex(predict_ids), probability, n_boot=0)}
+        )
+    oof = pd.concat(predictions).rename(f"p_{name}")
+    emb = pd.concat(embeddings) if embeddings else None
+    return BranchResult(oof, emb, histories, fold_metrics)
+
+
+def refit_branch(
+    name: str, params: Any, cohort: Cohort, split: CohortSplit, groups: pd.Series | None, seed: int
+) -> Any:
+    labels = cohort.patients.set_index("patient_id")["label"]
+    fit_ids, val_ids = inner_validation(split.development_ids, labels, groups, seed)
+    branch = _new_branch(name, params, seed)
+    return branch.fit(cohort, fit_ids, val_ids or None)
+
+
+def _flatten_history(prefix: str, history: Any) -> dict[str, dict[str, list[float]]]:
+    """Branch histories are {metric: [values]} or nested per phase; plots want flat series."""
+    if not isinstance(history, dict):
+        return {}
+    if all(isinstance(v, list) for v in history.values()):
+        return {prefix: {k: [float(x) for x in v] for k, v in history.items()}}
+    out: dict[str, dict[str, list[float]]] = {}
+    for key, value in history.items():
+        out.update(_flatten_history(f"{prefix} {key}", value))
+    return out
+
+
+# --- the whole run ------------------------------------------------------------------------------
+
+
+def train(
+    config: RunConfig,
+    out: Path | str,
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Train every enabled branch with grouped CV, refit, and write the run folder."""
+    params = resolve_branch_params(config)
+    cohort = cohort_for(config, lambda d, t: progress and progress("cohort", d, t))
+    groups = _duplicate_groups(config, cohort, progress)
+    split = make_splits(
+        cohort.patients,
+        n_folds=config.split.n_folds,
+        test_fraction=config.split.test_fraction,
+        seed=config.split_seed,
+        groups=groups,
+    )
+    writer = RunWriter(out, overwrite=overwrite)
+    writer.write_yaml("config.yaml", config_to_dict(config))
+    summary = cohort.summary()
+    writer.write_json("cohort.json", summary)
+    split.save(writer.path("split.json"))
+    cohort.report.to_frame().to_csv(writer.path("load_report.csv"), index=False)
+    oof = _oof_frame(cohort, split)
+    metrics: dict[str, Any] = {
+        "label_name": cohort.spec.label_name,
+        "seed": config.seed,
+        "development_patients": len(oof),
+        "test_patients": len(split.test_ids),
+        "branches": {},
+    }
+    for name, branch_params in params.items():
+        result = cross_validate_branch(
+            name, branch_params, cohort, split, groups, config.seed, progress
+        )
+        oof[f"p_{name}"] = result.oof.reindex(oof["patient_id"]).to_numpy()
+        metrics["branches"][name] = {
+            "oof": binary_metrics(oof["label"], oof[f"p_{name}"], seed=config.seed),
+            "folds": result.fold_metrics,
+            "params": branch_params.model_dump(mode="json"),
+        }
+        if result.embeddings is not None:
+            writer.write_frame("oof_embeddings.parquet", result.embeddings.reset_index())
+        _write_curves(writer, name, result.histories)
+        if progress:
+            progress(f"{name}: refit", config.split.n_folds, config.split.n_folds + 1)
+        final = refit_branch(name, branch_params, cohort, split, groups, config.seed)
+        final.save(writer.folder(name))
+    writer.write_frame("oof_predictions.csv", oof)
+    writer.write_json("metrics.json", metrics)
+    return writer.finish(
+        {
+            "cohort": cohort.spec.name,
+            "cohort_fingerprint": summary["fingerprint"],
+            "branches": list(params),
+            "seed": config.seed,
+        }
+    )
+
+
+def _duplicate_groups(
+    config: RunConfig, cohort: Cohort, progress: Progress | None
+) -> pd.Series | None:
+    if not (config.split.group_duplicates and len(cohort.images)):
+        return None
+    from deeppcos.data.audit import duplicate_patient_groups
+
+    return duplicate_patient_groups(
+        cohort, progress=lambda d, t: progress and progress("duplicate check", d, t)
+    )
+
+
+def _oof_frame(cohort: Cohort, split: CohortSplit) -> pd.DataFrame:
+    ids = split.development_ids
+    labels = cohort.patients.set_index("patient_id")["label"]
+    return pd.DataFrame(
+        {
+            "patient_id": ids,
+            "fold": split.assignments.reindex(ids).to_numpy(),
+            "label": labels.reindex(ids).astype("Int8").to_numpy(),
+        }
+    )
+
+
+def _write_curves(writer: RunWriter, name: str, histories: dict[str, Any]) -> None:
+    if not histories:
+        return
+    writer.write_json(f"curves/{name}.json", histories)
+    plot_histories(histories, writer.path(f"curves/{name}.png"), f"{name} branch training curves")
