@@ -141,6 +141,7 @@ class BranchResult:
     embeddings: pd.DataFrame | None
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     fold_metrics: list[dict[str, Any]] = field(default_factory=list)
+    fold_trees: list[int] = field(default_factory=list)  # boosting rounds kept per fold
 
 
 def cross_validate_branch(
@@ -153,7 +154,7 @@ def cross_validate_branch(
     progress: Progress | None = None,
 ) -> BranchResult:
     labels = cohort.patients.set_index("patient_id")["label"]
-    predictions, embeddings, histories, fold_metrics = [], [], {}, []
+    predictions, embeddings, histories, fold_metrics, trees = [], [], {}, [], []
     folds = split.folds()
     for k, (train_ids, predict_ids) in enumerate(folds):
         if progress:
@@ -166,21 +167,37 @@ def cross_validate_branch(
         if name == "image":
             embeddings.append(branch.transform(cohort, predict_ids))
         histories.update(_flatten_history(f"fold{k}", getattr(branch, "history_", {})))
+        if getattr(branch, "n_trees_", None):
+            trees.append(int(branch.n_trees_))
         fold_metrics.append(
             {"fold": k, **binary_metrics(labels.reindex(predict_ids), probability, n_boot=0)}
         )
     oof = pd.concat(predictions).rename(f"p_{name}")
     emb = pd.concat(embeddings) if embeddings else None
-    return BranchResult(oof, emb, histories, fold_metrics)
+    return BranchResult(oof, emb, histories, fold_metrics, trees)
 
 
 def refit_branch(
-    name: str, params: Any, cohort: Cohort, split: CohortSplit, groups: pd.Series | None, seed: int
+    name: str,
+    params: Any,
+    cohort: Cohort,
+    split: CohortSplit,
+    groups: pd.Series | None,
+    seed: int,
+    fold_trees: Sequence[int] = (),
 ) -> Any:
+    """The final model on the whole development part.
+
+    A booster is refit on every development patient for the median number of rounds early
+    stopping kept across the folds (holding data out for stopping again would waste a fifth of
+    a small cohort); a network keeps an inner validation set for early stopping.
+    """
+    if fold_trees:
+        params = params.model_copy(update={"n_estimators": int(np.median(fold_trees))})
+        return _new_branch(name, params, seed).fit(cohort, split.development_ids, None)
     labels = cohort.patients.set_index("patient_id")["label"]
     fit_ids, val_ids = inner_validation(split.development_ids, labels, groups, seed)
-    branch = _new_branch(name, params, seed)
-    return branch.fit(cohort, fit_ids, val_ids or None)
+    return _new_branch(name, params, seed).fit(cohort, fit_ids, val_ids or None)
 
 
 def _flatten_history(prefix: str, history: Any) -> dict[str, dict[str, list[float]]]:
@@ -189,6 +206,14 @@ def _flatten_history(prefix: str, history: Any) -> dict[str, dict[str, list[floa
         return {}
     if all(isinstance(v, list) for v in history.values()):
         return {prefix: {k: [float(x) for x in v] for k, v in history.items()}}
+    if set(history) <= {"train", "val"}:  # XGBoost style: {"train": {...}, "val": {...}}
+        return {
+            prefix: {
+                f"{part}_{metric}": [float(x) for x in values]
+                for part, series in history.items()
+                for metric, values in series.items()
+            }
+        }
     out: dict[str, dict[str, list[float]]] = {}
     for key, value in history.items():
         out.update(_flatten_history(f"{prefix} {key}", value))
@@ -245,7 +270,13 @@ def train(
         _write_curves(writer, name, result.histories)
         if progress:
             progress(f"{name}: refit", config.split.n_folds, config.split.n_folds + 1)
-        final = refit_branch(name, branch_params, cohort, split, groups, config.seed)
+        final = refit_branch(
+            name, branch_params, cohort, split, groups, config.seed, result.fold_trees
+        )
+        metrics["branches"][name]["refit"] = {
+            "patients": len(split.development_ids),
+            "rounds": getattr(final, "n_trees_", None),
+        }
         final.save(writer.folder(name))
     writer.write_frame("oof_predictions.csv", oof)
     writer.write_json("metrics.json", metrics)

@@ -1,0 +1,107 @@
+"""``deeppcos train``: grouped CV, out-of-fold predictions, run folder round trip, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from deeppcos.cli import app
+from deeppcos.config import load_config
+from deeppcos.runs import read_metrics, read_run_record
+from deeppcos.training import train
+
+runner = CliRunner()
+
+
+def _config(tmp_path: Path, image: bool, patients: int = 80, **image_params) -> Path:
+    config = {
+        "name": "tiny",
+        "seed": 3,
+        "synthetic": {
+            "patients": patients,
+            "seed": 1,
+            "image_size": 48,
+            "folder": str(tmp_path / "cohort"),
+        },
+        "split": {"n_folds": 3, "test_fraction": 0.2},
+        "tabular": {"enabled": True, "params": {"n_estimators": 60}},
+        "image": {
+            "enabled": image,
+            "params": {
+                "backbone": "compact",
+                "image_size": 32,
+                "epochs_head": 1,
+                "max_epochs_compact": 2,
+                **image_params,
+            },
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_tabular_run_folder_is_complete_and_reproducible(tmp_path: Path) -> None:
+    config = load_config(_config(tmp_path, image=False))
+    run = train(config, tmp_path / "run1")
+    record = read_run_record(run)
+    assert record["status"] == "complete" and record["branches"] == ["tabular"]
+    metrics = read_metrics(run)
+    tab = metrics["branches"]["tabular"]["oof"]
+    assert tab["roc_auc"] > 0.7 and len(tab["roc_auc_ci"]) == 2
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    split = json.loads((run / "split.json").read_text())["assignments"]
+    # Out-of-fold only: development patients, each once, none from the locked test part.
+    assert oof["patient_id"].is_unique
+    assert set(oof["patient_id"]) == {p for p, part in split.items() if part.startswith("fold")}
+    assert not set(oof["patient_id"]) & {p for p, part in split.items() if part == "test"}
+    assert (run / "tabular" / "model.ubj").is_file() and (run / "curves" / "tabular.png").is_file()
+    assert not list(run.rglob("*.pkl"))
+    again = train(config, tmp_path / "run2")
+    assert read_metrics(again)["branches"]["tabular"]["oof"] == tab
+
+
+def test_saved_tabular_model_reloads_with_the_same_predictions(tmp_path: Path) -> None:
+    from deeppcos.tabular.branch import TabularBranch
+    from deeppcos.training import cohort_for
+
+    config = load_config(_config(tmp_path, image=False))
+    run = train(config, tmp_path / "run")
+    model = TabularBranch.load(run / "tabular")
+    cohort = cohort_for(config)
+    ids = cohort.patients["patient_id"].tolist()
+    first = model.predict_proba(cohort, ids)
+    assert first.dropna().between(0, 1).all()
+    pd.testing.assert_series_equal(
+        first, TabularBranch.load(run / "tabular").predict_proba(cohort, ids)
+    )
+
+
+def test_cli_train_refuses_to_overwrite_and_reports_bad_params(tmp_path: Path) -> None:
+    config = _config(tmp_path, image=False)
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", "--config", str(config), "--out", str(out)]).exit_code == 0
+    again = runner.invoke(app, ["train", "--config", str(config), "--out", str(out)])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    bad = yaml.safe_load(config.read_text())
+    bad["tabular"]["params"]["max_depht"] = 3
+    config.write_text(yaml.safe_dump(bad))
+    result = runner.invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 1 and "tabular.params.max_depht" in result.output
+
+
+@pytest.mark.slow
+def test_image_and_tabular_run(tmp_path: Path) -> None:
+    config = load_config(_config(tmp_path, image=True, patients=60))
+    run = train(config, tmp_path / "run")
+    metrics = read_metrics(run)
+    assert set(metrics["branches"]) == {"tabular", "image"}
+    assert (run / "image" / "model.keras").is_file()
+    embeddings = pd.read_parquet(run / "oof_embeddings.parquet")
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    assert set(embeddings["patient_id"]) == set(oof["patient_id"])
