@@ -1,0 +1,1 @@
+"""Fusion of the image and tabular branches: presence and severity heads."""
