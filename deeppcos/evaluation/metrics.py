@@ -1,21 +1,92 @@
-"""Binary metrics with patient-level bootstrap confidence intervals.
+"""Metrics with patient-level bootstrap confidence intervals.
 
-Every score is computed on one prediction per patient, so resampling rows resamples patients.
-Keys returned by ``binary_metrics`` are stable (scripts read them from ``metrics.json``):
-``n``, ``positives``, ``roc_auc``, ``roc_auc_ci`` ([low, high], 95%), ``pr_auc``, ``brier``,
-``log_loss``.
+Every score is computed on one prediction per patient, so resampling rows resamples patients
+(pass ``groups`` to resample linked patients together). Intervals are 95% percentile bootstrap
+intervals; the point estimate is the metric on the data as given, not the bootstrap mean.
+
+Decision rule everywhere: a patient is called positive when ``p >= threshold``.
+
+Stable keys (scripts read them from ``metrics.json``):
+
+``binary_metrics(y, p)`` (used by training for the out-of-fold summary)
+    ``n``, ``positives``, ``roc_auc``, ``roc_auc_ci`` ([low, high] or ``None``), ``pr_auc``,
+    ``brier``, ``log_loss``; ``note`` when only one class is present.
+
+``classification_metrics(y, p, threshold)``
+    One entry per metric in ``METRICS`` — ``roc_auc``, ``pr_auc`` (average precision),
+    ``accuracy``, ``sensitivity``, ``specificity``, ``ppv``, ``npv``, ``f1``, ``brier``, ``ece`` —
+    each ``{"value": float | None, "ci": [low, high] | None}``; ``None`` where undefined (e.g.
+    sensitivity without positives) or, for ``ci``, when ``n_boot == 0``. A proportion at exactly
+    0 or 1 (e.g. every positive found) gets the Wilson score interval instead of the collapsed
+    bootstrap one, and its entry says so: ``"ci_method": "wilson"``. Plus ``threshold``,
+    ``n``, ``positives``, ``tp``, ``fp``, ``tn``, ``fn`` (counts at the threshold), ``excluded``
+    (rows dropped for a missing label or probability), ``ece_bins`` (10), ``bootstrap``
+    (``{"n_boot", "seed", "level", "unit"}``) and ``note`` when only one class is present.
+
+``ordinal_metrics(true_grades, predicted_grades, n_levels)``
+    ``quadratic_kappa`` and ``macro_f1`` as ``{"value", "ci"}``; ``confusion`` (list of rows:
+    true grade, columns: predicted grade), ``labels``, ``n``, ``n_levels``, ``excluded``,
+    ``bootstrap``.
+
+``subgroup_metrics(...)`` returns a DataFrame; its columns are listed in
+``deeppcos.evaluation.subgroups``.
+
+ECE (expected calibration error) uses 10 equal-width bins of the predicted probability —
+[0, 0.1), [0.1, 0.2), …, [0.9, 1.0] — and is ``sum_b (n_b / N) * |observed rate_b - mean p_b|``.
+It is biased upwards on small samples (even a perfectly calibrated model shows a positive ECE from
+sampling noise alone), so read it together with the reliability diagram and its bin counts.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss
 
+from deeppcos.evaluation._resample import (
+    CI_LEVEL,
+    BinaryScorer,
+    OrdinalScorer,
+    bootstrap,
+    calibration_bin_index,
+    clean_binary,
+    wilson_for_boundaries,
+)
+from deeppcos.evaluation.subgroups import age_band, bmi_band, subgroup_metrics
 from deeppcos.stats import bootstrap_auc_ci, weighted_auc
 
+__all__ = [
+    "METRICS",
+    "N_BOOTSTRAP",
+    "age_band",
+    "binary_confusion_matrix",
+    "binary_metrics",
+    "bmi_band",
+    "calibration_table",
+    "classification_metrics",
+    "ordinal_metrics",
+    "subgroup_metrics",
+    "threshold_for_sensitivity",
+]
+
 N_BOOTSTRAP = 1000
+ECE_BINS = 10
+METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "f1",
+    "brier",
+    "ece",
+)
 
 
 def binary_metrics(
@@ -43,15 +114,194 @@ def binary_metrics(
             }
         )
         return out
-    low, high = bootstrap_auc_ci(y, p, np.arange(len(y)), np.random.default_rng(seed), n_boot)
+    # n_boot=0 (per-fold figures) asks for no interval: None, not [NaN, NaN], keeps JSON valid.
+    ci = None
+    if n_boot > 0:
+        low, high = bootstrap_auc_ci(y, p, np.arange(len(y)), np.random.default_rng(seed), n_boot)
+        ci = [round(low, 4), round(high, 4)]
     clipped = np.clip(p, 1e-7, 1 - 1e-7)
     out.update(
         {
             "roc_auc": round(weighted_auc(y, p), 4),
-            "roc_auc_ci": [round(low, 4), round(high, 4)],
+            "roc_auc_ci": ci,
             "pr_auc": round(float(average_precision_score(y, p)), 4),
             "brier": round(float(brier_score_loss(y, p)), 4),
             "log_loss": round(float(log_loss(y, clipped, labels=[0, 1])), 4),
         }
     )
     return out
+
+
+# --- choosing and applying a threshold ------------------------------------------------------
+
+
+def threshold_for_sensitivity(y: Any, p: Any, target: float = 0.95) -> float:
+    """The highest threshold whose sensitivity on ``(y, p)`` is at least ``target``.
+
+    Meant for out-of-fold predictions: choose the operating point there, then report it on data
+    that did not choose it (on the data it was chosen on the sensitivity is at least ``target``
+    by construction, so it is optimistic there).
+
+    The answer is always one of the positives' scores: sensitivity only changes at those, and
+    the highest qualifying threshold is the one that calls the fewest negatives positive, i.e.
+    the best specificity for the required sensitivity. Ties: with the rule ``p >= threshold``
+    every patient scoring exactly the threshold is called positive — all tied positives count
+    (so the sensitivity reached may exceed the target) and so do tied negatives. Rows with a
+    missing label or score are left out.
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1]; received {target!r}")
+    y, p, _ = clean_binary(y, p, probabilities=False)
+    positives = np.sort(p[y == 1])[::-1]
+    if not len(positives):
+        raise ValueError("threshold_for_sensitivity needs at least one positive; received none")
+    # The tolerance keeps float products such as 0.95 * 100 = 95.00000000000001 from asking
+    # for one positive too many.
+    needed = max(1, math.ceil(target * len(positives) - 1e-9))
+    return float(positives[needed - 1])
+
+
+def classification_metrics(
+    y: Any,
+    p: Any,
+    threshold: float,
+    seed: int = 0,
+    n_boot: int = N_BOOTSTRAP,
+    *,
+    groups: Any = None,
+) -> dict[str, Any]:
+    """Every binary metric of ``METRICS`` with a 95% patient bootstrap interval.
+
+    Keys are documented in the module docstring. ``groups`` (one value per row, optional)
+    resamples linked patients together. Probabilities must lie in [0, 1] (Brier and ECE are
+    meaningless otherwise); rows with a missing label or probability are left out and counted
+    in ``excluded``.
+    """
+    y_arr, p_arr, keep = clean_binary(y, p, probabilities=True, groups=groups)
+    group_arr = None if groups is None else np.asarray(groups, dtype=object)[keep]
+    scorer = BinaryScorer(y_arr, p_arr, float(threshold), ECE_BINS)
+    scores = bootstrap(scorer, len(y_arr), seed=seed, n_boot=n_boot, groups=group_arr)
+    scores = wilson_for_boundaries(scores, scorer.proportions())
+    tp, fp, tn, fn = (round(float(c)) for c in scorer.cells.sum(axis=0))
+    out: dict[str, Any] = {name: scores[name] for name in METRICS}
+    out.update(
+        threshold=float(threshold),
+        n=len(y_arr),
+        positives=int(y_arr.sum()),
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        excluded=int((~keep).sum()),
+        ece_bins=ECE_BINS,
+        bootstrap=_bootstrap_info(n_boot, seed, groups),
+    )
+    if len(np.unique(y_arr)) < 2:
+        out["note"] = "needs both classes: AUCs and sensitivity or specificity are undefined"
+    return out
+
+
+def binary_confusion_matrix(metrics: dict[str, Any]) -> np.ndarray:
+    """``[[tn, fp], [fn, tp]]`` from classification_metrics (rows: true 0/1; columns: called)."""
+    return np.array([[metrics["tn"], metrics["fp"]], [metrics["fn"], metrics["tp"]]])
+
+
+def calibration_table(y: Any, p: Any, n_bins: int = ECE_BINS) -> pd.DataFrame:
+    """Per equal-width bin: ``lower``, ``upper``, ``n``, ``mean_predicted``, ``observed_rate``.
+
+    The bins behind ``ece`` and the reliability diagram; empty bins have n = 0 and NaN means.
+    """
+    y_arr, p_arr, _ = clean_binary(y, p, probabilities=True)
+    index = calibration_bin_index(p_arr, n_bins)
+    n = np.bincount(index, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(index, weights=p_arr, minlength=n_bins) / n
+        rate = np.bincount(index, weights=y_arr, minlength=n_bins) / n
+    edges = np.arange(n_bins + 1) / n_bins
+    return pd.DataFrame(
+        {
+            "lower": edges[:-1],
+            "upper": edges[1:],
+            "n": n,
+            "mean_predicted": mean_p,
+            "observed_rate": rate,
+        }
+    )
+
+
+# --- ordinal severity -----------------------------------------------------------------------
+
+
+def ordinal_metrics(
+    y_true_grades: Any,
+    y_pred_grades: Any,
+    n_levels: int,
+    seed: int = 0,
+    n_boot: int = N_BOOTSTRAP,
+    *,
+    labels: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Quadratic weighted kappa and macro F1 of ordered grades, with bootstrap intervals.
+
+    Grades are integer codes ``0 .. n_levels - 1`` or pandas ordered categoricals (their codes
+    are used, and their categories become ``labels``). A row with either grade missing is left
+    out. Kappa weights a disagreement by the squared distance between grades, so calling a
+    ``severe`` case ``none`` costs more than calling it ``moderate``; ``labels`` name the levels
+    in ``confusion``.
+    """
+    true, true_names = _grade_codes(y_true_grades, n_levels, "y_true_grades")
+    predicted, pred_names = _grade_codes(y_pred_grades, n_levels, "y_pred_grades")
+    if len(true) != len(predicted):
+        raise ValueError(f"grades differ in length: {len(true)} true vs {len(predicted)} predicted")
+    keep = ~(np.isnan(true) | np.isnan(predicted))
+    true, predicted = true[keep].astype(int), predicted[keep].astype(int)
+    scorer = OrdinalScorer(true, predicted, n_levels)
+    scores = bootstrap(scorer, len(true), seed=seed, n_boot=n_boot)
+    confusion = scorer.confusion(np.ones((1, len(true))))[0].astype(int)
+    names = list(labels or true_names or pred_names or [str(i) for i in range(n_levels)])
+    if len(names) != n_levels:
+        raise ValueError(f"labels name {len(names)} levels; n_levels is {n_levels}")
+    return {
+        **scores,
+        "confusion": confusion.tolist(),
+        "labels": names,
+        "n": len(true),
+        "n_levels": n_levels,
+        "excluded": int((~keep).sum()),
+        "bootstrap": _bootstrap_info(n_boot, seed, None),
+    }
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _grade_codes(values: Any, n_levels: int, name: str) -> tuple[np.ndarray, list[str] | None]:
+    """Float codes (NaN = missing) and category names when ``values`` is categorical."""
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        if len(series.cat.categories) != n_levels:
+            raise ValueError(
+                f"{name} has {len(series.cat.categories)} categories "
+                f"{list(series.cat.categories)}; n_levels is {n_levels}"
+            )
+        codes = series.cat.codes.to_numpy().astype(float)
+        codes[codes < 0] = np.nan
+        return codes, [str(c) for c in series.cat.categories]
+    codes = pd.to_numeric(series, errors="raise").to_numpy(dtype=float)
+    present = codes[~np.isnan(codes)]
+    bad = present[(present != np.round(present)) | (present < 0) | (present >= n_levels)]
+    if len(bad):
+        raise ValueError(
+            f"{name} must be integer grades 0..{n_levels - 1} or missing; found {bad[:5].tolist()}"
+        )
+    return codes, None
+
+
+def _bootstrap_info(n_boot: int, seed: int, groups: Any) -> dict[str, Any]:
+    return {
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "level": CI_LEVEL,
+        "unit": "patient" if groups is None else "group of linked patients",
+        "method": "percentile",
+    }
