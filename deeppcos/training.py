@@ -99,7 +99,7 @@ def _params_model(name: str) -> Any:
         from deeppcos.tabular.branch import TabularParams
 
         return TabularParams
-    from deeppcos.image.branch import ImageParams
+    from deeppcos.image.params import ImageParams  # no TensorFlow import: validation is cheap
 
     return ImageParams
 

@@ -1,0 +1,411 @@
+"""Backbones, the weights policy and the classification model around them.
+
+Every model is ``input [0, 255] -> BackboneNormalization -> backbone (nested keras.Model,
+include_top=False) -> GlobalAveragePooling2D "embedding" -> Dropout -> Dense(1, sigmoid)
+"p_image"``. Each backbone family's input normalisation lives in the model, so a saved model
+takes the preprocessed pixels as they come out of ``preprocess.py``.
+
+Weights policy (``weights``):
+
+- ``None``: random initialisation (the only choice for ``compact``);
+- ``"imagenet"``: the no-top ImageNet file from the Keras cache (``$KERAS_HOME/models`` or
+  ``~/.keras/models``), downloaded when absent; where it is absent and cannot be downloaded
+  (offline), a ``ConfigError`` says which file to place in which folder;
+- a path to a local ``.h5``, ``.weights.h5`` or ``.keras`` file holding the backbone's weights
+  (no top), loaded into the backbone after it is built. For EfficientNetB0 prefer placing the
+  ImageNet file in the cache: Keras adds a rescaling step only when it loads "imagenet" itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from deeppcos.exceptions import ConfigError
+from deeppcos.image.specs import (
+    BACKBONES,
+    SPECS,
+    WEIGHT_SUFFIXES,
+    BackboneSpec,
+    ImagenetWeights,
+)
+
+__all__ = [
+    "BACKBONES",
+    "SPECS",
+    "BackboneNormalization",
+    "backbone_blocks",
+    "backbone_of",
+    "build_model",
+    "ensure_imagenet_weights",
+    "gpu_available",
+    "keras_cache_dir",
+    "unfreeze_top_blocks",
+]
+
+EMBEDDING_LAYER = "embedding"
+OUTPUT_LAYER = "p_image"
+
+# ImageNet statistics used by the "torch" and "caffe" preprocess_input modes.
+_IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+_IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="deeppcos")
+class BackboneNormalization(keras.layers.Layer):
+    """A backbone family's input normalisation, from pixels in [0, 255]. Modes mirror
+    ``keras.applications.<family>.preprocess_input``: ``none`` (the backbone normalises itself),
+    ``unit`` (x/255), ``tf`` (to [-1, 1]), ``torch`` (x/255, ImageNet mean/std), ``caffe``
+    (RGB to BGR, ImageNet mean subtracted)."""
+
+    MODES = ("none", "unit", "tf", "torch", "caffe")
+
+    def __init__(self, mode: str = "none", **kwargs: Any):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"normalisation mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "none":
+            return x
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_IMAGENET_MEAN_RGB, dtype=self.compute_dtype)
+            std = ops.convert_to_tensor(_IMAGENET_STD_RGB, dtype=self.compute_dtype)
+            return (x / 255.0 - mean) / std
+        mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+        return ops.flip(x, axis=-1) - mean
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
+
+
+# --- environment --------------------------------------------------------------------------------
+
+
+def gpu_available() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str | None) -> Iterator[None]:
+    """Build layers under a dtype policy, then restore the global one (Keras applications read
+    the global policy at construction and take no dtype argument)."""
+    if name is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def keras_cache_dir() -> Path:
+    """The folder where Keras caches downloaded weights (``<keras home>/models``), resolved as
+    ``keras.utils.get_file`` does: ``$KERAS_HOME`` (read when Keras was imported) or
+    ``~/.keras``, and ``/tmp/.keras`` where that is not writable."""
+    try:
+        from keras.src.backend.config import keras_home
+
+        home = Path(keras_home()).expanduser()
+    except ImportError:  # a Keras without the private accessor: same rule, read now
+        home = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
+    if not os.access(home, os.W_OK):
+        home = Path("/tmp/.keras")
+    return home / "models"
+
+
+# --- weights ------------------------------------------------------------------------------------
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(weights: ImagenetWeights, cache_root: Path) -> Path:
+    """Fetch into the Keras cache (separate so tests can block it without touching Keras)."""
+    return Path(
+        keras.utils.get_file(
+            weights.file_name,
+            weights.url,
+            cache_subdir="models",
+            file_hash=weights.md5,
+            cache_dir=str(cache_root),
+        )
+    )
+
+
+def _offline_help(spec: BackboneSpec, weights: ImagenetWeights, folder: Path) -> str:
+    return (
+        f"Either place the file {weights.file_name!r} (from {weights.url}) in the folder "
+        f"{str(folder)!r} (the Keras cache; set KERAS_HOME to use another), or set weights to "
+        f"the path of a local copy (weights: /path/to/{weights.file_name}), or train "
+        f"{spec.name!r} from random initialisation with weights: null."
+    )
+
+
+def ensure_imagenet_weights(spec: BackboneSpec) -> Path:
+    """The path of the backbone's ImageNet file in the Keras cache, downloading it if absent.
+
+    Raises ConfigError (no traceback needed) when the file is absent and cannot be fetched,
+    or is present but incomplete.
+    """
+    if spec.imagenet is None:
+        raise ConfigError(
+            f"backbone {spec.name!r} has no ImageNet weights; use weights: null (train from "
+            "scratch) or an ImageNet backbone such as 'mobilenetv3small' or 'efficientnetb0'"
+        )
+    weights = spec.imagenet
+    folder = keras_cache_dir()
+    path = folder / weights.file_name
+    if path.is_file():
+        if _md5(path) == weights.md5:
+            return path
+        raise ConfigError(
+            f"the ImageNet weights file {str(path)!r} is incomplete or corrupt (MD5 "
+            f"{_md5(path)}, expected {weights.md5}); delete it. "
+            + _offline_help(spec, weights, folder)
+        )
+    try:
+        return _download(weights, folder.parent)
+    except Exception as exc:  # get_file raises bare Exception on network failure
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"ImageNet weights for backbone {spec.name!r} are not in the Keras cache and could "
+            f"not be downloaded ({reason}). " + _offline_help(spec, weights, folder)
+        ) from None
+
+
+def _check_local_weights(weights: str) -> Path:
+    path = Path(weights).expanduser()
+    if not str(path).endswith(WEIGHT_SUFFIXES):
+        raise ConfigError(
+            f"weights must be 'imagenet', null or a path ending in {list(WEIGHT_SUFFIXES)}; "
+            f"got {weights!r}"
+        )
+    if not path.is_file():
+        raise ConfigError(f"weights file {str(path)!r} not found")
+    return path
+
+
+def _load_local_weights(backbone: keras.Model, path: Path, spec: BackboneSpec) -> None:
+    try:
+        backbone.load_weights(str(path))
+    except Exception as exc:  # Keras raises ValueError, OSError, KeyError… for mismatches
+        raise ConfigError(
+            f"could not load {str(path)!r} into backbone {spec.name!r}: {exc}. The file must "
+            f"hold weights of the {spec.name} backbone without its classification top"
+        ) from None
+
+
+# --- backbones ----------------------------------------------------------------------------------
+
+
+def _compact(input_shape: tuple[int, int, int], seed: int) -> keras.Model:
+    """A small CNN for small cohorts and CPUs: four 3×3 conv blocks (16-32-64-128 filters) with
+    BatchNorm and ReLU, 2×2 max-pooling after the first three; ~98k parameters. The last block
+    keeps 1/8 of the input resolution, which is also what Grad-CAM sees.
+
+    BatchNorm momentum is 0.9, not Keras' 0.99: a small cohort gives ~10 steps an epoch, and
+    running statistics that take hundreds of steps to settle made validation scores swing
+    from epoch to epoch (early stopping then chased noise)."""
+    inputs = keras.Input(input_shape, name="compact_input")
+    x = inputs
+    for i, filters in enumerate((16, 32, 64, 128), start=1):
+        x = keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=keras.initializers.HeNormal(seed=seed + i),
+            name=f"block{i}_conv",
+        )(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)
+        x = keras.layers.Activation("relu", name=f"block{i}_relu")(x)
+        if i < 4:
+            x = keras.layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+    return keras.Model(inputs, x, name="compact")
+
+
+def _application(
+    spec: BackboneSpec, input_shape: tuple[int, int, int], imagenet: bool
+) -> keras.Model:
+    constructor = getattr(keras.applications, spec.constructor)
+    return constructor(
+        include_top=False, weights="imagenet" if imagenet else None, input_shape=input_shape
+    )
+
+
+def check_input_size(spec: BackboneSpec, image_size: int) -> None:
+    if image_size < spec.min_size:
+        raise ConfigError(
+            f"backbone {spec.name!r} needs inputs of at least {spec.min_size}×{spec.min_size} "
+            f"pixels; got image_size {image_size}. Raise image_size or pick another backbone"
+        )
+
+
+def _spec(backbone: str) -> BackboneSpec:
+    if backbone not in SPECS:
+        raise ConfigError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+    return SPECS[backbone]
+
+
+def build_backbone(
+    backbone: str, image_size: int, weights: str | None, seed: int = 0
+) -> keras.Model:
+    """The backbone alone (include_top=False), weights loaded per the policy above."""
+    spec = _spec(backbone)
+    check_input_size(spec, image_size)
+    shape = (image_size, image_size, spec.channels)
+    if weights == "imagenet":
+        ensure_imagenet_weights(spec)  # ConfigError with instructions when offline
+        return _application(spec, shape, imagenet=True)
+    local = _check_local_weights(weights) if weights is not None else None
+    keras.utils.set_random_seed(seed)  # application constructors take no seed
+    model = _compact(shape, seed) if spec.name == "compact" else _application(spec, shape, False)
+    if local is not None:
+        _load_local_weights(model, local, spec)
+    return model
+
+
+def build_model(
+    backbone: str,
+    image_size: int,
+    weights: str | None = None,
+    dropout: float = 0.3,
+    seed: int = 0,
+    *,
+    mixed_precision: bool = False,
+) -> tuple[keras.Model, str]:
+    """(classification model, name of the embedding layer) for one backbone.
+
+    With a pretrained backbone (``weights`` not None) BatchNormalization layers are frozen for
+    good (see ``specs``); a randomly initialised one keeps them trainable. ``mixed_precision``
+    builds under "mixed_float16" (for GPUs) with the output layer in float32.
+    """
+    spec = _spec(backbone)
+    check_input_size(spec, image_size)
+    with dtype_policy("mixed_float16" if mixed_precision else None):
+        base = build_backbone(backbone, image_size, weights, seed)
+        if weights is not None:
+            for layer in base.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        inputs = keras.Input((image_size, image_size, spec.channels), name="image")
+        x = BackboneNormalization(spec.normalization, name="normalize")(inputs)
+        x = base(x)
+        embedding = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
+        x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(embedding)
+        outputs = keras.layers.Dense(
+            1,
+            activation="sigmoid",
+            dtype="float32",  # a float16 sigmoid saturates; the loss wants float32
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+            name=OUTPUT_LAYER,
+        )(x)
+        # Built under the policy, so compile() wraps the optimizer in loss scaling.
+        model = keras.Model(inputs, outputs, name=f"deeppcos_image_{spec.name}")
+    return model, EMBEDDING_LAYER
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The nested backbone model inside a model built by ``build_model``."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ValueError(
+            f"expected one nested backbone in model {model.name!r}, found {len(nested)}"
+        )
+    return nested[0]
+
+
+# --- fine-tuning ----------------------------------------------------------------------------
+
+
+def backbone_blocks(base: keras.Model, backbone: str) -> list[tuple[str, list[str]]]:
+    """The backbone's layers grouped into ordered blocks (rules in ``deeppcos.image.specs``):
+    [(block name, [layer names])]."""
+    spec = _spec(backbone)
+    pattern = re.compile(spec.block_pattern)
+    layers = [la for la in base.layers if not isinstance(la, keras.layers.InputLayer)]
+    blocks: list[tuple[str, list[str]]] = []
+    if spec.block_rule == "end":
+        current: list[str] = []
+        for layer in layers:
+            current.append(layer.name)
+            if pattern.match(layer.name):
+                blocks.append((layer.name, current))
+                current = []
+        if current:  # layers after the last marker join the last block
+            if blocks:
+                blocks[-1][1].extend(current)
+            else:
+                blocks.append(("all", current))
+        return blocks
+    for layer in layers:
+        match = pattern.match(layer.name)
+        key = match.group(1) if match else (blocks[-1][0] if blocks else "stem")
+        if not blocks or blocks[-1][0] != key:
+            blocks.append((key, []))
+        blocks[-1][1].append(layer.name)
+    return blocks
+
+
+def unfreeze_top_blocks(model: keras.Model, backbone: str, fraction: float) -> list[str]:
+    """Freeze the backbone, then unfreeze its last ``max(1, ceil(fraction × blocks))`` blocks
+    (BatchNormalization excepted); return the unfrozen block names. ``fraction`` 0 unfreezes
+    nothing."""
+    base = backbone_of(model)
+    base.trainable = True  # nested trainable flags only take effect under a trainable parent
+    for layer in base.layers:
+        layer.trainable = False
+    if fraction <= 0:
+        return []
+    blocks = backbone_blocks(base, backbone)
+    count = max(1, math.ceil(fraction * len(blocks)))
+    chosen = blocks[-count:]
+    for _, names in chosen:
+        for name in names:
+            layer = base.get_layer(name)
+            if not isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = True
+    return [name for name, _ in chosen]
+
+
+def freeze_backbone(model: keras.Model) -> None:
+    backbone_of(model).trainable = False
+
+
+def count_params(model: keras.Model, trainable: bool | None = None) -> int:
+    weights = (
+        model.weights
+        if trainable is None
+        else (model.trainable_weights if trainable else model.non_trainable_weights)
+    )
+    return int(sum(np.prod(w.shape) for w in weights))

@@ -1,0 +1,77 @@
+"""The image branch's parameters (no TensorFlow import: configs are validated before training)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from deeppcos.image.preprocess import PreprocessConfig
+from deeppcos.image.specs import BACKBONES, WEIGHT_SUFFIXES, backbone_spec
+
+
+class ImageParams(BaseModel):
+    """Settings of ``ImageBranch``. ``preprocess.image_size`` and ``preprocess.channels`` always
+    follow ``image_size`` and the backbone (1 channel for ``compact``, 3 for the others)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = "compact"
+    weights: str | None = Field(
+        None, description="'imagenet', null (random init) or a local .h5/.weights.h5/.keras file"
+    )
+    image_size: int = Field(128, ge=16, le=1024)
+    batch_size: int = Field(32, ge=1, le=4096)
+    epochs_head: int = Field(8, ge=0, le=1000)
+    epochs_finetune: int = Field(4, ge=0, le=1000)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    finetune_learning_rate: float = Field(1e-4, gt=0, le=1)
+    unfreeze_fraction: float = Field(0.2, ge=0, le=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    augment_strength: float = Field(1.0, ge=0, le=3)
+    patience: int = Field(3, ge=1, le=1000)
+    class_weight: bool = True
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    cache_dir: str | None = None
+    max_epochs_compact: int = Field(20, ge=1, le=1000)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        name = value.strip().lower()
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {value!r}; choose one of {sorted(BACKBONES)}")
+        return name
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_form(cls, value: str | None) -> str | None:
+        if value is None or value == "imagenet":
+            return value
+        if not value.endswith(WEIGHT_SUFFIXES):
+            raise ValueError(
+                f"weights must be 'imagenet', null or a path ending in {list(WEIGHT_SUFFIXES)}; "
+                f"got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImageParams:
+        spec = backbone_spec(self.backbone)
+        if self.image_size < spec.min_size:
+            raise ValueError(
+                f"backbone {self.backbone!r} needs image_size >= {spec.min_size} px; "
+                f"got {self.image_size}"
+            )
+        if self.weights == "imagenet" and spec.imagenet is None:
+            raise ValueError(
+                f"backbone {self.backbone!r} has no ImageNet weights; use weights: null "
+                "(train from scratch) or a pretrained backbone such as 'mobilenetv3small'"
+            )
+        self.preprocess = self.preprocess.model_copy(
+            update={"image_size": self.image_size, "channels": spec.channels}
+        )
+        return self
+
+    @property
+    def pretrained(self) -> bool:
+        """Pretrained backbones train in two phases (frozen, then top blocks unfrozen)."""
+        return self.weights is not None
