@@ -10,6 +10,7 @@ warnings; 4 ``audit --fail-on`` found a finding at or above that severity; 130 i
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from deeppcos import __version__
+
+# TensorFlow's C++ start-up chatter is noise to a user; warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
     name="deeppcos",

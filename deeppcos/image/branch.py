@@ -96,6 +96,7 @@ class ImageBranch:
 
         p = self.params
         keras.utils.set_random_seed(self.seed)
+        _deterministic_ops()
         train = pipeline.labelled_table(cohort, train_ids, "training")
         self._check_training_labels(train)
         val = pipeline.labelled_table(cohort, val_ids, "validation") if val_ids else None
@@ -434,6 +435,14 @@ class ImageBranch:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _deterministic_ops() -> None:
+    """Same seed, same model: without this, multi-threaded CPU kernels reduce in varying order
+    and a rerun's metrics drift in the third decimal."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
 
 
 def _ids(cohort: Cohort, patient_ids: Sequence[str] | None) -> list[str]:
