@@ -311,7 +311,10 @@ def _print_branch_metrics(run: Path) -> None:
     table = Table(title=f"out-of-fold metrics ({metrics['development_patients']} patients)")
     for column in ("branch", "ROC AUC", "95% CI", "PR AUC", "Brier", "n"):
         table.add_column(column)
-    for name, branch in metrics["branches"].items():
+    rows = dict(metrics["branches"])
+    if "fusion" in metrics:
+        rows["fusion (calibrated)"] = metrics["fusion"]
+    for name, branch in rows.items():
         oof = branch["oof"]
         ci = oof.get("roc_auc_ci") or [None, None]
         table.add_row(
@@ -323,6 +326,14 @@ def _print_branch_metrics(run: Path) -> None:
             str(oof["n"]),
         )
     console.print(table)
+    if "fusion" in metrics:
+        at = metrics["fusion"]["oof_at_threshold"]
+        console.print(
+            f"decision threshold {at['threshold']:.3f} (target sensitivity "
+            f"{metrics['fusion']['decision']['target_sensitivity']:.2f}): sensitivity "
+            f"{at['sensitivity']['value']:.3f}, specificity {at['specificity']['value']:.3f} "
+            "out of fold"
+        )
     console.print(f"run folder: {run}")
 
 

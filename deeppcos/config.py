@@ -45,6 +45,14 @@ class BranchConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class FusionConfig(_Strict):
+    """Late fusion of the branches' out-of-fold outputs, calibrated, with a decision threshold
+    chosen for a target sensitivity (a missed PCOS case costs more than a false alarm)."""
+
+    enabled: bool = True
+    target_sensitivity: float = Field(0.95, gt=0.0, le=1.0)
+
+
 class RunConfig(_Strict):
     name: str
     description: str = ""
@@ -55,6 +63,12 @@ class RunConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     tabular: BranchConfig = Field(default_factory=BranchConfig)
     image: BranchConfig = Field(default_factory=BranchConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    config_dir: Path | None = Field(
+        None,
+        description="set in a run's config.yaml: where relative paths of the original "
+        "config resolve from",
+    )
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")
@@ -89,7 +103,8 @@ def load_config(path: Path | str) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        return RunConfig.model_validate({**raw, "base_dir": path.parent.resolve()})
+        base = raw.get("config_dir") or path.parent.resolve()
+        return RunConfig.model_validate({**raw, "base_dir": base})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
@@ -101,6 +116,7 @@ def load_config(path: Path | str) -> RunConfig:
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """The resolved config as plain data (paths absolute), for the run folder."""
     data = config.model_dump(mode="json", exclude={"base_dir"}, exclude_none=True)
+    data["config_dir"] = str(config.base_dir)
     if config.cohort_spec is not None:
         data["cohort_spec"] = str(config.resolve(config.cohort_spec))
     if config.synthetic is not None:

@@ -278,6 +278,8 @@ def train(
             "rounds": getattr(final, "n_trees_", None),
         }
         final.save(writer.folder(name))
+    if config.fusion.enabled:
+        oof["p_fusion"], metrics["fusion"] = fuse(writer, oof, list(params), config)
     writer.write_frame("oof_predictions.csv", oof)
     writer.write_json("metrics.json", metrics)
     return writer.finish(
@@ -288,6 +290,50 @@ def train(
             "seed": config.seed,
         }
     )
+
+
+def fuse(
+    writer: RunWriter, oof: pd.DataFrame, branches: list[str], config: RunConfig
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Late fusion of the out-of-fold branch outputs, its calibration and decision threshold.
+
+    The meta-learner is fit on every development patient's out-of-fold outputs and saved; its
+    own quality is measured by a second level of cross-validation over the same patient-grouped
+    folds, and the calibrator and threshold are chosen on those second-level predictions.
+    """
+    from deeppcos.evaluation.metrics import classification_metrics, threshold_for_sensitivity
+    from deeppcos.fusion.calibration import choose_calibrator
+    from deeppcos.fusion.late import LateFusion, cross_val_fusion_oof
+
+    frame = oof[[f"p_{b}" for b in branches]]
+    labelled = oof["label"].notna().to_numpy()
+    y = oof["label"].astype(float).to_numpy()
+    fused = cross_val_fusion_oof(frame, y, oof["fold"].to_numpy())
+    calibrator = choose_calibrator(y[labelled], fused[labelled], seed=config.seed)
+    calibrated = calibrator.transform(fused)
+    scored = ~np.isnan(calibrated)
+    threshold = threshold_for_sensitivity(
+        y[scored], calibrated[scored], target=config.fusion.target_sensitivity
+    )
+    late = LateFusion().fit(frame, y)
+    late.save(writer.folder("fusion"))
+    writer.write_json("fusion/calibrator.json", calibrator.to_dict())
+    decision = {
+        "threshold": threshold,
+        "target_sensitivity": config.fusion.target_sensitivity,
+        "chosen_on": "out-of-fold development predictions",
+    }
+    writer.write_json("fusion/decision.json", decision)
+    return calibrated, {
+        "method": "late",
+        "oof": binary_metrics(y, calibrated, seed=config.seed),
+        "oof_uncalibrated": binary_metrics(y, fused, seed=config.seed),
+        "oof_at_threshold": classification_metrics(
+            y[scored], calibrated[scored], threshold, seed=config.seed
+        ),
+        "calibration": {"method": calibrator.method, "selection": calibrator.selection_},
+        "decision": decision,
+    }
 
 
 def _duplicate_groups(
