@@ -7,4 +7,11 @@ answers at once; import what you need from the subpackages, e.g.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_run"]
+
+
+def load_run(run):  # -> deeppcos.predictor.Predictor; imported on use to keep the root light
+    """Load a run folder into a predictor (see ``deeppcos.predictor``)."""
+    from deeppcos.predictor import load_run as _load_run
+
+    return _load_run(run)

@@ -337,6 +337,97 @@ def _print_branch_metrics(run: Path) -> None:
     console.print(f"run folder: {run}")
 
 
+# --- evaluate and predict ---------------------------------------------------------------------
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="a run folder written by 'deeppcos train'")],
+    force: Annotated[
+        bool, typer.Option(help="score the locked test part again (recorded as a re-score)")
+    ] = False,
+) -> None:
+    """Score the locked test part once: metrics with CIs, plots, subgroups, model card."""
+    from deeppcos.evaluate import evaluate_run
+
+    with _errors_as_messages():
+        result = evaluate_run(run, force=force)
+    fusion = result["fusion"]
+    table = Table(title=f"locked test part: {result['scored']} patients scored")
+    for column in ("metric", "value", "95% CI"):
+        table.add_column(column)
+    for key in (
+        "roc_auc",
+        "pr_auc",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "f1",
+        "brier",
+        "ece",
+    ):
+        entry = fusion[key]
+        ci = entry.get("ci") or [None, None]
+        table.add_row(key, _fmt(entry["value"]), f"{_fmt(ci[0])}–{_fmt(ci[1])}")
+    console.print(table)
+    for name, branch in result["branches"].items():
+        ci = branch.get("roc_auc_ci") or [None, None]
+        console.print(
+            f"{name} branch alone: ROC AUC {_fmt(branch['roc_auc'])} ({_fmt(ci[0])}–{_fmt(ci[1])})"
+        )
+    console.print(
+        f"threshold {result['threshold']:.3f}; results in {run / 'evaluation'}/ "
+        "(metrics.json, model_card.md, roc.png, pr.png, calibration.png, …)"
+    )
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="a run folder written by 'deeppcos train'")],
+    out: Annotated[Path, typer.Option(help="predictions file (.csv or .parquet)")],
+    patients: Annotated[
+        Path | None, typer.Option(help="patients table with patient_id and feature columns")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="images manifest (patient_id, path) for --patients")
+    ] = None,
+    spec: Annotated[Path | None, typer.Option(help="or: any cohort spec to score")] = None,
+) -> None:
+    """Predict new patients: probability, calibrated risk, decision, modalities used."""
+    from deeppcos.data.cohort import load_cohort
+    from deeppcos.predictor import load_run
+
+    if (patients is None) == (spec is None):
+        raise typer.BadParameter("give either --patients (and optionally --images) or --spec")
+    with _errors_as_messages():
+        predictor = load_run(run)
+        cohort = load_cohort(spec if spec else _adhoc_spec(patients, images))
+        predictions = predictor.predict(cohort)
+    if out.suffix == ".parquet":
+        predictions.to_parquet(out, index=False)
+    else:
+        predictions.to_csv(out, index=False)
+    counts = predictions["modalities"].value_counts().to_dict()
+    console.print(f"{len(predictions)} patients scored ({counts}); written to {out}")
+
+
+def _adhoc_spec(patients: Path | None, images: Path | None):  # -> CohortSpec
+    from deeppcos.data.spec import spec_from_dict
+
+    data: dict[str, Any] = {
+        "name": patients.stem if patients else "input",
+        "patients": {"path": str(patients.resolve()), "label_column": None},
+    }
+    if images is not None:
+        data["images"] = {"manifest": str(images.resolve()), "root": str(images.parent.resolve())}
+    return spec_from_dict(data)
+
+
 # --- demo ------------------------------------------------------------------------------------
 
 

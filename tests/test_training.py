@@ -105,3 +105,42 @@ def test_image_and_tabular_run(tmp_path: Path) -> None:
     embeddings = pd.read_parquet(run / "oof_embeddings.parquet")
     oof = pd.read_csv(run / "oof_predictions.csv")
     assert set(embeddings["patient_id"]) == set(oof["patient_id"])
+
+
+def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
+    """Calibrated fusion in the run; the locked test part scored once; predict on new rows."""
+    import deeppcos
+    from deeppcos.evaluate import evaluate_run
+
+    config = _config(tmp_path, image=False, patients=120)
+    run = train(load_config(config), tmp_path / "run")
+    fusion = read_metrics(run)["fusion"]
+    assert fusion["decision"]["target_sensitivity"] == 0.95
+    assert fusion["oof_at_threshold"]["sensitivity"]["value"] >= 0.95  # chosen on these rows
+    result = evaluate_run(run)
+    split = json.loads((run / "split.json").read_text())["assignments"]
+    assert result["test_patients"] == sum(part == "test" for part in split.values())
+    assert 0 <= result["fusion"]["sensitivity"]["value"] <= 1
+    for name in ("model_card.md", "roc.png", "calibration.png", "test_predictions.csv"):
+        assert (run / "evaluation" / name).is_file()
+    assert "decision support, not a diagnosis" in (run / "evaluation" / "model_card.md").read_text()
+    assert evaluate_run(run)["rescored"] is False  # stored, not scored again
+    assert evaluate_run(run, force=True)["rescored"] is True
+
+    # New patients: the same table without labels, one with every value missing.
+    patients = pd.read_csv(tmp_path / "cohort" / "patients.csv").drop(columns=["pcos", "severity"])
+    features = [c for c in patients.columns if c not in ("patient_id", "site")]
+    patients.loc[0, features] = None
+    patients.head(10).to_csv(tmp_path / "new.csv", index=False)
+    out = tmp_path / "pred.csv"
+    result = runner.invoke(
+        app, ["predict", str(run), "--patients", str(tmp_path / "new.csv"), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    predictions = pd.read_csv(out)
+    assert list(predictions.columns[:2]) == ["patient_id", "p_tabular"]
+    assert predictions.loc[0, "modalities"] == "none" and pd.isna(predictions.loc[0, "risk"])
+    has_labs = patients.head(10)[features].notna().any(axis=1).to_numpy()
+    assert (predictions["modalities"] == "tabular").to_numpy().tolist() == has_labs.tolist()
+    direct = deeppcos.load_run(run).predict(deeppcos.load_run(run).cohort())
+    assert direct["risk"].dropna().between(0, 1).all()

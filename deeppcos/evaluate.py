@@ -1,0 +1,163 @@
+"""``deeppcos evaluate RUN``: score the locked test part once, with confidence intervals, plots,
+subgroups and a model card, written into ``RUN/evaluation/``.
+
+The test part was never seen by training, tuning, fusion, calibration or the threshold choice.
+It is scored once: a second call returns the stored result (``force`` recomputes it, and says so
+in the result, so a re-scored test set is never silent).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deeppcos.data.splits import CohortSplit
+from deeppcos.evaluation import plots
+from deeppcos.evaluation.metrics import (
+    binary_confusion_matrix,
+    binary_metrics,
+    classification_metrics,
+)
+from deeppcos.evaluation.model_card import write_model_card
+from deeppcos.evaluation.subgroups import age_band, bmi_band, subgroup_metrics
+from deeppcos.exceptions import RunError
+from deeppcos.predictor import Predictor, load_run
+
+EVALUATION = "evaluation"
+INTENDED_USE = (
+    "Research and decision support for clinicians assessing PCOS from ovarian ultrasound and "
+    "laboratory results; a flag to look closer, tuned for high sensitivity. It is decision "
+    "support, not a diagnosis, and is not validated for clinical use."
+)
+
+
+def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
+    run = Path(run)
+    stored = run / EVALUATION / "metrics.json"
+    if stored.is_file() and not force:
+        return json.loads(stored.read_text(encoding="utf-8"))
+    predictor = load_run(run)
+    cohort = predictor.cohort()
+    split = CohortSplit.load(run / "split.json")
+    if not split.test_ids:
+        raise RunError(f"{run}: the run has no locked test part (test_fraction was 0)")
+    predictions = predictor.predict(cohort, split.test_ids)
+    labels = cohort.patients.set_index("patient_id")["label"]
+    predictions.insert(1, "label", labels.reindex(predictions["patient_id"]).to_numpy())
+    result = _metrics(predictor, predictions, force)
+    partial = run / f".{EVALUATION}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    predictions.to_csv(partial / "test_predictions.csv", index=False)
+    result["subgroups"] = _subgroups(cohort.patients, predictions, predictor.threshold)
+    _plots(partial, predictions, predictor)
+    _card(partial, run, cohort, predictor, result)
+    (partial / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    if (run / EVALUATION).exists():
+        shutil.rmtree(run / EVALUATION)
+    partial.rename(run / EVALUATION)
+    return result
+
+
+def _metrics(predictor: Predictor, predictions: pd.DataFrame, forced: bool) -> dict[str, Any]:
+    scored = predictions["risk"].notna() & predictions["label"].notna()
+    y = predictions.loc[scored, "label"].astype(int).to_numpy()
+    risk = predictions.loc[scored, "risk"].to_numpy()
+    seed = predictor.config.seed
+    return {
+        "test_patients": len(predictions),
+        "scored": int(scored.sum()),
+        "no_prediction": int(predictions["risk"].isna().sum()),
+        "rescored": forced,
+        "threshold": predictor.threshold,
+        "fusion": classification_metrics(y, risk, predictor.threshold, seed=seed),
+        "fusion_uncalibrated": binary_metrics(
+            y, predictions.loc[scored, "probability"].to_numpy(), seed=seed
+        ),
+        "branches": {
+            name: binary_metrics(y, predictions.loc[scored, f"p_{name}"].to_numpy(), seed=seed)
+            for name in predictor.branches
+        },
+        "modalities": predictions["modalities"].value_counts().to_dict(),
+    }
+
+
+def _subgroups(
+    patients: pd.DataFrame, predictions: pd.DataFrame, threshold: float
+) -> list[dict[str, Any]]:
+    table = predictions.merge(patients, on="patient_id", how="left", suffixes=("", "_cohort"))
+    columns = []
+    for source, band, name in (
+        ("age_years", age_band, "age band"),
+        ("patient_age", age_band, "age band"),
+        ("bmi_kg_m2", bmi_band, "BMI band"),
+    ):
+        if source in table and name not in table:
+            table[name] = band(table[source])
+            columns.append(name)
+    if "group" in table:
+        columns.append("group")
+    table = table[table["risk"].notna() & table["label"].notna()]
+    if not columns or table.empty:
+        return []
+    table = table.assign(label=table["label"].astype(int))
+    frame = subgroup_metrics(table, columns, "label", "risk", threshold, n_boot=500)
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _plots(folder: Path, predictions: pd.DataFrame, predictor: Predictor) -> None:
+    scored = predictions[predictions["risk"].notna() & predictions["label"].notna()]
+    y = scored["label"].astype(int).to_numpy()
+    curves = {name: (y, scored[f"p_{name}"].to_numpy()) for name in predictor.branches}
+    # A branch scores only the patients with its modality; its curve uses just those.
+    curves = {k: (yy[~np.isnan(p)], p[~np.isnan(p)]) for k, (yy, p) in curves.items()}
+    curves["fusion (calibrated)"] = (y, scored["risk"].to_numpy())
+    threshold = {"fusion (calibrated)": predictor.threshold}
+    plots.plot_roc(curves, folder / "roc.png", thresholds=threshold, title="ROC, locked test part")
+    plots.plot_pr(curves, folder / "pr.png", thresholds=threshold, title="PR, locked test part")
+    plots.plot_reliability(
+        {
+            "uncalibrated": (y, scored["probability"].to_numpy()),
+            "calibrated": (y, scored["risk"].to_numpy()),
+        },
+        folder / "calibration.png",
+    )
+    metrics = classification_metrics(y, scored["risk"].to_numpy(), predictor.threshold, n_boot=0)
+    plots.plot_confusion_matrix(
+        binary_confusion_matrix(metrics), folder / "confusion.png", labels=["negative", "positive"]
+    )
+    plots.plot_confidence_histograms(
+        y, scored["risk"].to_numpy(), folder / "confidence.png", threshold=predictor.threshold
+    )
+
+
+def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: dict) -> None:
+    from deeppcos.data.audit import audit_cohort
+
+    findings = [
+        {"severity": f.severity, "check": f.check, "title": f.title}
+        for f in audit_cohort(cohort, seed=predictor.config.seed).findings
+        if f.severity in ("warning", "high")
+    ]
+    write_model_card(
+        folder / "model_card.md",
+        run_name=run.name,
+        cohort_summary=cohort.summary(),
+        provenance=cohort.spec.description or cohort.spec.name,
+        intended_use=INTENDED_USE,
+        metrics={"fusion (calibrated)": result["fusion"], **result["branches"]},
+        subgroups=result["subgroups"],
+        audit_findings=findings,
+        limits=[
+            f"Decision threshold {predictor.threshold:.3f} was chosen on out-of-fold development "
+            "predictions for the target sensitivity; sensitivity on new data may be lower.",
+            "Late fusion: branch outputs are stacked; a patient missing a modality is scored "
+            "from the other one.",
+        ],
+    )
