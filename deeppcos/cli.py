@@ -352,6 +352,10 @@ def evaluate(
 
     with _errors_as_messages():
         result = evaluate_run(run, force=force)
+    _print_evaluation(result, run)
+
+
+def _print_evaluation(result: dict[str, Any], run: Path) -> None:
     fusion = result["fusion"]
     table = Table(title=f"locked test part: {result['scored']} patients scored")
     for column in ("metric", "value", "95% CI"):
@@ -433,38 +437,40 @@ def _adhoc_spec(patients: Path | None, images: Path | None):  # -> CohortSpec
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="folder for the demo cohort and reports")] = Path(
+    out: Annotated[Path, typer.Option(help="folder for the demo cohort, run and reports")] = Path(
         "demo"
     ),
     patients: Annotated[int, typer.Option(min=10, help="synthetic patients")] = 600,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    skip_training: Annotated[
+        bool, typer.Option(help="stop after the cohort and its audit (no training)")
+    ] = False,
 ) -> None:
-    """The embedded default, end to end: synthetic cohort → validate → audit."""
+    """The embedded default, end to end: synthetic cohort → audit → train → evaluate."""
     from deeppcos.data.audit import audit_cohort
-    from deeppcos.data.splits import make_splits
-    from deeppcos.data.synthetic import generate_cohort
+    from deeppcos.evaluate import evaluate_run
+    from deeppcos.training import cohort_for, demo_config
+    from deeppcos.training import train as train_run
 
+    config = demo_config(out.resolve(), patients=patients, seed=seed)
     with _errors_as_messages():
         with _progress("writing the synthetic cohort") as progress:
-            spec_path = generate_cohort(
-                out / "cohort", n_patients=patients, seed=seed, progress=progress
-            )
-        cohort = _load(spec_path)
+            cohort = cohort_for(config, progress)
         _print_summary(cohort.summary())
         _print_report(cohort.report, 5)
         with _progress("auditing images") as progress:
             result = audit_cohort(cohort, seed=seed, progress=progress)
-        split = make_splits(cohort.patients, seed=seed, groups=result.patient_groups)
-    result.print_rich(console)
-    result.to_html(out / "audit.html")
-    result.to_json(out / "audit.json")
-    split.save(out / "split.json")
-    counts = split.assignments.value_counts().sort_index().to_dict()
-    console.print(f"split (patient-grouped, seed {seed}): {counts}")
-    console.print(
-        f"\nresults in {out}/: cohort/ (tables, images, cohort.yaml), audit.html, audit.json, "
-        "split.json"
-    )
+        result.print_rich(console)
+        result.to_html(out / "audit.html")
+        result.to_json(out / "audit.json")
+        outputs = "cohort/ (tables, images, cohort.yaml), audit.html, audit.json"
+        if not skip_training:
+            with _stage_progress() as progress:
+                run = train_run(config, out / "run", overwrite=True, progress=progress)
+            _print_branch_metrics(run)
+            _print_evaluation(evaluate_run(run, force=True), run)
+            outputs += ", run/ (models, metrics.json, curves/, evaluation/ with model_card.md)"
+    console.print(f"\nresults in {out}/: {outputs}")
 
 
 def main() -> None:

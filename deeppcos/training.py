@@ -75,6 +75,21 @@ def _synthetic_spec(config: RunConfig, progress: Callable[[int, int], None] | No
     return spec
 
 
+def demo_config(out: Path, *, patients: int = 600, seed: int = 0) -> RunConfig:
+    """The embedded default (``configs/synthetic.yaml`` in code): a synthetic cohort in
+    ``out/cohort`` and both branches, sized for a 2-core CPU."""
+    from deeppcos.config import BranchConfig, SyntheticSource
+
+    return RunConfig(
+        name="demo",
+        description="deeppcos demo: synthetic cohort, both branches, calibrated late fusion",
+        seed=seed,
+        synthetic=SyntheticSource(patients=patients, seed=seed, folder=out / "cohort"),
+        image=BranchConfig(params={"backbone": "compact", "weights": None, "image_size": 96}),
+        base_dir=out,
+    )
+
+
 def resolve_branch_params(config: RunConfig) -> dict[str, Any]:
     """Each enabled branch's parameters, validated by the branch's own model."""
     out: dict[str, Any] = {}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from deeppcos.cli import app
@@ -97,10 +98,20 @@ def test_audit_rejects_an_unknown_fail_on(tmp_path: Path) -> None:
     assert result.exit_code == 2
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--patients", "60"])
+def test_demo_cohort_and_audit(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--out", str(out), "--patients", "60", "--skip-training"])
     assert result.exit_code == 0, result.output
-    for name in ("audit.html", "audit.json", "split.json", "cohort/cohort.yaml"):
-        assert (tmp_path / "demo" / name).is_file()
-    split = json.loads((tmp_path / "demo" / "split.json").read_text())
-    assert set(split["assignments"].values()) >= {"test", "fold0"}
+    for name in ("audit.html", "audit.json", "cohort/cohort.yaml"):
+        assert (out / name).is_file()
+    assert not (out / "run").exists()
+
+
+@pytest.mark.slow
+def test_demo_trains_and_evaluates(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--out", str(out), "--patients", "80"])
+    assert result.exit_code == 0, result.output
+    assert (out / "run" / "run.json").is_file()
+    assert (out / "run" / "evaluation" / "model_card.md").is_file()
+    assert "locked test part" in result.output
