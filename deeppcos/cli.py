@@ -59,24 +59,9 @@ def _root(
 
 @contextmanager
 def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar that library code drives through a ``progress(done, total)`` call."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    ) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
+    """A progress bar that library code drives through a ``progress(done, total)`` call."""
+    with _stage_progress() as update:
+        yield lambda done, total: update(description, done, total)
 
 
 def _fail(exc: Exception) -> typer.Exit:
