@@ -43,6 +43,7 @@ from sklearn.linear_model import LogisticRegression
 
 import deeppcos
 from deeppcos.exceptions import ConfigError, DataFileError, DeepPCOSError, SchemaError
+from deeppcos.persist import read_meta
 
 __all__ = ["OrdinalHead"]
 
@@ -417,20 +418,7 @@ def _missing(value: Any) -> bool:
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataFileError(f"{path}: not found; is this a folder written by OrdinalHead.save()?")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataFileError(f"{path}: unreadable ordinal head metadata: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataFileError(f"{path}: not an ordinal head file (expected format {FORMAT!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise DataFileError(
-            f"{path}: format version {meta.get('format_version')!r}; this deeppcos reads "
-            f"{FORMAT_VERSION}"
-        )
-    return meta
+    return read_meta(path, FORMAT, FORMAT_VERSION, "ordinal head")
 
 
 def _load_threshold(folder: Path, entry: dict[str, Any], n_jobs: int) -> Any:

@@ -42,6 +42,7 @@ from deeppcos.data.cohort import Cohort
 from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError
 from deeppcos.image.params import ImageParams
 from deeppcos.image.preprocess import PreprocessConfig
+from deeppcos.persist import read_meta
 
 if TYPE_CHECKING:  # TensorFlow loads only when a branch trains or predicts
     import keras
@@ -496,17 +497,4 @@ def _keras_version() -> str:
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataFileError(f"{path}: image branch metadata not found (was it saved here?)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFileError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataFileError(f"{path}: not a deeppcos image branch (format {FORMAT!r} expected)")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise DataFileError(
-            f"{path}: written by a newer deeppcos (format version {meta['format_version']}; "
-            f"this one reads up to {FORMAT_VERSION}); upgrade deeppcos"
-        )
-    return meta
+    return read_meta(path, FORMAT, FORMAT_VERSION, "image branch")

@@ -43,6 +43,7 @@ import deeppcos
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.splits import make_splits
 from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError
+from deeppcos.persist import read_meta
 from deeppcos.tabular.features import derive_features, select_features
 
 MODEL_FILE = "model.ubj"
@@ -389,17 +390,4 @@ def _check_names(features: list[str]) -> None:
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataFileError(f"{path}: tabular branch metadata not found (was it saved here?)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataFileError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataFileError(f"{path}: not a deeppcos tabular branch (format {FORMAT!r} expected)")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise DataFileError(
-            f"{path}: written by a newer deeppcos (format version {meta['format_version']}; "
-            f"this one reads up to {FORMAT_VERSION}); upgrade deeppcos"
-        )
-    return meta
+    return read_meta(path, FORMAT, FORMAT_VERSION, "tabular branch")
