@@ -40,7 +40,14 @@ def bench(name: str, work: Path) -> dict:
             "patients": test["scored"],
             "threshold": test["threshold"],
             **{k: test["fusion"][k] for k in ("roc_auc", "sensitivity", "specificity", "ece")},
+            "branches_roc_auc": {
+                name: [values["roc_auc"], values["roc_auc_ci"]]
+                for name, values in test["branches"].items()
+            },
         },
+        "fusion_oof": {key: metrics["fusion"]["oof"][key] for key in ("roc_auc", "roc_auc_ci", "n")}
+        if "fusion" in metrics
+        else None,
         "seconds": seconds,
         "development_patients": metrics["development_patients"],
         "branches": {
