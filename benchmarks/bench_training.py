@@ -40,6 +40,7 @@ def bench(name: str, work: Path) -> dict:
             "patients": test["scored"],
             "threshold": test["threshold"],
             **{k: test["fusion"][k] for k in ("roc_auc", "sensitivity", "specificity", "ece")},
+            "ece_before_after_calibration": test["calibration_ece"],
             "branches_roc_auc": {
                 name: [values["roc_auc"], values["roc_auc_ci"]]
                 for name, values in test["branches"].items()

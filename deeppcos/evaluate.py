@@ -70,13 +70,18 @@ def _metrics(predictor: Predictor, predictions: pd.DataFrame, forced: bool) -> d
     y = predictions.loc[scored, "label"].astype(int).to_numpy()
     risk = predictions.loc[scored, "risk"].to_numpy()
     seed = predictor.config.seed
+    fusion = classification_metrics(y, risk, predictor.threshold, seed=seed)
+    raw = predictions.loc[scored, "probability"].to_numpy()
+    # ECE does not depend on the threshold; 0.5 is only there to satisfy the signature.
+    raw_ece = classification_metrics(y, raw, 0.5, seed=seed)["ece"]
     return {
         "test_patients": len(predictions),
         "scored": int(scored.sum()),
         "no_prediction": int(predictions["risk"].isna().sum()),
         "rescored": forced,
         "threshold": predictor.threshold,
-        "fusion": classification_metrics(y, risk, predictor.threshold, seed=seed),
+        "fusion": fusion,
+        "calibration_ece": {"before": raw_ece, "after": fusion["ece"]},
         "fusion_uncalibrated": binary_metrics(
             y, predictions.loc[scored, "probability"].to_numpy(), seed=seed
         ),

@@ -121,6 +121,7 @@ def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
     split = json.loads((run / "split.json").read_text())["assignments"]
     assert result["test_patients"] == sum(part == "test" for part in split.values())
     assert 0 <= result["fusion"]["sensitivity"]["value"] <= 1
+    assert set(result["calibration_ece"]) == {"before", "after"}
     for name in ("model_card.md", "roc.png", "calibration.png", "test_predictions.csv"):
         assert (run / "evaluation" / name).is_file()
     assert "decision support, not a diagnosis" in (run / "evaluation" / "model_card.md").read_text()
