@@ -41,7 +41,6 @@ patients' embeddings are over-fitted. Evaluate with :func:`cross_val_intermediat
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +51,6 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.decomposition import PCA
 
-import deeppcos
 from deeppcos.exceptions import ConfigError, DataFileError, DeepPCOSError, SchemaError
 from deeppcos.fusion.late import (
     as_labels,
@@ -62,6 +60,7 @@ from deeppcos.fusion.late import (
     read_json,
     sigmoid,
 )
+from deeppcos.persist import write_meta
 
 __all__ = ["IMAGE_GROUP", "IntermediateFusion", "cross_val_intermediate_oof"]
 
@@ -372,10 +371,7 @@ class IntermediateFusion:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.booster_.save_model(folder / MODEL_FILE)
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "deeppcos_version": deeppcos.__version__,
+        fields = {
             "xgboost_version": xgb.__version__,
             "params": self.get_params(),
             "tabular_names": self.tabular_names_,
@@ -387,7 +383,7 @@ class IntermediateFusion:
             "n_train": self.n_train_,
             "history": self.history_,
         }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        write_meta(folder / META_FILE, FORMAT, FORMAT_VERSION, fields)
         return folder
 
     @classmethod

@@ -30,7 +30,6 @@ Design choices, and why:
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,9 +40,8 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
 
-import deeppcos
 from deeppcos.exceptions import ConfigError, DataFileError, DeepPCOSError, SchemaError
-from deeppcos.persist import read_meta
+from deeppcos.persist import read_meta, write_meta
 
 __all__ = ["OrdinalHead"]
 
@@ -269,10 +267,7 @@ class OrdinalHead:
         self._check_fitted()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "deeppcos_version": deeppcos.__version__,
+        fields = {
             "xgboost_version": xgb.__version__,
             "params": self.get_params(),
             "levels": self.levels_,
@@ -283,8 +278,8 @@ class OrdinalHead:
             "thresholds": [m.to_json(folder, k) for k, m in enumerate(self.thresholds_)],
         }
         if self.kind == "logistic":
-            meta["standardiser"] = self.standardiser_.to_json()
-        (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+            fields["standardiser"] = self.standardiser_.to_json()
+        write_meta(folder / META_FILE, FORMAT, FORMAT_VERSION, fields)
         return folder
 
     @classmethod

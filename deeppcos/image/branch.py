@@ -29,7 +29,6 @@ get NaN, which the fusion treats as "image modality missing".
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,12 +36,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-import deeppcos
 from deeppcos.data.cohort import Cohort
 from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError
 from deeppcos.image.params import ImageParams
 from deeppcos.image.preprocess import PreprocessConfig
-from deeppcos.persist import read_meta
+from deeppcos.persist import read_meta, write_meta
 
 if TYPE_CHECKING:  # TensorFlow loads only when a branch trains or predicts
     import keras
@@ -373,10 +371,7 @@ class ImageBranch:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.model_.save(folder / MODEL_FILE)
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "deeppcos_version": deeppcos.__version__,
+        fields = {
             "keras_version": _keras_version(),
             "params": self.params.model_dump(mode="json"),
             "seed": self.seed,
@@ -394,7 +389,7 @@ class ImageBranch:
             "mixed_precision": self.mixed_precision_,
             "history": self.history_,
         }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        write_meta(folder / META_FILE, FORMAT, FORMAT_VERSION, fields)
         return folder
 
     @classmethod

@@ -28,7 +28,6 @@ Design choices, and why:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,12 +38,11 @@ import pandas as pd
 import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-import deeppcos
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.splits import make_splits
 from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError
-from deeppcos.persist import read_meta
-from deeppcos.tabular.features import derive_features, select_features
+from deeppcos.persist import read_meta, write_meta
+from deeppcos.tabular.features import DERIVED_BY_NAME, derive_features, select_features
 
 MODEL_FILE = "model.ubj"
 META_FILE = "tabular_branch.json"
@@ -225,11 +223,14 @@ class TabularBranch:
         frame = derive_features(_rows(cohort, ids))
         missing = [f for f in self.feature_names_ if f not in frame]
         if missing:
+            # Derived features (BMI, ratios, …) follow from their parts: name only what to add.
+            to_add = [f for f in missing if f not in DERIVED_BY_NAME]
+            derived = [f for f in missing if f in DERIVED_BY_NAME]
             raise SchemaError(
-                f"the cohort {cohort.spec.name!r} lacks {len(missing)} feature column(s) the "
-                f"tabular model was trained on: {missing}. Add them to the patients table "
+                f"the cohort {cohort.spec.name!r} lacks {len(to_add)} feature column(s) the "
+                f"tabular model was trained on: {to_add}. Add them to the patients table "
                 "(empty where unknown: missing values are allowed) or retrain on this cohort's "
-                "columns"
+                "columns" + (f"; {derived} are then computed from their parts" if derived else "")
             )
         return frame[self.feature_names_]
 
@@ -257,10 +258,7 @@ class TabularBranch:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.booster_.save_model(folder / MODEL_FILE)
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "deeppcos_version": deeppcos.__version__,
+        fields = {
             "xgboost_version": xgb.__version__,
             "params": self.params.model_dump(),
             "seed": self.seed,
@@ -271,7 +269,7 @@ class TabularBranch:
             "n_train": self.n_train_,
             "history": self.history_,
         }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        write_meta(folder / META_FILE, FORMAT, FORMAT_VERSION, fields)
         return folder
 
     @classmethod
