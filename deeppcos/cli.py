@@ -244,6 +244,57 @@ def audit(
         raise typer.Exit(EXIT_AUDIT)
 
 
+# --- criteria --------------------------------------------------------------------------------
+
+
+@app.command()
+def criteria(
+    spec: SpecArg,
+    guideline: Annotated[
+        str, typer.Option(help="rotterdam-2003 or 2023-international")
+    ] = "rotterdam-2003",
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="write the counts as JSON ('-' = stdout)")
+    ] = None,
+    labels_csv: Annotated[
+        Path | None, typer.Option(help="write each patient's criteria, phenotype and grade")
+    ] = None,
+) -> None:
+    """Derive the Rotterdam criteria, phenotype A–D and a severity grade from a cohort's
+    columns, and count how many patients meet each criterion."""
+    from deeppcos.data.criteria import GUIDELINES, CriteriaRules, criteria_summary, label_cohort
+
+    if guideline not in GUIDELINES:
+        raise typer.BadParameter(f"expected one of {list(GUIDELINES)}", param_hint="--guideline")
+    with _errors_as_messages():
+        cohort = _load(spec)
+        result = label_cohort(cohort, CriteriaRules(guideline=guideline))
+        label = cohort.patients["label"] if cohort.patients["label"].notna().any() else None
+        summary = criteria_summary(result, label=label)
+    if labels_csv:
+        result.frame.to_csv(labels_csv, index=False)
+    if json_out:
+        _write_json(summary, json_out)
+    if json_out != "-":
+        _print_criteria(summary)
+
+
+def _print_criteria(summary: dict[str, Any]) -> None:
+    table = Table(title=f"Criteria ({summary['guideline']}), {summary['n_patients']} patients")
+    for column in ("criterion", "met", "not met", "unknown"):
+        table.add_column(column, justify="left" if column == "criterion" else "right")
+    for name, counts in summary["criteria"].items():
+        table.add_row(name, *(str(counts.get(k, 0)) for k in ("met", "not_met", "unknown")))
+    console.print(table)
+    console.print(f"criteria met (0–3): {summary['n_criteria_met']}")
+    console.print(f"phenotypes: {summary['phenotype']}; severity: {summary['severity']}")
+    if "label_agreement" in summary:
+        console.print(f"against the cohort's label: {summary['label_agreement']}")
+    console.print(f"columns read: {', '.join(summary['columns_used'])}")
+    for caveat in summary["caveats"]:
+        console.print(f"[yellow]caveat:[/yellow] {caveat}")
+
+
 # --- train -----------------------------------------------------------------------------------
 
 
@@ -298,7 +349,9 @@ def _print_branch_metrics(run: Path) -> None:
         table.add_column(column)
     rows = dict(metrics["branches"])
     if "fusion" in metrics:
-        rows["fusion (calibrated)"] = metrics["fusion"]
+        for method, entry in metrics["fusion"].get("methods", {}).items():
+            rows[f"{method} fusion"] = {"oof": entry["oof_uncalibrated"]}
+        rows[f"{metrics['fusion']['method']} fusion, calibrated"] = metrics["fusion"]
     for name, branch in rows.items():
         oof = branch["oof"]
         ci = oof.get("roc_auc_ci") or [None, None]
@@ -319,7 +372,28 @@ def _print_branch_metrics(run: Path) -> None:
             f"{at['sensitivity']['value']:.3f}, specificity {at['specificity']['value']:.3f} "
             "out of fold"
         )
+        console.print(f"fusion kept: {metrics['fusion']['method']} (higher out-of-fold ROC AUC)")
+    _print_severity(metrics.get("severity"), "out of fold")
     console.print(f"run folder: {run}")
+
+
+def _print_severity(severity: dict[str, Any] | None, where: str) -> None:
+    if not severity:
+        return
+    if "skipped" in severity:
+        console.print(f"severity head skipped: {severity['skipped']}")
+        return
+    scores = severity.get("oof", severity)
+    if "quadratic_kappa" not in scores:
+        console.print(f"severity: {scores.get('note', 'no graded patients')}")
+        return
+    kappa, f1 = scores["quadratic_kappa"], scores["macro_f1"]
+    source = severity.get("source")
+    console.print(
+        f"severity grade ({source} grades, {scores['n']} patients, {where}): quadratic kappa "
+        f"{_fmt(kappa['value'])} ({_fmt(kappa['ci'][0])}–{_fmt(kappa['ci'][1])}), macro F1 "
+        f"{_fmt(f1['value'])} ({_fmt(f1['ci'][0])}–{_fmt(f1['ci'][1])})"
+    )
 
 
 # --- evaluate and predict ---------------------------------------------------------------------
@@ -365,7 +439,9 @@ def _print_evaluation(result: dict[str, Any], run: Path) -> None:
         console.print(
             f"{name} branch alone: ROC AUC {_fmt(branch['roc_auc'])} ({_fmt(ci[0])}–{_fmt(ci[1])})"
         )
+    _print_severity(result.get("severity"), "locked test part")
     console.print(
+        f"{result.get('fusion_method', 'late')} fusion; "
         f"threshold {result['threshold']:.3f}; results in {run / 'evaluation'}/ "
         "(metrics.json, model_card.md, roc.png, pr.png, calibration.png, …)"
     )
@@ -380,41 +456,172 @@ def predict(
     run: Annotated[Path, typer.Argument(help="a run folder written by 'deeppcos train'")],
     out: Annotated[Path, typer.Option(help="predictions file (.csv or .parquet)")],
     patients: Annotated[
-        Path | None, typer.Option(help="patients table with patient_id and feature columns")
+        Path | None,
+        typer.Option(
+            help="patients table in the training cohort's layout (e.g. the Kaggle sheet) or "
+            "with canonical column names; the diagnosis column may be absent"
+        ),
     ] = None,
     images: Annotated[
-        Path | None, typer.Option(help="images manifest (patient_id, path) for --patients")
+        Path | None,
+        typer.Option(
+            help="images: a manifest (patient_id, path) or a folder of DIR/<patient_id>/… or "
+            "DIR/<patient_id>[_…].png files"
+        ),
     ] = None,
     spec: Annotated[Path | None, typer.Option(help="or: any cohort spec to score")] = None,
 ) -> None:
-    """Predict new patients: probability, calibrated risk, decision, modalities used."""
+    """Predict new patients: probability, calibrated risk, decision, severity, modalities used."""
+    import tempfile
+
     from deeppcos.data.cohort import load_cohort
     from deeppcos.predictor import load_run
+    from deeppcos.scoring import new_patients_spec
 
-    if (patients is None) == (spec is None):
-        raise typer.BadParameter("give either --patients (and optionally --images) or --spec")
-    with _errors_as_messages():
+    if (patients is None and images is None) == (spec is None):
+        raise typer.BadParameter("give either --patients and/or --images, or --spec")
+    with _errors_as_messages(), tempfile.TemporaryDirectory() as workdir:
         predictor = load_run(run)
-        cohort = load_cohort(spec if spec else _adhoc_spec(patients, images))
+        if spec is None:
+            spec_used = new_patients_spec(
+                predictor.training_spec(), patients, images, Path(workdir)
+            )
+            cohort = load_cohort(spec_used)
+        else:
+            cohort = load_cohort(spec)
+        _print_report(cohort.report, 5)
         predictions = predictor.predict(cohort)
     if out.suffix == ".parquet":
         predictions.to_parquet(out, index=False)
     else:
         predictions.to_csv(out, index=False)
     counts = predictions["modalities"].value_counts().to_dict()
-    console.print(f"{len(predictions)} patients scored ({counts}); written to {out}")
+    flagged = int(predictions["decision"].fillna(False).sum())
+    console.print(
+        f"{len(predictions)} patients scored ({counts}); {flagged} above the decision threshold "
+        f"{predictor.threshold:.3f}; written to {out}"
+    )
+    if predictions["severity"].notna().any():
+        grades = predictions["severity"].value_counts(sort=False).to_dict()
+        console.print(f"severity grades: {grades}")
 
 
-def _adhoc_spec(patients: Path | None, images: Path | None):  # -> CohortSpec
-    from deeppcos.data.spec import spec_from_dict
+# --- tune and studies ------------------------------------------------------------------------
 
-    data: dict[str, Any] = {
-        "name": patients.stem if patients else "input",
-        "patients": {"path": str(patients.resolve()), "label_column": None},
-    }
-    if images is not None:
-        data["images"] = {"manifest": str(images.resolve()), "root": str(images.parent.resolve())}
-    return spec_from_dict(data)
+
+@app.command()
+def tune(
+    config: Annotated[Path, typer.Option("--config", "-c", help="run config YAML (configs/)")],
+    target: Annotated[
+        str, typer.Option(help="what to tune: tabular, image, fusion or all")
+    ] = "tabular",
+    trials: Annotated[
+        int, typer.Option(min=1, help="the study's total of finished trials (resume: the rest)")
+    ] = 30,
+    timeout: Annotated[
+        float | None, typer.Option(help="stop starting trials after S seconds (per worker)")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="journal file path, sqlite:///FILE or postgresql://USER:PW@HOST:PORT/DB "
+            "(default: runs/tuning/optuna-journal.log)"
+        ),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="study name (default: <config name>-<target>)")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="worker processes sharing the storage, 1 thread each")
+    ] = 1,
+    resume: Annotated[bool, typer.Option(help="continue an existing study")] = False,
+    space: Annotated[
+        Path | None,
+        typer.Option(help="tuning settings and search spaces (default: configs/tuning.yaml's)"),
+    ] = None,
+    train: Annotated[bool, typer.Option(help="also train a run from the tuned config")] = False,
+) -> None:
+    """Tune a branch or the fusion with Optuna; write the tuned config (and optionally a run)."""
+    from deeppcos.tuning import tune as run_tuning
+
+    if target not in ("tabular", "image", "fusion", "all"):
+        raise typer.BadParameter("expected tabular, image, fusion or all", param_hint="--target")
+    with _errors_as_messages():
+        try:
+            with _stage_progress() as progress:
+                results = run_tuning(
+                    config,
+                    target,
+                    trials,
+                    space=space,
+                    storage=storage,
+                    study=study,
+                    timeout=timeout,
+                    workers=workers,
+                    resume=resume,
+                    train=train,
+                    progress=progress,
+                )
+        except KeyboardInterrupt:
+            err_console.print("finished trials are saved; run the same command with --resume")
+            raise
+    for result in results:
+        _print_tuning(result)
+
+
+def _print_tuning(result: Any) -> None:  # result: deeppcos.tuning.TuneResult
+    d = result.decision
+    table = Table(title=f"study {result.study} ({result.target})", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("trials", ", ".join(f"{k}: {v}" for k, v in sorted(result.trials.items())))
+    table.add_row(f"best trial ({d.metric})", f"#{d.best_trial}: {d.best_value}")
+    table.add_row(f"default trial ({d.metric})", f"#{d.default_trial}: {d.default_value}")
+    if d.mean_gain is not None:
+        table.add_row(
+            "paired gain",
+            f"{d.mean_gain:+.4f} (SE {d.standard_error}, 95% CI {d.gain_ci95}; "
+            f"{d.n_folds} {d.folds} folds)",
+        )
+    table.add_row("decision", f"{d.chosen}: {d.reason}")
+    table.add_row("tuned config", str(result.tuned_config))
+    if result.stale_failed:
+        table.add_row("lost trials marked FAIL", str(result.stale_failed))
+    if result.run is not None:
+        table.add_row("run", str(result.run))
+    table.add_row("seconds", f"{result.seconds:.1f}")
+    console.print(table)
+
+
+@app.command()
+def studies(
+    storage: Annotated[
+        str | None,
+        typer.Option(help="journal file, sqlite:/// or postgresql:// URL (default: the journal)"),
+    ] = None,
+) -> None:
+    """List the tuning studies in a storage, with their best values and decisions."""
+    from deeppcos.tuning import list_studies
+
+    with _errors_as_messages():
+        rows = list_studies(storage)
+    table = Table(title=f"studies ({len(rows)})")
+    for column in ("study", "target", "metric", "trials", "best", "decision", "started"):
+        table.add_column(column)
+    for row in rows:
+        best = row["best_value"]
+        table.add_row(
+            row["study"],
+            str(row["target"] or "–"),
+            ", ".join(row["metrics"]),
+            ", ".join(f"{k}: {v}" for k, v in sorted(row["trials"].items())),
+            f"{best[0]:.4f} (#{row['best_trial']})"
+            if best
+            else (f"{row['pareto_trials']} Pareto trials" if row["pareto_trials"] else "–"),
+            str(row["decision"] or "–"),
+            str(row["started"] or "–"),
+        )
+    console.print(table)
 
 
 # --- demo ------------------------------------------------------------------------------------

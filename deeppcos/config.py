@@ -9,7 +9,7 @@ parameters are validated by the branch's own parameter model when training start
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -46,11 +46,44 @@ class BranchConfig(_Strict):
 
 
 class FusionConfig(_Strict):
-    """Late fusion of the branches' out-of-fold outputs, calibrated, with a decision threshold
-    chosen for a target sensitivity (a missed PCOS case costs more than a false alarm)."""
+    """The fusion of the branches, calibrated, with a decision threshold chosen for a target
+    sensitivity (a missed PCOS case costs more than a false alarm).
+
+    ``method``: ``late`` (stacking of out-of-fold branch outputs), ``intermediate`` (image
+    embeddings reduced by PCA and joined with the tabular features in one booster; needs both
+    branches) or ``best``: both are cross-validated on the same folds and the one with the higher
+    out-of-fold ROC AUC is kept (late fusion when only one branch is enabled). Both methods'
+    figures are recorded in ``metrics.json`` whenever both can run.
+    """
 
     enabled: bool = True
+    method: Literal["late", "intermediate", "best"] = "best"
     target_sensitivity: float = Field(0.95, gt=0.0, le=1.0)
+    late: dict[str, Any] = Field(
+        default_factory=dict, description="LateFusion settings: C (L2 strength), class_weight"
+    )
+    intermediate: dict[str, Any] = Field(
+        default_factory=dict,
+        description="IntermediateFusion settings: n_components, n_estimators, max_depth, …",
+    )
+
+
+class SeverityConfig(_Strict):
+    """The ordinal severity head, trained only on patients that have a grade.
+
+    ``source``: ``column`` reads the cohort's ``severity`` column; ``criteria`` derives the grade
+    from the Rotterdam criteria and phenotype (``deeppcos.data.criteria``) under ``guideline``,
+    and removes the columns the rules read from the head's inputs; ``auto`` uses the column when
+    the cohort has one and the criteria otherwise.
+    """
+
+    enabled: bool = True
+    source: Literal["auto", "column", "criteria"] = "auto"
+    guideline: Literal["rotterdam-2003", "2023-international"] = "rotterdam-2003"
+    kind: Literal["xgboost", "logistic"] = "xgboost"
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="OrdinalHead settings: n_estimators, max_depth, C, …"
+    )
 
 
 class RunConfig(_Strict):
@@ -64,6 +97,7 @@ class RunConfig(_Strict):
     tabular: BranchConfig = Field(default_factory=BranchConfig)
     image: BranchConfig = Field(default_factory=BranchConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    severity: SeverityConfig = Field(default_factory=SeverityConfig)
     config_dir: Path | None = Field(
         None,
         description="set in a run's config.yaml: where relative paths of the original "

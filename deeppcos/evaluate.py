@@ -50,6 +50,9 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
     labels = cohort.patients.set_index("patient_id")["label"]
     predictions.insert(1, "label", labels.reindex(predictions["patient_id"]).to_numpy())
     result = _metrics(predictor, predictions, force)
+    severity = _severity(run, predictor, predictions)
+    if severity is not None:
+        result["severity"] = severity
     partial = run / f".{EVALUATION}.partial"
     if partial.exists():
         shutil.rmtree(partial)
@@ -57,6 +60,13 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
     predictions.to_csv(partial / "test_predictions.csv", index=False)
     result["subgroups"] = _subgroups(cohort.patients, predictions, predictor.threshold)
     _plots(partial, predictions, predictor)
+    if severity is not None:
+        plots.plot_confusion_matrix(
+            np.array(severity["confusion"]),
+            partial / "severity_confusion.png",
+            labels=severity["labels"],
+            title="Severity grade, locked test part",
+        )
     _card(partial, run, cohort, predictor, result)
     (partial / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     if (run / EVALUATION).exists():
@@ -80,6 +90,7 @@ def _metrics(predictor: Predictor, predictions: pd.DataFrame, forced: bool) -> d
         "no_prediction": int(predictions["risk"].isna().sum()),
         "rescored": forced,
         "threshold": predictor.threshold,
+        "fusion_method": predictor.fusion_method,
         "fusion": fusion,
         "calibration_ece": {"before": raw_ece, "after": fusion["ece"]},
         "fusion_uncalibrated": binary_metrics(
@@ -91,6 +102,31 @@ def _metrics(predictor: Predictor, predictions: pd.DataFrame, forced: bool) -> d
         },
         "modalities": predictions["modalities"].value_counts().to_dict(),
     }
+
+
+def _severity(run: Path, predictor: Predictor, predictions: pd.DataFrame) -> dict | None:
+    """Quadratic weighted kappa and macro F1 of the predicted grades on the graded test
+    patients, against the grades training used (the cohort's column or the criteria labeller's,
+    stored in ``severity/grades.csv``)."""
+    if predictor.severity is None:
+        return None
+    from deeppcos.evaluation.metrics import ordinal_metrics
+
+    levels = [str(level) for level in predictor.severity.levels_]
+    truth = pd.read_csv(run / "severity" / "grades.csv", dtype={"patient_id": str})
+    true = truth.set_index("patient_id")["severity"].reindex(predictions["patient_id"])
+    predictions.insert(2, "severity_true", true.to_numpy())
+    graded = true.notna().to_numpy() & predictions["severity"].notna().to_numpy()
+    if graded.sum() == 0:
+        return {"note": "no graded patient in the locked test part", "n": 0}
+    kind = pd.CategoricalDtype(levels, ordered=True)
+    result = ordinal_metrics(
+        true[graded].astype(kind).reset_index(drop=True),
+        predictions.loc[graded, "severity"].astype(kind).reset_index(drop=True),
+        len(levels),
+        seed=predictor.config.seed,
+    )
+    return {**result, "source": predictor.severity_info.get("source")}
 
 
 def _subgroups(
@@ -142,6 +178,29 @@ def _plots(folder: Path, predictions: pd.DataFrame, predictor: Predictor) -> Non
     )
 
 
+_FUSION_LIMITS = {
+    "late": "Late fusion (chosen on validation): branch outputs are stacked; a patient missing "
+    "a modality is scored from the other one.",
+    "intermediate": "Intermediate fusion (chosen on validation): image embeddings (PCA) and "
+    "tabular features in one booster; a patient missing a modality is scored from the other.",
+}
+
+
+def _severity_limits(predictor: Predictor) -> list[str]:
+    info = predictor.severity_info
+    if not info:
+        return []
+    text = "Severity grade (none < mild < moderate < severe) from an ordinal head"
+    if info.get("source") == "criteria":
+        text += (
+            f"; the training grades were derived by the Rotterdam-criteria labeller "
+            f"({info.get('guideline')}) from the phenotype, a convention, not a clinical grading; "
+            f"the columns it read were removed from the head's inputs: "
+            f"{', '.join(info.get('excluded_inputs', [])) or 'none'}"
+        )
+    return [text + ". The grade is reported whatever the presence decision."]
+
+
 def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: dict) -> None:
     from deeppcos.data.audit import audit_cohort
 
@@ -156,13 +215,21 @@ def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: di
         cohort_summary=cohort.summary(),
         provenance=cohort.spec.description or cohort.spec.name,
         intended_use=INTENDED_USE,
-        metrics={"fusion (calibrated)": result["fusion"], **result["branches"]},
+        metrics={
+            f"{predictor.fusion_method} fusion (calibrated)": result["fusion"],
+            **result["branches"],
+            **(
+                {"severity grade": result["severity"]}
+                if "quadratic_kappa" in result.get("severity", {})
+                else {}
+            ),
+        },
         subgroups=result["subgroups"],
         audit_findings=findings,
         limits=[
             f"Decision threshold {predictor.threshold:.3f} was chosen on out-of-fold development "
             "predictions for the target sensitivity; sensitivity on new data may be lower.",
-            "Late fusion: branch outputs are stacked; a patient missing a modality is scored "
-            "from the other one.",
+            _FUSION_LIMITS[predictor.fusion_method],
+            *_severity_limits(predictor),
         ],
     )

@@ -1,7 +1,8 @@
 """A run folder loaded back into a predictor: ``deeppcos.load_run(path)``.
 
 The predictor applies what training saved, in the same order: each branch's model (with its own
-preprocessing), the late fusion, the calibrator and the decision threshold. Every prediction
+preprocessing), the fusion (late or intermediate, whichever won on validation), the calibrator,
+the decision threshold and, when the run has one, the ordinal severity head. Every prediction
 says which modalities it used; a patient with neither labs nor images gets no prediction.
 """
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from deeppcos.config import RunConfig, load_config
 from deeppcos.data.cohort import Cohort
+from deeppcos.data.spec import CohortSpec
 from deeppcos.exceptions import RunError
 from deeppcos.runs import read_run_record
 
@@ -29,6 +31,7 @@ PREDICTION_COLUMNS = [
     "risk",
     "decision",
     "modalities",
+    "severity",
 ]
 
 
@@ -39,8 +42,11 @@ class Predictor:
     record: dict[str, Any]
     branches: dict[str, Any] = field(default_factory=dict)
     fusion: Any = None
+    fusion_method: str = "late"
     calibrator: Any = None
     threshold: float | None = None
+    severity: Any = None  # OrdinalHead, or None when the run has no severity head
+    severity_info: dict[str, Any] = field(default_factory=dict)
 
     def cohort(self) -> Cohort:
         """The cohort the run was trained on, checked against the run's fingerprint."""
@@ -54,9 +60,23 @@ class Predictor:
             )
         return cohort
 
+    def training_spec(self) -> CohortSpec:
+        """The spec of the cohort the run was trained on (not loaded): new patients in the same
+        layout are read with it (``deeppcos.scoring.new_patients_spec``)."""
+        from deeppcos.data.spec import load_spec, spec_from_dict
+
+        config = self.config
+        if config.synthetic is not None:
+            return load_spec(config.resolve(config.synthetic.folder) / "cohort.yaml")
+        if config.cohort_spec is not None:
+            return load_spec(config.resolve(config.cohort_spec))
+        assert config.cohort is not None
+        return spec_from_dict(config.cohort, base_dir=config.base_dir, source=config.name)
+
     def predict(self, cohort: Cohort, patient_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per patient: branch probabilities, fused probability, calibrated risk,
-        decision at the run's threshold, and the modalities used."""
+        decision at the run's threshold, the modalities used and the severity grade (most
+        probable; ``p_severity_<grade>`` columns hold each grade's probability)."""
         ids = list(cohort.patients["patient_id"]) if patient_ids is None else list(patient_ids)
         frame = pd.DataFrame(index=pd.Index(ids, name="patient_id"))
         for name in ("tabular", "image"):
@@ -64,8 +84,8 @@ class Predictor:
             frame[f"p_{name}"] = (
                 branch.predict_proba(cohort, ids).to_numpy() if branch is not None else np.nan
             )
-        used = [f"p_{name}" for name in self.branches]
-        fused = self.fusion.predict_proba(frame[used])
+        tabular = self._tabular_inputs(cohort, ids)
+        fused, modalities = self._fuse(cohort, ids, frame, tabular)
         risk = self.calibrator.transform(fused)
         decision = pd.array(
             [pd.NA if np.isnan(r) else bool(r >= self.threshold) for r in risk], dtype="boolean"
@@ -74,8 +94,46 @@ class Predictor:
         out["probability"] = fused
         out["risk"] = risk
         out["decision"] = decision
-        out["modalities"] = self.fusion.modalities_used(frame[used])
-        return out[PREDICTION_COLUMNS]
+        out["modalities"] = modalities
+        severity = self._grade(frame, tabular, np.array(modalities) != "none")
+        out = pd.concat([out, severity.reset_index(drop=True)], axis=1)
+        return out[[*PREDICTION_COLUMNS, *severity.columns.drop("severity")]]
+
+    def _tabular_inputs(self, cohort: Cohort, ids: list[str]) -> pd.DataFrame | None:
+        branch = self.branches.get("tabular")
+        return branch.design_matrix(cohort, ids) if branch is not None else None
+
+    def _fuse(
+        self, cohort: Cohort, ids: list[str], frame: pd.DataFrame, tabular: pd.DataFrame | None
+    ) -> tuple[np.ndarray, list[str]]:
+        if self.fusion_method == "intermediate":
+            embeddings = self.branches["image"].transform(cohort, ids)
+            return (
+                self.fusion.predict_proba(tabular, embeddings),
+                self.fusion.modalities_used(tabular, embeddings),
+            )
+        used = frame[[f"p_{name}" for name in self.branches]]
+        return self.fusion.predict_proba(used), self.fusion.modalities_used(used)
+
+    def _grade(
+        self, frame: pd.DataFrame, tabular: pd.DataFrame | None, scored: np.ndarray
+    ) -> pd.DataFrame:
+        """The severity grade and per-grade probabilities (missing where nothing was scored)."""
+        if self.severity is None:
+            return pd.DataFrame({"severity": pd.Series([pd.NA] * len(frame), dtype="string")})
+        from deeppcos.fusion.grading import severity_inputs
+
+        p_image = frame["p_image"] if "image" in self.branches else None
+        excluded = self.severity_info.get("excluded_inputs", [])
+        x = severity_inputs(tabular, p_image, excluded, frame.index)
+        probabilities = self.severity.predict_proba(x[self.severity.feature_names_])
+        probabilities[~scored] = np.nan
+        levels = [str(level) for level in self.severity.levels_]
+        best = np.where(scored, probabilities.argmax(axis=1), -1)
+        grades = pd.Categorical.from_codes(best, categories=levels, ordered=True)
+        out = pd.DataFrame(probabilities, columns=[f"p_severity_{lv}" for lv in levels])
+        out.insert(0, "severity", grades)
+        return out
 
 
 def load_run(run: Path | str) -> Predictor:
@@ -83,18 +141,36 @@ def load_run(run: Path | str) -> Predictor:
     run = Path(run)
     record = read_run_record(run)
     config = load_config(run / "config.yaml")
-    if not (run / "fusion" / "late_fusion.json").is_file():
+    if not (run / "fusion" / "calibrator.json").is_file():
         raise RunError(f"{run}: no fusion stage in this run; retrain with fusion enabled")
     from deeppcos.fusion.calibration import Calibrator
-    from deeppcos.fusion.late import LateFusion
 
     predictor = Predictor(run=run, config=config, record=record)
     for name in record.get("branches", []):
         predictor.branches[name] = _load_branch(name, run / name)
-    predictor.fusion = LateFusion.load(run / "fusion")
+    method = _json(run / "fusion" / "fusion.json")["method"]
+    predictor.fusion_method = method
+    predictor.fusion = _load_fusion(method, run / "fusion")
     predictor.calibrator = Calibrator.from_dict(_json(run / "fusion" / "calibrator.json"))
     predictor.threshold = float(_json(run / "fusion" / "decision.json")["threshold"])
+    if (run / "severity" / "severity.json").is_file():
+        from deeppcos.fusion.severity import OrdinalHead
+
+        predictor.severity = OrdinalHead.load(run / "severity")
+        predictor.severity_info = _json(run / "severity" / "severity.json")
     return predictor
+
+
+def _load_fusion(method: str, folder: Path) -> Any:
+    if method == "late":
+        from deeppcos.fusion.late import LateFusion
+
+        return LateFusion.load(folder)
+    if method == "intermediate":
+        from deeppcos.fusion.intermediate import IntermediateFusion
+
+        return IntermediateFusion.load(folder)
+    raise RunError(f"{folder / 'fusion.json'}: unknown fusion method {method!r}")
 
 
 def _load_branch(name: str, folder: Path) -> Any:

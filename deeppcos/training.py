@@ -30,6 +30,7 @@ from deeppcos.data.splits import CohortSplit, make_splits
 from deeppcos.evaluation.metrics import binary_metrics
 from deeppcos.evaluation.plots import plot_histories
 from deeppcos.exceptions import ConfigError
+from deeppcos.fusion.stage import FusionInputs
 from deeppcos.runs import RunWriter
 
 Progress = Callable[[str, int, int], None]
@@ -157,6 +158,9 @@ class BranchResult:
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     fold_metrics: list[dict[str, Any]] = field(default_factory=list)
     fold_trees: list[int] = field(default_factory=list)  # boosting rounds kept per fold
+    # fold name -> embeddings of every development patient from that fold's image model
+    fold_embeddings: dict[str, pd.DataFrame] = field(default_factory=dict)
+    design: pd.DataFrame | None = None  # the tabular model's inputs for development patients
 
 
 def cross_validate_branch(
@@ -167,9 +171,17 @@ def cross_validate_branch(
     groups: pd.Series | None,
     seed: int,
     progress: Progress | None = None,
+    *,
+    embed_all: bool = False,
 ) -> BranchResult:
+    """One branch's out-of-fold predictions over the development part's folds.
+
+    ``embed_all`` (image branch): each fold's model also embeds every development patient, for
+    intermediate fusion (see :mod:`deeppcos.fusion.stage`).
+    """
     labels = cohort.patients.set_index("patient_id")["label"]
-    predictions, embeddings, histories, fold_metrics, trees = [], [], {}, [], []
+    result = BranchResult(oof=pd.Series(dtype=float), embeddings=None)
+    predictions, embeddings = [], []
     folds = split.folds()
     for k, (train_ids, predict_ids) in enumerate(folds):
         if progress:
@@ -179,17 +191,55 @@ def cross_validate_branch(
         branch.fit(cohort, fit_ids, val_ids or None)
         probability = branch.predict_proba(cohort, predict_ids)
         predictions.append(probability)
-        if name == "image":
+        if name == "image" and embed_all:
+            every = branch.transform(cohort, split.development_ids)
+            result.fold_embeddings[f"fold{k}"] = every
+            embeddings.append(every.reindex(predict_ids))
+        elif name == "image":
             embeddings.append(branch.transform(cohort, predict_ids))
-        histories.update(_flatten_history(f"fold{k}", getattr(branch, "history_", {})))
+        if name == "tabular" and result.design is None:
+            result.design = branch.design_matrix(cohort, split.development_ids)
+        result.histories.update(_flatten_history(f"fold{k}", getattr(branch, "history_", {})))
         if getattr(branch, "n_trees_", None):
-            trees.append(int(branch.n_trees_))
-        fold_metrics.append(
+            result.fold_trees.append(int(branch.n_trees_))
+        result.fold_metrics.append(
             {"fold": k, **binary_metrics(labels.reindex(predict_ids), probability, n_boot=0)}
         )
-    oof = pd.concat(predictions).rename(f"p_{name}")
-    emb = pd.concat(embeddings) if embeddings else None
-    return BranchResult(oof, emb, histories, fold_metrics, trees)
+    result.oof = pd.concat(predictions).rename(f"p_{name}")
+    result.embeddings = pd.concat(embeddings) if embeddings else None
+    return result
+
+
+def fusion_inputs(oof: pd.DataFrame, results: dict[str, BranchResult]) -> FusionInputs:
+    """The fusion stage's inputs from the branches' cross-validation results."""
+    frame = oof.set_index("patient_id")
+    image = results.get("image")
+    tabular = results.get("tabular")
+    return FusionInputs(
+        oof=frame,
+        tabular=tabular.design if tabular is not None else None,
+        fold_embeddings=(image.fold_embeddings or None) if image is not None else None,
+    )
+
+
+def collect_fusion_inputs(
+    config: RunConfig,
+    cohort: Cohort,
+    split: CohortSplit,
+    groups: pd.Series | None = None,
+    progress: Progress | None = None,
+) -> FusionInputs:
+    """Cross-validate every enabled branch once (with per-fold embeddings of every development
+    patient) and return what the fusion stage needs: for tuning the fusion without retraining."""
+    params = resolve_branch_params(config)
+    oof = _oof_frame(cohort, split)
+    results = {}
+    for name, branch_params in params.items():
+        results[name] = cross_validate_branch(
+            name, branch_params, cohort, split, groups, config.seed, progress, embed_all=True
+        )
+        oof[f"p_{name}"] = results[name].oof.reindex(oof["patient_id"]).to_numpy()
+    return fusion_inputs(oof, results)
 
 
 def refit_branch(
@@ -245,7 +295,7 @@ def train(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Path:
-    """Train every enabled branch with grouped CV, refit, and write the run folder."""
+    """Train every enabled branch with grouped CV, refit, fuse, grade, and write the run folder."""
     params = resolve_branch_params(config)
     cohort = cohort_for(config, lambda d, t: progress and progress("cohort", d, t))
     groups = _duplicate_groups(config, cohort, progress)
@@ -270,10 +320,14 @@ def train(
         "test_patients": len(split.test_ids),
         "branches": {},
     }
+    embed_all = _wants_intermediate(config, list(params))
+    results: dict[str, BranchResult] = {}
+    finals: dict[str, Any] = {}
     for name, branch_params in params.items():
         result = cross_validate_branch(
-            name, branch_params, cohort, split, groups, config.seed, progress
+            name, branch_params, cohort, split, groups, config.seed, progress, embed_all=embed_all
         )
+        results[name] = result
         oof[f"p_{name}"] = result.oof.reindex(oof["patient_id"]).to_numpy()
         metrics["branches"][name] = {
             "oof": binary_metrics(oof["label"], oof[f"p_{name}"], seed=config.seed),
@@ -285,16 +339,26 @@ def train(
         _write_curves(writer, name, result.histories)
         if progress:
             progress(f"{name}: refit", config.split.n_folds, config.split.n_folds + 1)
-        final = refit_branch(
+        finals[name] = refit_branch(
             name, branch_params, cohort, split, groups, config.seed, result.fold_trees
         )
         metrics["branches"][name]["refit"] = {
             "patients": len(split.development_ids),
-            "rounds": getattr(final, "n_trees_", None),
+            "rounds": getattr(finals[name], "n_trees_", None),
         }
-        final.save(writer.folder(name))
+        finals[name].save(writer.folder(name))
+    inputs = fusion_inputs(oof, results)
+    stage = _FinalModels(cohort, split.development_ids, finals)
     if config.fusion.enabled:
-        oof["p_fusion"], metrics["fusion"] = fuse(writer, oof, list(params), config)
+        if progress:
+            progress("fusion", 0, 1)
+        oof["p_fusion"], metrics["fusion"] = fuse(writer, inputs, config, stage)
+    if config.severity.enabled:
+        if progress:
+            progress("severity", 0, 1)
+        metrics["severity"], grades = grade(writer, inputs, config, cohort)
+        if grades is not None:
+            oof = oof.join(grades, on="patient_id")
     writer.write_frame("oof_predictions.csv", oof)
     writer.write_json("metrics.json", metrics)
     return writer.finish(
@@ -302,36 +366,87 @@ def train(
             "cohort": cohort.spec.name,
             "cohort_fingerprint": summary["fingerprint"],
             "branches": list(params),
+            "fusion_method": metrics.get("fusion", {}).get("method"),
+            "severity": "severity" in metrics and "skipped" not in metrics["severity"],
             "seed": config.seed,
         }
     )
 
 
-def fuse(
-    writer: RunWriter, oof: pd.DataFrame, branches: list[str], config: RunConfig
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Late fusion of the out-of-fold branch outputs, its calibration and decision threshold.
+def _wants_intermediate(config: RunConfig, branches: list[str]) -> bool:
+    return (
+        config.fusion.enabled
+        and config.fusion.method in ("intermediate", "best")
+        and set(branches) == set(BRANCHES)
+    )
 
-    The meta-learner is fit on every development patient's out-of-fold outputs and saved; its
-    own quality is measured by a second level of cross-validation over the same patient-grouped
-    folds, and the calibrator and threshold are chosen on those second-level predictions.
+
+@dataclass
+class _FinalModels:
+    """The refit branches and the development ids, for fitting the final fusion model."""
+
+    cohort: Cohort
+    development_ids: list[str]
+    branches: dict[str, Any]
+
+    def tabular(self) -> pd.DataFrame:
+        return self.branches["tabular"].design_matrix(self.cohort, self.development_ids)
+
+    def embeddings(self) -> pd.DataFrame:
+        return self.branches["image"].transform(self.cohort, self.development_ids)
+
+
+# --- fusion -------------------------------------------------------------------------------------
+
+
+def fusion_methods(config: RunConfig, inputs: FusionInputs) -> list[str]:
+    """The methods to cross-validate: the one the config names, or every available one."""
+    from deeppcos.fusion.stage import available_methods
+
+    available = available_methods(inputs)
+    if config.fusion.method == "best":
+        return available
+    if config.fusion.method not in available:
+        raise ConfigError(
+            f"config {config.name!r}: fusion.method {config.fusion.method!r} needs both the "
+            "tabular and the image branch; use 'late' or 'best'"
+        )
+    return [config.fusion.method]
+
+
+def fuse(
+    writer: RunWriter, inputs: FusionInputs, config: RunConfig, final: _FinalModels
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cross-validate the fusion method(s), keep the best on validation, calibrate it, choose
+    the decision threshold, and save the final fusion model fitted on every development
+    patient.
+
+    Each method's out-of-fold predictions come from :func:`deeppcos.fusion.stage.fusion_oof`
+    (late fusion: a second level of cross-validation over the same folds; intermediate fusion:
+    each fold's image model embeds every patient). The calibrator and the threshold are chosen
+    on the winner's out-of-fold predictions.
     """
     from deeppcos.evaluation.metrics import classification_metrics, threshold_for_sensitivity
     from deeppcos.fusion.calibration import choose_calibrator
-    from deeppcos.fusion.late import LateFusion, cross_val_fusion_oof
+    from deeppcos.fusion.stage import fusion_oof
 
-    frame = oof[[f"p_{b}" for b in branches]]
-    labelled = oof["label"].notna().to_numpy()
-    y = oof["label"].astype(float).to_numpy()
-    fused = cross_val_fusion_oof(frame, y, oof["fold"].to_numpy())
+    y = inputs.labels
+    labelled = ~np.isnan(y)
+    candidates = {
+        method: fusion_oof(inputs, method, _method_params(config, method), config.seed)
+        for method in fusion_methods(config, inputs)
+    }
+    scores = {m: binary_metrics(y, p, seed=config.seed) for m, p in candidates.items()}
+    # Ties go to late fusion, the simpler model (listed first).
+    chosen = max(candidates, key=lambda m: scores[m]["roc_auc"] or 0.0)
+    fused = candidates[chosen]
     calibrator = choose_calibrator(y[labelled], fused[labelled], seed=config.seed)
     calibrated = calibrator.transform(fused)
     scored = ~np.isnan(calibrated)
     threshold = threshold_for_sensitivity(
         y[scored], calibrated[scored], target=config.fusion.target_sensitivity
     )
-    late = LateFusion().fit(frame, y)
-    late.save(writer.folder("fusion"))
+    _fit_final_fusion(writer, inputs, config, chosen, final)
     writer.write_json("fusion/calibrator.json", calibrator.to_dict())
     decision = {
         "threshold": threshold,
@@ -340,15 +455,108 @@ def fuse(
     }
     writer.write_json("fusion/decision.json", decision)
     return calibrated, {
-        "method": "late",
+        "method": chosen,
+        "chosen_by": "highest out-of-fold ROC AUC on the development folds (ties: late)",
+        "methods": {m: {"oof_uncalibrated": scores[m]} for m in candidates},
         "oof": binary_metrics(y, calibrated, seed=config.seed),
-        "oof_uncalibrated": binary_metrics(y, fused, seed=config.seed),
+        "oof_uncalibrated": scores[chosen],
         "oof_at_threshold": classification_metrics(
             y[scored], calibrated[scored], threshold, seed=config.seed
         ),
         "calibration": {"method": calibrator.method, "selection": calibrator.selection_},
         "decision": decision,
     }
+
+
+def _method_params(config: RunConfig, method: str) -> dict[str, Any]:
+    return dict(config.fusion.late if method == "late" else config.fusion.intermediate)
+
+
+def _fit_final_fusion(
+    writer: RunWriter,
+    inputs: FusionInputs,
+    config: RunConfig,
+    method: str,
+    final: _FinalModels,
+) -> None:
+    from deeppcos.fusion.stage import intermediate_model, late_model
+
+    y = inputs.labels
+    params = _method_params(config, method)
+    if method == "late":
+        frame = inputs.oof[[f"p_{b}" for b in inputs.branches]]
+        model = late_model(params).fit(frame, y)
+    else:
+        # The final image model embeds every development patient, as each fold model did
+        # inside cross-validation (deeppcos.fusion.stage): the procedure scored is the one kept.
+        tabular = final.tabular().reindex(inputs.oof.index)
+        embeddings = final.embeddings().reindex(inputs.oof.index)
+        model = intermediate_model(params, config.seed).fit(tabular, embeddings, y)
+    model.save(writer.folder("fusion"))
+    writer.write_json("fusion/fusion.json", {"method": method, "params": params})
+
+
+# --- severity -----------------------------------------------------------------------------------
+
+
+def grade(
+    writer: RunWriter, inputs: FusionInputs, config: RunConfig, cohort: Cohort
+) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """Cross-validate and fit the ordinal severity head on the graded development patients.
+
+    Returns the metrics entry and, per development patient, the true grade and the out-of-fold
+    predicted grade (``None`` when skipped).
+    """
+    from deeppcos.evaluation.metrics import ordinal_metrics
+    from deeppcos.fusion.grading import (
+        cross_val_severity,
+        new_head,
+        severity_inputs,
+        severity_targets,
+    )
+
+    section = config.severity
+    targets = severity_targets(cohort, section.source, section.guideline)
+    if targets is None:
+        return {
+            "skipped": "the cohort has no severity grades; set severity.source: criteria to "
+            "derive them from the Rotterdam criteria"
+        }, None
+    index = inputs.oof.index
+    p_image = inputs.oof.get("p_image")
+    x = severity_inputs(inputs.tabular, p_image, targets.excluded_inputs, index)
+    grades = targets.grades.reindex(index)
+    graded = grades.notna()
+    if grades[graded].nunique() < 2:
+        return {
+            **targets.describe(),
+            "skipped": f"fewer than 2 distinct grades among {int(graded.sum())} graded "
+            "development patients",
+        }, None
+    params = dict(section.params)
+    probabilities = cross_val_severity(
+        x, grades, inputs.folds, targets.levels, section.kind, params, config.seed
+    )
+    predicted = pd.Categorical.from_codes(
+        probabilities.argmax(axis=1), categories=targets.levels, ordered=True
+    )
+    oof_grades = pd.DataFrame(
+        {"severity": grades.array, "severity_oof": predicted}, index=index
+    )
+    head = new_head(section.kind, params, config.seed).fit(x, grades, levels=targets.levels)
+    head.save(writer.folder("severity"))
+    info = {**targets.describe(), "kind": section.kind, "params": params, "inputs": list(x.columns)}
+    writer.write_json("severity/severity.json", info)
+    every = targets.grades.rename("severity").reset_index()
+    writer.write_frame("severity/grades.csv", every)
+    n_levels = len(targets.levels)
+    metrics = ordinal_metrics(
+        oof_grades.loc[graded, "severity"],
+        oof_grades.loc[graded, "severity_oof"],
+        n_levels,
+        seed=config.seed,
+    )
+    return {**info, "oof": metrics}, oof_grades
 
 
 def _duplicate_groups(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -97,6 +98,8 @@ def test_cli_train_refuses_to_overwrite_and_reports_bad_params(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_image_and_tabular_run(tmp_path: Path) -> None:
+    import deeppcos
+
     config = load_config(_config(tmp_path, image=True, patients=60))
     run = train(config, tmp_path / "run")
     metrics = read_metrics(run)
@@ -105,6 +108,48 @@ def test_image_and_tabular_run(tmp_path: Path) -> None:
     embeddings = pd.read_parquet(run / "oof_embeddings.parquet")
     oof = pd.read_csv(run / "oof_predictions.csv")
     assert set(embeddings["patient_id"]) == set(oof["patient_id"])
+    # Both fusion methods were cross-validated; the winner is the one saved and loaded.
+    fusion = metrics["fusion"]
+    assert set(fusion["methods"]) == {"late", "intermediate"}
+    best = max(fusion["methods"], key=lambda m: fusion["methods"][m]["oof_uncalibrated"]["roc_auc"])
+    assert fusion["method"] == best
+    predictor = deeppcos.load_run(run)
+    assert predictor.fusion_method == best
+    cohort = predictor.cohort()
+    predictions = predictor.predict(cohort)
+    assert predictions["risk"].notna().sum() > 0 and "severity" in predictions
+
+    # New patients' images as a folder of <patient_id>_<n>.png files; labs for half of them.
+    images = pd.read_csv(tmp_path / "cohort" / "images.csv").head(12)
+    folder = tmp_path / "new_images"
+    folder.mkdir()
+    for i, row in enumerate(images.itertuples()):
+        (folder / f"{row.patient_id}_{i}.png").write_bytes(
+            (tmp_path / "cohort" / row.path).read_bytes()
+        )
+    patients = pd.read_csv(tmp_path / "cohort" / "patients.csv")
+    patients = patients[patients["patient_id"].isin(images["patient_id"])].drop(columns="pcos")
+    features = [c for c in patients.columns if c not in ("patient_id", "site", "severity")]
+    patients.loc[patients.index[::2], features] = None  # images only for these
+    patients.to_csv(tmp_path / "labs.csv", index=False)
+    out = tmp_path / "pred.csv"
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run),
+            "--patients",
+            str(tmp_path / "labs.csv"),
+            "--images",
+            str(folder),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scored = pd.read_csv(out)
+    assert set(scored["modalities"]) <= {"tabular+image", "tabular", "image"}
+    assert scored["p_image"].notna().all()
 
 
 def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
@@ -145,3 +190,15 @@ def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
     assert (predictions["modalities"] == "tabular").to_numpy().tolist() == has_labs.tolist()
     direct = deeppcos.load_run(run).predict(deeppcos.load_run(run).cohort())
     assert direct["risk"].dropna().between(0, 1).all()
+
+    # Severity: trained on the synthetic cohort's own grades, scored on the test part.
+    severity = read_metrics(run)["severity"]
+    assert severity["source"] == "column" and severity["levels"][0] == "none"
+    assert -1 <= severity["oof"]["quadratic_kappa"]["value"] <= 1
+    assert set(predictions["severity"].dropna()) <= set(severity["levels"])
+    assert pd.isna(predictions.loc[0, "severity"])  # no inputs, no grade
+    probabilities = predictions.filter(like="p_severity_").dropna()
+    assert len(probabilities.columns) == 4 and np.allclose(probabilities.sum(axis=1), 1)
+    tested = evaluate_run(run)["severity"]
+    assert tested["n"] > 0 and len(tested["quadratic_kappa"]["ci"]) == 2
+    assert "Severity grade" in (run / "evaluation" / "model_card.md").read_text()

@@ -112,7 +112,8 @@ def load_kaggle_pcos(spec: CohortSpec) -> Cohort:
         update={
             "patients": PatientsSpec(
                 id_column="patient_id",
-                label_column="pcos",
+                # New patients to score come in the same layout without the diagnosis column.
+                label_column="pcos" if "pcos" in raw else None,
                 feature_columns=features,
                 group_column=pspec.group_column,
             )
@@ -138,10 +139,10 @@ def _normalise_headers(raw: pd.DataFrame, report: LoadReport, file: str) -> pd.D
         if numbers.notna().all() and numbers.is_unique:
             raw.index = pd.Index(numbers.astype(int), name="row")
         raw = raw.drop(columns=ROW_NUMBER_COLUMN)
-    missing = [c for c in ("Patient File No.", "PCOS (Y/N)") if c not in raw]
-    if missing:
+    if "Patient File No." not in raw:
         raise SchemaError(
-            f"{file}: not the Kaggle PCOS table: missing {missing}; found {list(raw.columns)}"
+            f"{file}: not the Kaggle PCOS table: missing 'Patient File No.'; found "
+            f"{list(raw.columns)}"
         )
     for column in list(raw.columns):
         if column in COLUMN_MAP or column in FORMULA_COLUMNS:
@@ -157,7 +158,8 @@ def _normalise_headers(raw: pd.DataFrame, report: LoadReport, file: str) -> pd.D
             column=column,
         )
         raw = raw.drop(columns=column)
-    absent = [c for c in COLUMN_MAP if c not in raw]
+    # The diagnosis may be absent from new patients to score; every feature column must be there.
+    absent = [c for c in COLUMN_MAP if c not in raw and c != "PCOS (Y/N)"]
     if absent:
         raise SchemaError(f"{file}: Kaggle PCOS columns missing: {absent}")
     for source, target in COLUMN_MAP.items():

@@ -1,0 +1,159 @@
+"""The severity stage: where the grades come from, what the ordinal head sees, and its
+cross-validation.
+
+* **Grades.** A cohort's own ``severity`` column when it has one; otherwise (or when asked) the
+  Rotterdam-criteria labeller (:mod:`deeppcos.data.criteria`) derives criteria, phenotype and a
+  grade from the columns present, under the guideline the config names. Patients whose grade is
+  unknown are not trained on (they are still scored).
+* **Inputs.** The tabular branch's design matrix and the image branch's out-of-fold logit. When
+  the grades were derived by the labeller, the columns it read — and the features derived from
+  them — are removed from the head's inputs; otherwise the head would simply relearn the rule
+  (``CriteriaResult.exclude_from_inputs``).
+* **Honest figures.** The head is cross-validated over the development part's patient-grouped
+  folds (its image input is already out of fold), giving out-of-fold grades for quadratic
+  weighted kappa and macro F1; the saved head is then fitted on every graded development patient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from deeppcos.exceptions import SchemaError
+from deeppcos.fusion.severity import OrdinalHead
+
+if TYPE_CHECKING:
+    from deeppcos.data.cohort import Cohort
+
+__all__ = [
+    "IMAGE_INPUT",
+    "SeverityTargets",
+    "cross_val_severity",
+    "severity_inputs",
+    "severity_targets",
+]
+
+IMAGE_INPUT = "image_logit"
+
+
+@dataclass
+class SeverityTargets:
+    """Grades for every patient of the cohort (ordered categorical, index ``patient_id``)."""
+
+    grades: pd.Series
+    source: str  # "column" or "criteria"
+    levels: list[str]
+    excluded_inputs: list[str] = field(default_factory=list)
+    guideline: str | None = None
+    criteria: dict[str, Any] | None = None  # criteria_summary of the labelling, when derived
+
+    def describe(self) -> dict[str, Any]:
+        counts = self.grades.value_counts(dropna=False, sort=False)
+        return {
+            "source": self.source,
+            "guideline": self.guideline,
+            "levels": self.levels,
+            "graded_patients": int(self.grades.notna().sum()),
+            "grade_counts": {str(k): int(v) for k, v in counts.items()},
+            "excluded_inputs": self.excluded_inputs,
+            "criteria": self.criteria,
+        }
+
+
+def severity_targets(cohort: Cohort, source: str, guideline: str) -> SeverityTargets | None:
+    """The grades the head learns, or ``None`` when ``source="column"`` and the cohort has none.
+
+    ``source``: ``"column"``, ``"criteria"`` or ``"auto"`` (the column when it holds any grade,
+    the criteria otherwise).
+    """
+    patients = cohort.patients
+    has_column = "severity" in patients and patients["severity"].notna().any()
+    if source == "column" or (source == "auto" and has_column):
+        if not has_column:
+            return None
+        grades = patients.set_index("patient_id")["severity"]
+        return SeverityTargets(grades, "column", [str(c) for c in grades.cat.categories])
+    return _criteria_targets(cohort, guideline)
+
+
+def _criteria_targets(cohort: Cohort, guideline: str) -> SeverityTargets:
+    from deeppcos.data.criteria import (
+        SEVERITY_LEVELS,
+        CriteriaRules,
+        criteria_summary,
+        label_cohort,
+    )
+
+    result = label_cohort(cohort, CriteriaRules(guideline=guideline))
+    ids = cohort.patients["patient_id"].to_numpy()
+    grades = pd.Series(result.frame["severity"].to_numpy(), index=pd.Index(ids, name="patient_id"))
+    grades = grades.astype(pd.CategoricalDtype(SEVERITY_LEVELS, ordered=True))
+    label = pd.Series(cohort.patients["label"].to_numpy(), index=result.frame.index)
+    return SeverityTargets(
+        grades=grades.rename("severity"),
+        source="criteria",
+        levels=list(SEVERITY_LEVELS),
+        excluded_inputs=list(result.exclude_from_inputs),
+        guideline=guideline,
+        criteria=criteria_summary(result, label=label),
+    )
+
+
+def severity_inputs(
+    tabular: pd.DataFrame | None,
+    p_image: pd.Series | None,
+    excluded: list[str],
+    index: pd.Index,
+) -> pd.DataFrame:
+    """The head's input table: tabular features (minus ``excluded``) and the image logit."""
+    parts = []
+    if tabular is not None:
+        parts.append(tabular.reindex(index).drop(columns=excluded, errors="ignore"))
+    if p_image is not None:
+        p = p_image.reindex(index).to_numpy(dtype="float64").clip(1e-6, 1 - 1e-6)
+        parts.append(pd.DataFrame({IMAGE_INPUT: np.log(p / (1 - p))}, index=index))
+    if not parts:
+        raise SchemaError("the severity head needs the tabular branch, the image branch or both")
+    frame = pd.concat(parts, axis=1)
+    if frame.shape[1] == 0:
+        raise SchemaError(
+            "no input is left for the severity head: the criteria labeller used every tabular "
+            f"column ({excluded}) and there is no image branch"
+        )
+    return frame
+
+
+def cross_val_severity(
+    inputs: pd.DataFrame,
+    grades: pd.Series,
+    folds: np.ndarray,
+    levels: list[str],
+    kind: str,
+    params: Mapping[str, Any] | None,
+    seed: int,
+) -> np.ndarray:
+    """Out-of-fold class probabilities ``(n, K)`` over the same patient-grouped folds."""
+    folds = np.asarray(folds, dtype=object)
+    if len(folds) != len(inputs) or len(grades) != len(inputs):
+        raise SchemaError(
+            f"{len(inputs)} input rows, {len(grades)} grades and {len(folds)} fold values differ"
+        )
+    out = np.full((len(inputs), len(levels)), np.nan)
+    for value in pd.unique(folds):
+        held_out = folds == value
+        try:
+            head = new_head(kind, params, seed).fit(
+                inputs[~held_out], grades[~held_out], levels=levels
+            )
+        except SchemaError as exc:  # e.g. no graded patient outside this fold
+            raise SchemaError(f"severity head with fold {value!r} held out: {exc}") from exc
+        out[held_out] = head.predict_proba(inputs[held_out])
+    return out
+
+
+def new_head(kind: str, params: Mapping[str, Any] | None, seed: int) -> OrdinalHead:
+    return OrdinalHead(kind, **dict(params or {}), seed=seed)  # type: ignore[arg-type]
