@@ -5,7 +5,10 @@ benchmarks/results/training.json.
 
 For each config: wall seconds of the whole run (cohort generation excluded for the synthetic
 cohort: it is generated first), each branch's out-of-fold ROC AUC with its 95% patient
-bootstrap interval, and the calibrated fusion on the locked test part (``deeppcos evaluate``).
+bootstrap interval, each fusion method's out-of-fold ROC AUC and the one kept, the severity
+head's quadratic weighted kappa and macro F1, and the calibrated fusion on the locked test part
+(``deeppcos evaluate``). The chest X-ray config compares image + age, sex and view (fusion)
+with the image branch alone in one run; the Kaggle table gives ECE before and after calibration.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ def bench(name: str, work: Path) -> dict:
         "fusion_oof": {key: metrics["fusion"]["oof"][key] for key in ("roc_auc", "roc_auc_ci", "n")}
         if "fusion" in metrics
         else None,
+        "fusion_methods_oof": {
+            method: [entry["oof_uncalibrated"]["roc_auc"], entry["oof_uncalibrated"]["roc_auc_ci"]]
+            for method, entry in metrics.get("fusion", {}).get("methods", {}).items()
+        },
+        "fusion_kept": metrics.get("fusion", {}).get("method"),
+        "severity": _severity(metrics.get("severity"), test.get("severity")),
         "seconds": seconds,
         "development_patients": metrics["development_patients"],
         "branches": {
@@ -56,6 +65,20 @@ def bench(name: str, work: Path) -> dict:
             for branch, values in metrics["branches"].items()
         },
     }
+
+
+def _severity(trained: dict | None, tested: dict | None) -> dict | None:
+    if not trained or "oof" not in trained:
+        return None
+    out = {"source": trained["source"], "guideline": trained.get("guideline")}
+    for part, scores in (("oof", trained["oof"]), ("locked_test", tested or {})):
+        if "quadratic_kappa" in scores:
+            out[part] = {
+                "n": scores["n"],
+                "quadratic_kappa": scores["quadratic_kappa"],
+                "macro_f1": scores["macro_f1"],
+            }
+    return out
 
 
 def main() -> None:

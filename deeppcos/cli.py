@@ -305,6 +305,13 @@ def train(
         Path | None, typer.Option(help="run folder to write (default: runs/<config name>)")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a complete run at --out")] = False,
+    label_corrections: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="opt-in: reviewers' feedback log(s) (RUN.feedback.sqlite); each patient's "
+            "latest corrected label replaces the cohort's label"
+        ),
+    ] = None,
 ) -> None:
     """Train the enabled branches with patient-grouped cross-validation into a run folder."""
     from deeppcos.config import load_config
@@ -313,9 +320,30 @@ def train(
     with _errors_as_messages():
         cfg = load_config(config)
         target = out or Path("runs") / cfg.name
+        corrections = _corrections(label_corrections or [])
         with _stage_progress() as progress:
-            run = train_run(cfg, target, overwrite=overwrite, progress=progress)
+            run = train_run(
+                cfg, target, overwrite=overwrite, progress=progress, label_corrections=corrections
+            )
     _print_branch_metrics(run)
+
+
+def _corrections(logs: list[Path]):  # -> pd.Series | None
+    if not logs:
+        return None
+    import pandas as pd
+
+    from deeppcos.exceptions import DataFileError
+    from deeppcos.feedback import FeedbackLog
+
+    parts = []
+    for log in logs:
+        if not log.is_file():
+            raise DataFileError(f"{log}: feedback log not found")
+        parts.append(FeedbackLog(log).label_corrections())
+    merged = pd.concat(parts)
+    # A later log (on the command line) wins for a patient corrected in several.
+    return merged[~merged.index.duplicated(keep="last")]
 
 
 @contextmanager

@@ -58,6 +58,12 @@ class Predictor:
                 f"{self.run}: the cohort's content changed since training (fingerprint "
                 f"{cohort.fingerprint()[:12]} ≠ {str(self.record.get('cohort_fingerprint'))[:12]})"
             )
+        corrections = self.run / "label_corrections.csv"
+        if corrections.is_file():
+            from deeppcos.training import apply_label_corrections
+
+            table = pd.read_csv(corrections, dtype={"patient_id": str})
+            apply_label_corrections(cohort, table.set_index("patient_id")["label"])
         return cohort
 
     def training_spec(self) -> CohortSpec:

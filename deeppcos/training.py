@@ -294,10 +294,17 @@ def train(
     *,
     overwrite: bool = False,
     progress: Progress | None = None,
+    label_corrections: pd.Series | None = None,
 ) -> Path:
-    """Train every enabled branch with grouped CV, refit, fuse, grade, and write the run folder."""
+    """Train every enabled branch with grouped CV, refit, fuse, grade, and write the run folder.
+
+    ``label_corrections`` (patient_id → 0/1, opt-in, e.g. from reviewers' feedback logs)
+    replace those patients' labels before the split; the run records every change.
+    """
     params = resolve_branch_params(config)
     cohort = cohort_for(config, lambda d, t: progress and progress("cohort", d, t))
+    source_fingerprint = cohort.fingerprint()  # of the data as loaded, before any correction
+    corrected = apply_label_corrections(cohort, label_corrections)
     groups = _duplicate_groups(config, cohort, progress)
     split = make_splits(
         cohort.patients,
@@ -320,6 +327,10 @@ def train(
         "test_patients": len(split.test_ids),
         "branches": {},
     }
+    if corrected is not None:
+        metrics["label_corrections"] = corrected
+        frame = label_corrections.rename("label").rename_axis("patient_id").reset_index()
+        writer.write_frame("label_corrections.csv", frame)
     embed_all = _wants_intermediate(config, list(params))
     results: dict[str, BranchResult] = {}
     finals: dict[str, Any] = {}
@@ -364,13 +375,44 @@ def train(
     return writer.finish(
         {
             "cohort": cohort.spec.name,
-            "cohort_fingerprint": summary["fingerprint"],
+            "cohort_fingerprint": source_fingerprint,
             "branches": list(params),
             "fusion_method": metrics.get("fusion", {}).get("method"),
             "severity": "severity" in metrics and "skipped" not in metrics["severity"],
             "seed": config.seed,
         }
     )
+
+
+def apply_label_corrections(
+    cohort: Cohort, corrections: pd.Series | None
+) -> dict[str, Any] | None:
+    """Replace labels in place (the loaded cohort only; files are untouched); say what changed.
+
+    A run trained with corrections keeps them in ``label_corrections.csv``; its predictor
+    re-applies them when it loads the cohort, so evaluation scores the corrected labels."""
+    if corrections is None or corrections.empty:
+        return None
+    patients = cohort.patients
+    unknown = sorted(set(corrections.index.astype(str)) - set(patients["patient_id"]))
+    if unknown:
+        raise ConfigError(
+            f"label corrections name {len(unknown)} patient(s) not in cohort "
+            f"{cohort.spec.name!r}: {unknown[:10]}"
+        )
+    rows = patients["patient_id"].isin(corrections.index.astype(str))
+    before = patients.loc[rows, ["patient_id", "label"]].set_index("patient_id")["label"]
+    after = corrections.astype("Int8").reindex(before.index)
+    patients.loc[rows, "label"] = after.to_numpy()
+    changed = before.index[(before.astype("Float64") != after.astype("Float64")).fillna(True)]
+    return {
+        "patients_with_corrections": int(rows.sum()),
+        "labels_changed": {str(p): [_int(before[p]), _int(after[p])] for p in changed},
+    }
+
+
+def _int(value: Any) -> int | None:
+    return None if pd.isna(value) else int(value)
 
 
 def _wants_intermediate(config: RunConfig, branches: list[str]) -> bool:

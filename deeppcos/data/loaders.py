@@ -191,8 +191,10 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
     or, with ``finding: any``, any finding against "No Finding".
 
     Patient label: positive if any of the patient's images shows the finding. Patient features
-    are the age at the first (lowest follow-up) image and sex; view position, follow-up number
-    and age at each image stay in the images table for the shortcut audit.
+    are the age at the first (lowest follow-up) image, sex, and the share of the patient's films
+    taken antero-posterior (``view_ap_fraction``: AP films are taken at the bedside of patients
+    too ill to stand, and magnify the heart, so view carries signal of its own); view position,
+    follow-up number and age at each image also stay in the images table for the shortcut audit.
     """
     pspec = spec.patients or PatientsSpec()
     path = _required_path(spec, pspec.path, "patients.path")
@@ -240,6 +242,11 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
             "label": images.groupby("patient_id", sort=True)["label"].max().astype("Int8").values,
             "patient_age": first["patient_age"].astype("float64").values,
             "sex_male": (first["sex"] == "M").astype("float64").values,
+            "view_ap_fraction": (images["view"] == "AP")
+            .astype("float64")
+            .groupby(images["patient_id"], sort=True)
+            .mean()
+            .values,
         }
     )
     report.add(
@@ -253,7 +260,7 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
         spec=spec,
         patients=patients,
         images=images,
-        feature_columns=["patient_age", "sex_male"],
+        feature_columns=["patient_age", "sex_male", "view_ap_fraction"],
         report=report,
     )
     return attach_images(cohort, images, progress, str(path))

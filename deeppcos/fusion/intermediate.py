@@ -34,9 +34,11 @@ Design choices, and why:
   standardisation, the PCA mean and components, the feature names); no pickle. JSON floats
   round-trip exactly, so a loaded model predicts identically.
 
-**Leakage.** Train on *out-of-fold* image embeddings (``oof_embeddings.parquet``: from image
-models that never saw the patient), not on embeddings of the final image model, whose training
-patients' embeddings are over-fitted. Evaluate with :func:`cross_val_intermediate_oof`.
+**Leakage.** Embeddings of different image models share no coordinate space, so out-of-fold
+embeddings pooled from several fold models cannot train one booster. ``deeppcos train`` uses one
+image model per fold for both the training rows and the predicted rows
+(:mod:`deeppcos.fusion.stage`), and the final image model for the final booster; the rows being
+predicted never influenced either model.
 """
 
 from __future__ import annotations

@@ -113,8 +113,12 @@ def test_chest_xray_sample_loads_with_patients_and_views() -> None:
     assert cohort.patients["patient_id"].is_unique
     assert len(cohort.patients) < len(cohort.images)  # several images per patient
     assert set(cohort.images["view"]) == {"PA", "AP"}
-    assert cohort.feature_columns == ["patient_age", "sex_male"]
+    assert cohort.feature_columns == ["patient_age", "sex_male", "view_ap_fraction"]
     assert 0 < cohort.patients["label"].mean() < 0.5
+    # The share of a patient's films taken AP, from the images table.
+    ap = cohort.images.assign(ap=cohort.images["view"] == "AP").groupby("patient_id")["ap"].mean()
+    patients = cohort.patients.set_index("patient_id")
+    assert (patients["view_ap_fraction"] == ap.reindex(patients.index)).all()
 
 
 @pytest.mark.realdata
