@@ -22,9 +22,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pandas as pd
+
 from deeppcos.config import load_config
 from deeppcos.evaluate import evaluate_run
 from deeppcos.runs import read_metrics
+from deeppcos.stats import paired_auc_difference
 from deeppcos.training import cohort_for, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +42,7 @@ def bench(name: str, work: Path) -> dict:
     metrics = read_metrics(run)
     test = evaluate_run(run)
     return {
+        "fusion_vs_branches": _paired(run),
         "locked_test": {
             "patients": test["scored"],
             "threshold": test["threshold"],
@@ -65,6 +69,21 @@ def bench(name: str, work: Path) -> dict:
             for branch, values in metrics["branches"].items()
         },
     }
+
+
+def _paired(run: Path) -> dict:
+    """Fusion minus each branch, ROC AUC, on the patients both scored: out of fold (calibrated
+    fusion vs the branch's out-of-fold output) and on the locked test part; paired bootstrap."""
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    test = pd.read_csv(run / "evaluation" / "test_predictions.csv")
+    out: dict = {}
+    for column in [c for c in oof.columns if c in ("p_tabular", "p_image")]:
+        name = column.removeprefix("p_")
+        out[name] = {
+            "oof": paired_auc_difference(oof["label"], oof["p_fusion"], oof[column]),
+            "locked_test": paired_auc_difference(test["label"], test["risk"], test[column]),
+        }
+    return out
 
 
 def _severity(trained: dict | None, tested: dict | None) -> dict | None:

@@ -115,3 +115,11 @@ def test_demo_trains_and_evaluates(tmp_path: Path) -> None:
     assert (out / "run" / "run.json").is_file()
     assert (out / "run" / "evaluation" / "model_card.md").is_file()
     assert "locked test part" in result.output
+    # Both fusion methods cross-validated, the higher out-of-fold AUC kept; severity graded.
+    metrics = json.loads((out / "run" / "metrics.json").read_text())
+    methods = metrics["fusion"]["methods"]
+    assert set(methods) == {"late", "intermediate"}
+    auc = {m: methods[m]["oof_uncalibrated"]["roc_auc"] for m in methods}
+    assert metrics["fusion"]["method"] == max(auc, key=auc.get)
+    assert "quadratic_kappa" in metrics["severity"]["oof"]
+    assert "severity grade" in result.output
