@@ -498,6 +498,33 @@ def predict(
         ),
     ] = None,
     spec: Annotated[Path | None, typer.Option(help="or: any cohort spec to score")] = None,
+    fhir: Annotated[
+        Path | None,
+        typer.Option(help="or: a FHIR R4 Bundle (JSON) of Patient and Observation resources"),
+    ] = None,
+    fhir_window_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="with --fhir: only values from this many days before each "
+            "patient's latest one (latest value per code)",
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="stream --patients (CSV/TSV/Parquet) in chunks of this many rows "
+            "into a Parquet --out, with bounded memory",
+        ),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            help="score the chunks on a Dask cluster: scheduler address "
+            "(tcp://host:8786), scheduler file (.json) or local[:N]"
+        ),
+    ] = None,
 ) -> None:
     """Predict new patients: probability, calibrated risk, decision, severity, modalities used."""
     import tempfile
@@ -506,11 +533,17 @@ def predict(
     from deeppcos.predictor import load_run
     from deeppcos.scoring import new_patients_spec
 
-    if (patients is None and images is None) == (spec is None):
-        raise typer.BadParameter("give either --patients and/or --images, or --spec")
+    sources = [patients is not None or images is not None, spec is not None, fhir is not None]
+    if sum(sources) != 1:
+        raise typer.BadParameter("give either --patients and/or --images, or --spec, or --fhir")
+    if chunk_size is not None or dask is not None:
+        _predict_in_chunks(run, out, patients, images, chunk_size, dask)
+        return
     with _errors_as_messages(), tempfile.TemporaryDirectory() as workdir:
         predictor = load_run(run)
-        if spec is None:
+        if fhir is not None:
+            cohort = _fhir_cohort(fhir, fhir_window_days, predictor)
+        elif spec is None:
             spec_used = new_patients_spec(
                 predictor.training_spec(), patients, images, Path(workdir)
             )
@@ -532,6 +565,42 @@ def predict(
     if predictions["severity"].notna().any():
         grades = predictions["severity"].value_counts(sort=False).to_dict()
         console.print(f"severity grades: {grades}")
+
+
+def _fhir_cohort(bundle: Path, window_days: float | None, predictor: Any):  # -> Cohort
+    from deeppcos.batch import model_inputs
+    from deeppcos.data.fhir import FhirOptions, load_fhir_cohort
+
+    return load_fhir_cohort(bundle, FhirOptions(window_days=window_days), model_inputs(predictor))
+
+
+def _predict_in_chunks(
+    run: Path,
+    out: Path,
+    patients: Path | None,
+    images: Path | None,
+    chunk_size: int | None,
+    dask: str | None,
+) -> None:
+    from deeppcos.batch import DEFAULT_CHUNK_SIZE, score_table
+
+    if patients is None:
+        raise typer.BadParameter("--chunk-size and --dask stream a --patients table")
+    with _errors_as_messages(), _stage_progress() as progress:
+        result = score_table(
+            run,
+            patients,
+            out,
+            images=images,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+            scheduler=dask,
+            progress=lambda done, total: progress("scoring patients", done, total or done),
+        )
+    console.print(
+        f"{result.patients} patients scored in {result.chunks} chunks on {result.workers} "
+        f"worker(s), {result.patients_per_second:.0f}/s ({result.modalities}); written to "
+        f"{result.out}; load report: {result.report_csv} ({result.report_counts or 'empty'})"
+    )
 
 
 # --- tune and studies ------------------------------------------------------------------------
@@ -612,13 +681,13 @@ def _print_tuning(result: Any) -> None:  # result: deeppcos.tuning.TuneResult
             f"{d.n_folds} {d.folds} folds)",
         )
     table.add_row("decision", f"{d.chosen}: {d.reason}")
-    table.add_row("tuned config", str(result.tuned_config))
     if result.stale_failed:
         table.add_row("lost trials marked FAIL", str(result.stale_failed))
     if result.run is not None:
         table.add_row("run", str(result.run))
     table.add_row("seconds", f"{result.seconds:.1f}")
     console.print(table)
+    console.print(f"tuned config: {result.tuned_config}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -652,6 +721,215 @@ def studies(
     console.print(table)
 
 
+# --- serve -----------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="a run folder written by 'deeppcos train'")],
+    host: Annotated[str, typer.Option(help="address to bind; beyond loopback needs a key")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="environment variable holding the API key clients send as X-API-Key "
+            "(default: DEEPPCOS_API_KEY, used when set)"
+        ),
+    ] = None,
+    max_request_mb: Annotated[
+        float, typer.Option(min=0.001, help="largest request body accepted (413 beyond)")
+    ] = 32.0,
+) -> None:
+    """Serve a run over HTTP (FastAPI): /health, /model, /predict; OpenAPI at /docs."""
+    from deeppcos.exceptions import ConfigError
+    from deeppcos.serve import ServiceLimits, create_app, resolve_api_key
+
+    try:
+        key = resolve_api_key(host, api_key_env)
+    except ConfigError as exc:  # refused to start: a usage error, exit 2
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    with _errors_as_messages():
+        limits = ServiceLimits(max_request_bytes=int(max_request_mb * (1 << 20)))
+        application = create_app(run, api_key=key, limits=limits)
+    import uvicorn
+
+    auth = "an API key (X-API-Key)" if key else "no API key (loopback only)"
+    err_console.print(f"serving {run} on http://{host}:{port} with {auth}; docs at /docs")
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+# --- explain ---------------------------------------------------------------------------------
+
+EXPLAIN_SALIENCY = ("gradcam", "gradient_shap", "none")
+EXPLAIN_PARTS = ("all", "development", "test")
+
+
+@app.command()
+def explain(
+    run: Annotated[Path, typer.Argument(help="a run folder written by 'deeppcos train'")],
+    out: Annotated[
+        Path, typer.Option(help="report (.html or .pdf) with --patient; a folder with --global")
+    ],
+    patient: Annotated[
+        str | None, typer.Option(help="the patient_id to explain (the cohort's own id)")
+    ] = None,
+    global_view: Annotated[
+        bool,
+        typer.Option("--global", help="cohort-wide view: importance, beeswarm, dependence, shares"),
+    ] = False,
+    pdf: Annotated[bool, typer.Option(help="also write the report as PDF beside the HTML")] = False,
+    spec: Annotated[
+        Path | None, typer.Option(help="cohort spec to read patients from (default: the run's)")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the explanation as JSON")
+    ] = None,
+    saliency: Annotated[
+        str, typer.Option(help="image maps: gradcam, gradient_shap or none")
+    ] = "gradcam",
+    top: Annotated[
+        int | None,
+        typer.Option(min=1, max=50, help="features in the report (8) / dependence plots (4)"),
+    ] = None,
+    part: Annotated[str, typer.Option(help="--global: all, development or test")] = "all",
+) -> None:
+    """Explain one prediction (--patient ID: HTML/PDF report) or the model (--global: PNGs)."""
+    if (patient is None) == (not global_view):
+        raise typer.BadParameter("give either --patient ID or --global")
+    if saliency not in EXPLAIN_SALIENCY:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(EXPLAIN_SALIENCY)}", param_hint="--saliency"
+        )
+    if part not in EXPLAIN_PARTS:
+        raise typer.BadParameter(f"expected one of {', '.join(EXPLAIN_PARTS)}", param_hint="--part")
+    if patient is not None and out.suffix.lower() not in (".html", ".htm", ".pdf"):
+        raise typer.BadParameter("the report is written as .html or .pdf", param_hint="--out")
+    from deeppcos.predictor import load_run
+
+    with _errors_as_messages():
+        predictor = load_run(run)
+        if spec is not None:
+            from deeppcos.data.cohort import load_cohort
+
+            cohort = load_cohort(spec)
+        else:
+            cohort = predictor.cohort()
+        if patient is not None:
+            _explain_patient(predictor, cohort, patient, out, pdf, json_out, saliency, top or 8)
+        else:
+            _explain_global(predictor, cohort, out, json_out, part, top or 4)
+
+
+def _explain_patient(
+    predictor: Any,
+    cohort: Any,
+    patient: str,
+    out: Path,
+    pdf: bool,
+    json_out: Path | None,
+    saliency: str,
+    top: int,
+) -> None:
+    from deeppcos.explain.patient import explain_patient
+    from deeppcos.explain.report import write_report
+    from deeppcos.explain.wording import format_percent
+
+    explanation = explain_patient(
+        predictor, patient, cohort, saliency=None if saliency == "none" else saliency
+    )
+    written = [write_report(explanation, out, top)]
+    if pdf and out.suffix.lower() != ".pdf":
+        written.append(write_report(explanation, out.with_suffix(".pdf"), top))
+    if json_out is not None:
+        _write_json(explanation.to_dict(), str(json_out))
+        written.append(json_out)
+    p = explanation.prediction
+    verdict = {True: "above", False: "below", None: "no"}[p["decision"]]
+    console.print(
+        f"patient {patient}: calibrated risk {format_percent(p['risk'])}, {verdict} the "
+        f"threshold {format_percent(p['threshold'])} ({explanation.modalities}); written "
+        + ", ".join(str(w) for w in written)
+    )
+
+
+def _explain_global(
+    predictor: Any, cohort: Any, out: Path, json_out: Path | None, part: str, top: int
+) -> None:
+    from deeppcos.explain.global_view import global_explanation, write_global_view
+
+    explanation = global_explanation(predictor, cohort, part=part)
+    written = write_global_view(explanation, out, top)
+    if json_out is not None:
+        _write_json(explanation.to_dict(), str(json_out))
+    console.print(
+        f"{len(explanation.labels)} patients explained ({part}); in {out}: "
+        + ", ".join(p.name for p in written.values())
+    )
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+DASHBOARD_PORT = 8501
+
+
+def dashboard_app() -> Path:
+    """``dashboards/app.py``: installed beside the ``deeppcos`` package (or in the checkout)."""
+    import deeppcos
+
+    return Path(deeppcos.__file__).resolve().parents[1] / "dashboards" / "app.py"
+
+
+def dashboard_command(port: int, address: str) -> list[str]:
+    """The ``streamlit run`` command line: headless, no file watcher, usage stats off."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(dashboard_app()),
+        "--server.port", str(port), "--server.address", address,
+        "--server.headless", "true", "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false", "--server.maxUploadSize", "25",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+    ]  # fmt: skip
+
+
+def start_dashboard(
+    run: Path | None, port: int = DASHBOARD_PORT, address: str = "127.0.0.1"
+) -> int:
+    """Serve the dashboard (``streamlit run``, run folder in ``$DEEPPCOS_RUN``) until Ctrl-C."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise _fail(RuntimeError("streamlit is not installed: pip install -e ."))
+    if not dashboard_app().is_file():
+        raise _fail(RuntimeError(f"{dashboard_app()}: the dashboard app is not installed"))
+    env = dict(os.environ)
+    if run is not None:
+        env["DEEPPCOS_RUN"] = str(run.resolve())
+        if not (run / "run.json").is_file():
+            err_console.print(f"[yellow]warning:[/] {run}: not a complete run (the page says why)")
+    console.print(f"dashboard: http://{address}:{port}  (Ctrl-C stops it)")
+    try:
+        return subprocess.call(dashboard_command(port, address), env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+@app.command()
+def dashboard(
+    run: Annotated[
+        Path | None, typer.Argument(help="run folder to show (default: demo/run if present)")
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to serve on")] = DASHBOARD_PORT,
+    address: Annotated[
+        str, typer.Option(help="address to bind; 0.0.0.0 exposes it to the network")
+    ] = "127.0.0.1",
+) -> None:
+    """Open the Streamlit dashboard on a run: cohort, performance, patients, tuning, predict."""
+    raise typer.Exit(start_dashboard(run, port, address))
+
+
 # --- demo ------------------------------------------------------------------------------------
 
 
@@ -664,6 +942,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     skip_training: Annotated[
         bool, typer.Option(help="stop after the cohort and its audit (no training)")
+    ] = False,
+    dashboard: Annotated[
+        bool, typer.Option("--dashboard", help="then serve the dashboard on the run (Ctrl-C stops)")
     ] = False,
 ) -> None:
     """The embedded default, end to end: synthetic cohort → audit → train → evaluate."""
@@ -691,6 +972,13 @@ def demo(
             _print_evaluation(evaluate_run(run, force=True), run)
             outputs += ", run/ (models, metrics.json, curves/, evaluation/ with model_card.md)"
     console.print(f"\nresults in {out}/: {outputs}")
+    if not skip_training:
+        if dashboard:
+            raise typer.Exit(start_dashboard(out / "run"))
+        import shlex
+
+        command = f"deeppcos dashboard {shlex.quote(str(out / 'run'))}"
+        console.print(f"open the dashboard: {command}", soft_wrap=True, markup=False)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from deeppcos.data.imageio import IMAGE_EXTENSIONS
 from deeppcos.data.spec import CohortSpec, ImagesSpec, PatientsSpec, spec_from_dict
 from deeppcos.exceptions import ConfigError, DataFileError
 
-__all__ = ["images_manifest", "new_patients_spec"]
+__all__ = ["images_manifest", "images_spec", "new_patients_spec"]
 
 # Formats whose patients table a user can supply in the training layout.
 TABLE_FORMATS = ("tables", "kaggle-pcos")
@@ -47,10 +47,10 @@ def new_patients_spec(
         raise ConfigError("give --patients, --images or both")
     if patients is not None and not patients.is_file():
         raise DataFileError(f"{patients}: patients file not found")
-    images_spec = _images_spec(images, workdir) if images is not None else None
+    images_section = images_spec(images, workdir) if images is not None else None
     if training is not None and training.format in TABLE_FORMATS and patients is not None:
-        return _like_training(training, patients, images_spec)
-    return _canonical(patients, images_spec)
+        return _like_training(training, patients, images_section)
+    return _canonical(patients, images_section)
 
 
 def _like_training(training: CohortSpec, patients: Path, images: ImagesSpec | None) -> CohortSpec:
@@ -104,7 +104,9 @@ def _canonical(patients: Path | None, images: ImagesSpec | None) -> CohortSpec:
     return spec_from_dict(data)
 
 
-def _images_spec(images: Path, workdir: Path) -> ImagesSpec:
+def images_spec(images: Path, workdir: Path) -> ImagesSpec:
+    """An images section for a manifest file or an images folder (its manifest written into
+    ``workdir``)."""
     if images.is_dir():
         manifest = images_manifest(images)
         target = workdir / MANIFEST_NAME

@@ -5,6 +5,9 @@ plausible range, typical range as text, LOINC code where the reference verified 
 the feature is read off the ultrasound scan. Plausible ranges are *validation heuristics* (the
 reference tags them unverified): values outside are almost certainly unit or keying errors. LOINC
 codes are given only where the reference marks them checked; ``None`` means none was verified.
+``loinc_alt`` holds further codes the reference verified for the same measurement in another
+form (a molar-unit code, a protocol code); FHIR input maps them to the same feature, converting
+units (``deeppcos.data.fhir``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Feature:
     kind: Kind = "continuous"
     ultrasound: bool = False  # read off the scan: a model seeing it partly "reads the scan"
     derived_from: tuple[str, ...] = ()
+    loinc_alt: tuple[str, ...] = ()  # further verified codes for the same measurement
 
 
 _F = Feature
@@ -39,8 +43,10 @@ _FEATURES: tuple[Feature, ...] = (
     _F("bmi_kg_m2", "Body-mass index, weight ÷ height²", "kg/m2", (10, 80),
        "obesity ≥30; WHO Asian action points 23 and 27.5", "39156-5",
        derived_from=("weight_kg", "height_cm")),
+    # 56086-2 "Adult Waist Circumference Protocol": reference §1a, ✅ [L8].
     _F("waist_circumference_cm", "Waist circumference", "cm", (45, 180),
-       "WHO women: >80 increased, >88 substantially increased risk", "8280-0"),
+       "WHO women: >80 increased, >88 substantially increased risk", "8280-0",
+       loinc_alt=("56086-2",)),
     _F("hip_circumference_cm", "Hip circumference", "cm", (50, 200), "", "62409-8"),
     _F("waist_hip_ratio", "Waist ÷ hip", "1", (0.5, 1.5), "WHO women: ≥0.85 increased risk",
        derived_from=("waist_circumference_cm", "hip_circumference_cm")),
@@ -88,7 +94,9 @@ _FEATURES: tuple[Feature, ...] = (
        "≥200 with symptoms means diabetes", "2345-7"),
     _F("vitamin_d_25oh_ng_ml", "25-hydroxyvitamin D", "ng/mL", (1, 150),
        "<12 deficiency risk; >20 adequate (IOM)", "62292-8"),
-    _F("progesterone_ng_ml", "Progesterone", "ng/mL", (0.02, 60), "follicular <1.5", "2839-9"),
+    # 14890-8 Progesterone [Moles/volume]: reference §1b, ✅ [L3][L4]; values convert by MW.
+    _F("progesterone_ng_ml", "Progesterone", "ng/mL", (0.02, 60), "follicular <1.5", "2839-9",
+       loinc_alt=("14890-8",)),
     _F("beta_hcg_1_miu_ml", "β-hCG, first measurement", "m[IU]/mL", (0, 300_000),
        "<5 not pregnant", "21198-7"),
     _F("beta_hcg_2_miu_ml", "β-hCG, second measurement", "m[IU]/mL", (0, 300_000),
@@ -160,6 +168,7 @@ def catalog_frame():  # -> pd.DataFrame, imported lazily to keep this module lig
                 "plausible_high": f.plausible[1] if f.plausible else None,
                 "typical": f.typical,
                 "loinc": f.loinc,
+                "loinc_alt": ", ".join(f.loinc_alt),
                 "kind": f.kind,
                 "ultrasound": f.ultrasound,
             }

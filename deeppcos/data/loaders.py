@@ -34,7 +34,7 @@ def load_tables(spec: CohortSpec, progress: Progress | None) -> Cohort:
     report = LoadReport()
     images, manifest_file = (None, None)
     if spec.images is not None:
-        images, manifest_file = _read_manifest(spec, spec.images, report)
+        images, manifest_file = read_manifest(spec, spec.images, report)
     if spec.patients is not None:
         path = _required_path(spec, spec.patients.path, "patients.path")
         cohort = build_patients(read_table(path, spec.patients.sheet), spec, report, str(path))
@@ -56,7 +56,7 @@ def _required_path(spec: CohortSpec, path: Path | None, key: str) -> Path:
     return resolved
 
 
-def _read_manifest(
+def read_manifest(
     spec: CohortSpec, ispec: ImagesSpec, report: LoadReport
 ) -> tuple[pd.DataFrame, str]:
     path = _required_path(spec, ispec.manifest, "images.manifest")

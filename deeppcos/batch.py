@@ -1,0 +1,504 @@
+"""Batch scoring at scale: a large patients table scored in chunks, with bounded memory.
+
+``score_table(run, patients, out)`` streams a CSV/TSV (pandas ``chunksize``) or Parquet file
+(pyarrow ``iter_batches``) chunk by chunk. Each chunk is read exactly as ``deeppcos predict``
+reads a whole table (``build_patients``: ids, numbers, plausible ranges, all reported), joined
+with its rows of the images manifest (the images are probed with the project's image checks),
+scored by one predictor loaded once, and appended to a Parquet file. Memory is bounded by the
+chunk size and the images manifest (one short row per image), not by the number of patients;
+a set of the ids seen is kept to refuse an id that repeats across chunks (~100 bytes a patient).
+
+Every load-report entry goes to ``<out>.report.csv`` as it happens. Interrupted (Ctrl-C), the
+chunks already scored are kept, readable, in ``<out>.partial``; the output appears under its
+own name only when complete.
+
+**Distributed** (``client=`` a ``distributed.Client``, or ``scheduler=`` an address such as
+``tcp://10.0.0.5:8786``, a scheduler file, or ``local:N`` for a local cluster of N processes):
+one task per chunk; each worker process loads the model once (:func:`cached_predictor`, keyed by
+the run path) and keeps it; the client reads the chunks, keeps at most ``max_in_flight`` tasks
+running and writes the results in input order, so the output equals the single-process one.
+Workers need the run folder and the image files at the same paths (a shared file system).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from deeppcos.data.cohort import Cohort, attach_images, build_patients
+from deeppcos.data.report import LoadReport
+from deeppcos.data.spec import CohortSpec, PatientsSpec, spec_from_dict
+from deeppcos.exceptions import ConfigError, DataFileError, EmptyCohortError, SchemaError
+
+__all__ = [
+    "BatchResult",
+    "cached_predictor",
+    "iter_chunks",
+    "loaded_runs",
+    "model_inputs",
+    "score_chunk",
+    "score_table",
+]
+
+Progress = Callable[[int, int | None], None]
+STREAMABLE = {".csv": ",", ".tsv": "\t", ".parquet": None}
+DEFAULT_CHUNK_SIZE = 10_000
+
+Job = tuple[CohortSpec, pd.DataFrame, "pd.DataFrame | None", str, "str | None"]
+_LOADS: Counter[str] = Counter()  # run path -> times loaded in this process (for checks)
+
+
+@dataclass
+class BatchResult:
+    out: Path
+    patients: int
+    chunks: int
+    seconds: float
+    modalities: dict[str, int]
+    report_csv: Path
+    report_counts: dict[str, int] = field(default_factory=dict)
+    workers: int = 1
+
+    @property
+    def patients_per_second(self) -> float:
+        return self.patients / self.seconds if self.seconds else float("nan")
+
+
+# --- the model, once per process ------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def cached_predictor(run: str):  # -> Predictor
+    """The run's predictor, loaded once per process and kept (a Dask worker's model cache)."""
+    from deeppcos.predictor import load_run
+
+    _LOADS[run] += 1
+    return load_run(run)
+
+
+def model_inputs(predictor: Any) -> list[str]:
+    """The tabular model's input columns (derived ones included), or [] without that branch."""
+    tabular = predictor.branches.get("tabular")
+    return list(tabular.feature_names_) if tabular is not None else []
+
+
+def loaded_runs() -> dict[str, int]:
+    """How many times each run was loaded in this process (run on workers to check caching)."""
+    return dict(_LOADS)
+
+
+# --- reading in chunks ------------------------------------------------------------------------
+
+
+def iter_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """The table in chunks of raw cells, indexed by their row in the file (1 = first data row)."""
+    kind = path.suffix.lower()
+    if kind not in STREAMABLE:
+        raise DataFileError(
+            f"{path}: batch scoring streams {sorted(STREAMABLE)} files; convert {kind!r} first "
+            "(or score it without --chunk-size)"
+        )
+    if not path.is_file():
+        raise DataFileError(f"{path}: patients table not found")
+    start = 1
+    for chunk in _raw_chunks(path, kind, chunk_size):
+        chunk.columns = [str(c) for c in chunk.columns]
+        chunk.index = pd.RangeIndex(start, start + len(chunk), name="row")
+        start += len(chunk)
+        yield chunk
+
+
+def _raw_chunks(path: Path, kind: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+    try:
+        if kind == ".parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
+                yield batch.to_pandas()
+        else:
+            reader = pd.read_csv(
+                path,
+                dtype=str,
+                sep=STREAMABLE[kind],
+                keep_default_na=False,
+                na_values=[""],
+                chunksize=chunk_size,
+            )
+            with reader:
+                yield from reader
+    except (OSError, ValueError) as exc:
+        raise DataFileError(
+            f"{path}: could not read the table ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows in the table, for the progress bar: Parquet metadata, or newlines of a CSV."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    lines = 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            lines += block.count(b"\n")
+    return max(lines - 1, 0)  # the header (quoted newlines make this an estimate)
+
+
+def chunk_spec(training: CohortSpec | None, columns: list[str], name: str) -> CohortSpec:
+    """How a chunk's columns are read: the training cohort's ``tables`` layout (renames, dropped
+    and declared feature columns; label and site only when present, a grade ignored), else
+    canonical names."""
+    if training is not None and training.format == "tables" and training.patients is not None:
+        known = training.patients
+        present = {known.rename.get(c.strip(), c.strip()) for c in columns}
+        # As ``deeppcos.scoring`` reads a whole table: label and site kept when present, a
+        # severity grade ignored (it is what is predicted).
+        severity = [known.severity_column] if known.severity_column in present else []
+        patients = known.model_copy(
+            update={
+                "path": None,
+                "label_column": known.label_column if known.label_column in present else None,
+                "severity_column": None,
+                "severity_levels": None,
+                "group_column": known.group_column if known.group_column in present else None,
+                "drop_columns": [*known.drop_columns, *severity],
+            }
+        )
+        return spec_from_dict(
+            {"name": name, "patients": patients.model_dump(), "range_policy": training.range_policy}
+        )
+    if training is not None and training.format != "tables" and training.patients is not None:
+        raise ConfigError(
+            f"the run was trained on a {training.format!r} cohort; batch scoring streams tables "
+            "with canonical column names or in a 'tables' layout. Convert the table, or score it "
+            "whole with 'deeppcos predict' (without --chunk-size)"
+        )
+    return spec_from_dict({"name": name, "patients": PatientsSpec(label_column=None).model_dump()})
+
+
+def load_images_manifest(
+    images: Path, report: LoadReport, workdir: Path
+) -> tuple[pd.DataFrame, str]:
+    """The images manifest (a file, or a folder laid out as ``deeppcos.scoring`` describes),
+    paths made absolute; held in memory (one short row per image)."""
+    from deeppcos.data.loaders import read_manifest
+    from deeppcos.scoring import images_spec
+
+    ispec = images_spec(images, workdir)
+    spec = spec_from_dict({"name": "images", "images": ispec.model_dump()})
+    return read_manifest(spec, ispec, report)
+
+
+# --- scoring one chunk ------------------------------------------------------------------------
+
+
+def score_chunk(
+    predictor: Any,
+    spec: CohortSpec,
+    raw: pd.DataFrame,
+    images: pd.DataFrame | None,
+    file: str,
+    manifest_file: str | None = None,
+) -> tuple[pd.DataFrame, LoadReport]:
+    """Predictions for one chunk of raw rows (and its images), and what reading it reported."""
+    report = LoadReport()
+    try:
+        cohort: Cohort = build_patients(raw, spec, report, file)
+    except EmptyCohortError:  # every row of this chunk was left out (each one reported)
+        return pd.DataFrame(), report
+    if images is not None and len(images):
+        cohort = attach_images(cohort, images, file=manifest_file)
+    return predictor.predict(cohort), report
+
+
+def _score_task(
+    run: str,
+    spec: CohortSpec,
+    raw: pd.DataFrame,
+    images: pd.DataFrame | None,
+    file: str,
+    manifest_file: str | None,
+) -> tuple[pd.DataFrame, LoadReport]:
+    return score_chunk(cached_predictor(run), spec, raw, images, file, manifest_file)
+
+
+# --- the output -------------------------------------------------------------------------------
+
+
+class _Output:
+    """Parquet writer with one schema for every chunk, written under a temporary name."""
+
+    def __init__(self, out: Path, report_csv: Path) -> None:
+        self.out = out
+        self.partial = out.with_name(out.name + ".partial")
+        self.report_csv = report_csv
+        self.writer: Any = None
+        self.schema: Any = None
+        self.rows = 0
+        self.modalities: Counter[str] = Counter()
+        self.report_counts: Counter[str] = Counter()
+        self.report_started = False
+
+    def write(self, predictions: pd.DataFrame, report: LoadReport) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._report(report)
+        if predictions.empty:
+            return
+        table = pa.Table.from_pandas(_plain(predictions), preserve_index=False)
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.partial, self.schema)
+        elif table.schema != self.schema:
+            table = table.select(self.schema.names).cast(self.schema)
+        self.writer.write_table(table)
+        self.rows += len(predictions)
+        self.modalities.update(predictions["modalities"].astype(str))
+
+    def _report(self, report: LoadReport) -> None:
+        self.report_counts.update(report.counts())
+        frame = report.to_frame()
+        mode, header = ("a", False) if self.report_started else ("w", True)
+        frame.to_csv(self.report_csv, mode=mode, index=False, header=header)
+        self.report_started = True
+
+    def close(self, complete: bool) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if not self.report_started:
+            LoadReport().to_frame().to_csv(self.report_csv, index=False)
+        if complete:
+            if self.writer is None:
+                raise SchemaError(f"{self.out}: no patient rows to score")
+            self.partial.replace(self.out)
+
+
+def _plain(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Categoricals and objects as strings, so every chunk has the same Arrow schema."""
+    out = predictions.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.CategoricalDtype) or out[column].dtype == object:
+            out[column] = out[column].astype("string")
+    return out
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+def score_table(
+    run: Path | str,
+    patients: Path | str,
+    out: Path | str,
+    *,
+    images: Path | str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: Progress | None = None,
+    client: Any = None,
+    scheduler: str | None = None,
+    max_in_flight: int | None = None,
+) -> BatchResult:
+    """Score ``patients`` (CSV/TSV/Parquet) in chunks into the Parquet file ``out``."""
+    import tempfile
+
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}")
+    run, patients, out = Path(run).resolve(), Path(patients), Path(out)
+    if out.suffix.lower() != ".parquet":
+        raise ConfigError(f"{out}: batch scoring writes Parquet; name the output *.parquet")
+    if patients.suffix.lower() not in STREAMABLE:
+        raise DataFileError(
+            f"{patients}: batch scoring streams {sorted(STREAMABLE)} files; convert it first "
+            "(or score it without --chunk-size)"
+        )
+    if not patients.is_file():
+        raise DataFileError(f"{patients}: patients table not found")
+    started = time.perf_counter()
+    predictor = cached_predictor(str(run))  # on the client too: fails early on a bad run
+    report_csv = out.with_name(out.stem + ".report.csv")
+    output = _Output(out, report_csv)
+    with tempfile.TemporaryDirectory() as workdir:
+        manifest, manifest_file = (None, None)
+        if images is not None:
+            manifest_report = LoadReport()
+            manifest, manifest_file = load_images_manifest(
+                Path(images), manifest_report, Path(workdir)
+            )
+            output._report(manifest_report)
+        jobs = _Chunks(predictor, patients, chunk_size, manifest, manifest_file)
+        total = count_rows(patients)
+        workers = 1
+        try:
+            if client is None and scheduler is None:
+                for job in jobs:
+                    output.write(*score_chunk(predictor, *job))
+                    _tick(progress, output.rows, total)
+            else:
+                workers = _distributed(
+                    str(run), jobs, output, client, scheduler, max_in_flight, progress, total
+                )
+            if manifest is not None:
+                _unused_images(manifest, jobs.seen, output, manifest_file)
+        except BaseException:
+            output.close(complete=False)
+            raise
+        output.close(complete=True)
+    return BatchResult(
+        out=out,
+        patients=output.rows,
+        chunks=jobs.chunks,
+        seconds=time.perf_counter() - started,
+        modalities=dict(output.modalities),
+        report_csv=report_csv,
+        report_counts=dict(output.report_counts),
+        workers=workers,
+    )
+
+
+def _tick(progress: Progress | None, done: int, total: int | None) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+class _Chunks:
+    """Yields (spec, raw chunk, its images, file, manifest file) per chunk; refuses ids that
+    repeat across chunks (within a chunk, ``build_patients`` does)."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        patients: Path,
+        chunk_size: int,
+        manifest: pd.DataFrame | None,
+        manifest_file: str | None,
+    ) -> None:
+        self.training = _training_spec(predictor)
+        self.patients, self.chunk_size = patients, chunk_size
+        self.manifest, self.manifest_file = manifest, manifest_file
+        self.by_patient = (
+            manifest.groupby(manifest["patient_id"].astype(str), sort=False).indices
+            if manifest is not None
+            else {}
+        )
+        self.seen: set[str] = set()
+        self.chunks = 0
+        self.spec: CohortSpec | None = None
+
+    def __iter__(self) -> Iterator[Job]:
+        file = str(self.patients)
+        for raw in iter_chunks(self.patients, self.chunk_size):
+            if self.spec is None:
+                self.spec = chunk_spec(self.training, list(raw.columns), self.patients.name)
+            assert self.spec.patients is not None
+            ids = self._new_ids(raw, self.spec.patients.id_column, file)
+            self.chunks += 1
+            yield self.spec, raw, self._images_of(ids), file, self.manifest_file
+
+    def _new_ids(self, raw: pd.DataFrame, id_column: str, file: str) -> list[str]:
+        from deeppcos.data.cohort import id_text
+
+        if id_column not in raw:
+            raise SchemaError(
+                f"{file}: no id column {id_column!r}; the table has {list(raw.columns)}"
+            )
+        ids = [id_text(v) for v in raw[id_column]]
+        for row, pid in zip(raw.index, ids, strict=True):
+            if pid and pid in self.seen:
+                raise SchemaError(
+                    f"{file}: patient id {pid!r} at row {row} already appeared in an earlier row; "
+                    "the table must hold one row per patient"
+                )
+        self.seen.update(p for p in ids if p)
+        return ids
+
+    def _images_of(self, ids: list[str]) -> pd.DataFrame | None:
+        if self.manifest is None:
+            return None
+        rows = [i for pid in ids for i in self.by_patient.get(pid, ())]
+        return self.manifest.iloc[sorted(rows)]
+
+
+def _training_spec(predictor: Any) -> CohortSpec | None:
+    try:
+        return predictor.training_spec()
+    except AttributeError:  # a predictor without the training layout: canonical names
+        return None
+
+
+def _unused_images(
+    manifest: pd.DataFrame, seen: set[str], output: _Output, manifest_file: str | None
+) -> None:
+    """Images of patients absent from the table: left out, and listed in the report."""
+    report = LoadReport()
+    unused = manifest[~manifest["patient_id"].astype(str).isin(seen)]
+    for row, value in unused["patient_id"].items():
+        report.add(
+            "excluded",
+            "excluded_image",
+            "patient id not in the patients table",
+            file=manifest_file,
+            row=row,
+            column="patient_id",
+            found=value,
+        )
+    if len(report):
+        output._report(report)
+
+
+def _distributed(
+    run: str,
+    jobs: _Chunks,
+    output: _Output,
+    client: Any,
+    scheduler: str | None,
+    max_in_flight: int | None,
+    progress: Progress | None,
+    total: int | None,
+) -> int:
+    """One Dask task per chunk, at most ``max_in_flight`` at once, written in input order."""
+    own, cluster = _client(client, scheduler)
+    try:
+        workers = max(1, len(own.scheduler_info(n_workers=-1).get("workers", {})))
+        window = max_in_flight or 2 * workers
+        pending: deque[Any] = deque()
+        for job in jobs:
+            pending.append(own.submit(_score_task, run, *job, pure=False))
+            if len(pending) >= window:
+                output.write(*pending.popleft().result())
+                _tick(progress, output.rows, total)
+        while pending:
+            output.write(*pending.popleft().result())
+            _tick(progress, output.rows, total)
+        return workers
+    finally:
+        if client is None:
+            own.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _client(client: Any, scheduler: str | None) -> tuple[Any, Any]:
+    if client is not None:
+        return client, None
+    from distributed import Client, LocalCluster
+
+    assert scheduler is not None
+    if scheduler.startswith("local"):
+        _, _, count = scheduler.partition(":")
+        if count and not count.isdigit():
+            raise ConfigError(f"--dask {scheduler!r}: expected local or local:N (N workers)")
+        cluster = LocalCluster(
+            n_workers=int(count or 2), threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        return Client(cluster), cluster
+    if scheduler.endswith(".json") and Path(scheduler).is_file():
+        return Client(scheduler_file=scheduler), None
+    return Client(scheduler), None

@@ -1,0 +1,646 @@
+"""The prediction service: ``deeppcos serve RUN`` (FastAPI).
+
+Endpoints
+---------
+``GET /health``   liveness; open, says nothing about the model.
+``GET /model``    the run (name, cohort fingerprint, branches, fusion, threshold), a model-card
+                  summary (out-of-fold and, when evaluated, locked-test metrics with intervals)
+                  and the input schema (each model input's unit, plausible range and LOINC code
+                  from the catalog; what images are accepted).
+``POST /predict`` JSON patients (catalog features, optional base64 images) or a FHIR R4 Bundle;
+                  per patient: probability, calibrated risk, decision, severity and its grade
+                  probabilities when the run grades, modalities used; ``explain: true`` adds the
+                  per-patient explanation where ``deeppcos.explain`` provides one (else 501). The
+                  load report of the request (conversions, out-of-range values, unknown codes) is
+                  returned with the predictions.
+``/docs``, ``/openapi.json``: the OpenAPI schema.
+
+Safety: the model is loaded once, when the app is built (a broken run fails at start-up, not at
+the first request). Request bodies over ``max_request_bytes`` are refused with 413 whether or not
+they declare a Content-Length; each image is base64-decoded, size-limited (413), checked by its
+magic bytes and then probed by the project's image checks (``deeppcos.data.imageio``: header
+size, decompression-bomb limit, decodes) in a temporary folder that lives only for the request.
+Validation errors are 422 with FastAPI's ``detail`` list, whose ``loc`` names the field. An API
+key (``X-API-Key``) is required whenever one is configured, and :func:`resolve_api_key` refuses
+to bind beyond the loopback interface without one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from deeppcos.batch import model_inputs
+from deeppcos.data.catalog import CATALOG
+from deeppcos.data.imageio import sniff_format
+from deeppcos.data.report import LoadReport
+from deeppcos.exceptions import ConfigError, DeepPCOSError
+
+__all__ = ["ServiceLimits", "create_app", "resolve_api_key"]
+
+API_KEY_HEADER = "X-API-Key"
+DEFAULT_API_KEY_ENV = "DEEPPCOS_API_KEY"
+_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "DICOM": ".dcm"}
+
+
+class ServiceLimits(BaseModel):
+    """Limits on what one request may carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_request_bytes: int = Field(32 << 20, gt=0)
+    max_image_bytes: int = Field(16 << 20, gt=0)
+    max_images_per_patient: int = Field(8, ge=0)
+    max_patients: int = Field(1000, ge=1)
+    max_pixels: int = Field(40_000_000, gt=0)
+
+
+# --- request and response models --------------------------------------------------------------
+
+
+class ImageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="the image file, base64 (PNG, JPEG, BMP, TIFF or DICOM)")
+    side: Literal["left", "right"] | None = Field(None, description="which ovary, if known")
+
+
+FeatureValue = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class PatientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: str = Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")
+    features: dict[str, FeatureValue | None] = Field(
+        default_factory=dict,
+        description="catalog feature name → value in the catalog's unit (GET /model lists them); "
+        "null or absent = not measured",
+    )
+    images: list[ImageIn] = Field(default_factory=list)
+
+
+class PredictRequest(BaseModel):
+    """Either ``patients`` or ``fhir`` (a FHIR R4 Bundle of Patient and Observation resources)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patients: list[PatientIn] | None = Field(None, min_length=1)
+    fhir: dict[str, Any] | None = Field(None, description="a FHIR R4 Bundle (JSON)")
+    fhir_window_days: float | None = Field(None, gt=0, description="see deeppcos.data.fhir")
+    explain: bool = Field(False, description="add each patient's explanation")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PredictRequest:
+        if (self.patients is None) == (self.fhir is None):
+            raise ValueError("give exactly one of 'patients' and 'fhir'")
+        return self
+
+
+class PredictionOut(BaseModel):
+    patient_id: str
+    probability: float | None
+    risk: float | None
+    decision: bool | None
+    p_tabular: float | None
+    p_image: float | None
+    modalities: str
+    severity: str | None = None
+    severity_probabilities: dict[str, float | None] | None = None
+    explanation: dict[str, Any] | None = None
+
+
+class ReportEntryOut(BaseModel):
+    level: str
+    action: str
+    message: str
+    row: str | None = None
+    column: str | None = None
+    found: str | None = None
+    expected: str | None = None
+
+
+class PredictResponse(BaseModel):
+    run: str
+    threshold: float
+    predictions: list[PredictionOut]
+    report: list[ReportEntryOut]
+
+
+# --- the API key and the bind address -------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: may resolve anywhere
+
+
+def resolve_api_key(
+    host: str, env_var: str | None, environ: dict[str, str] | None = None
+) -> str | None:
+    """The API key the service requires (None: no key, loopback only).
+
+    ``env_var`` names the environment variable holding the key (default ``DEEPPCOS_API_KEY``,
+    used when set). Binding beyond loopback without a key, or naming a variable that is unset,
+    is a ConfigError: the service refuses to start.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    name = env_var or DEFAULT_API_KEY_ENV
+    key = environ.get(name, "").strip() or None
+    if env_var and key is None:
+        raise ConfigError(f"--api-key-env {env_var}: that environment variable is unset or empty")
+    if key is None and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve on {host!r} without an API key: anyone who can reach that "
+            f"address could use the model. Put a key in ${name} (or name another variable with "
+            "--api-key-env), or bind to 127.0.0.1"
+        )
+    if key is not None and len(key) < 16:
+        raise ConfigError(f"the API key in ${name} is too short ({len(key)} characters; use ≥16)")
+    return key
+
+
+# --- the request size limit -------------------------------------------------------------------
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, declared or streamed (chunked)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _detail(self) -> str:
+        return f"request body over the limit of {self.max_bytes:,} bytes"
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": self._detail()}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+class _Service:
+    """What the endpoints share: the predictor (loaded once) and a lock around it."""
+
+    def __init__(self, run: Path, limits: ServiceLimits) -> None:
+        from deeppcos.predictor import load_run
+
+        self.run = run
+        self.limits = limits
+        self.predictor = load_run(run)
+        self.record = self.predictor.record
+        self.lock = threading.Lock()  # Keras and XGBoost models are not promised thread-safe
+        self.features: list[str] = model_inputs(self.predictor)
+        self.uses_images = "image" in self.predictor.branches
+        self.started = time.time()
+
+    @property
+    def name(self) -> str:
+        return str(self.record.get("name") or self.run.name)
+
+
+def create_app(
+    run: Path | str, *, api_key: str | None = None, limits: ServiceLimits | None = None
+) -> FastAPI:
+    """The FastAPI app serving one run; the run is loaded here, once."""
+    service = _Service(Path(run), limits or ServiceLimits())
+    app = FastAPI(
+        title="deeppcos prediction service",
+        version=str(service.record.get("versions", {}).get("deeppcos", "")),
+        description="PCOS decision support from labs and ovarian ultrasound (research use; not "
+        "a diagnosis). Model: " + service.name,
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=service.limits.max_request_bytes)
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    # A default, not an Annotated hint: hints are strings here (postponed annotations) and
+    # FastAPI would not find the local ``header`` when it resolves them.
+    def check_key(key: str | None = Depends(header)) -> None:
+        if api_key is None:
+            return
+        if key is None or not hmac.compare_digest(key.encode(), api_key.encode()):
+            raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
+
+    @app.exception_handler(DeepPCOSError)
+    async def _deeppcos_error(request: Request, exc: DeepPCOSError) -> JSONResponse:
+        return JSONResponse(
+            status_code=422,
+            content={"detail": [{"loc": ["body"], "msg": str(exc), "type": "deeppcos"}]},
+        )
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "uptime_s": round(time.time() - service.started, 1)}
+
+    @app.get("/model", dependencies=[Depends(check_key)])
+    def model() -> dict[str, Any]:
+        return model_summary(service)
+
+    @app.post("/predict", response_model=PredictResponse, dependencies=[Depends(check_key)])
+    def predict(request: PredictRequest) -> PredictResponse:
+        return _predict(service, request)
+
+    return app
+
+
+# --- /model -----------------------------------------------------------------------------------
+
+
+def model_summary(service: _Service) -> dict[str, Any]:
+    predictor, record = service.predictor, service.record
+    return {
+        "run": {
+            "name": service.name,
+            "started": record.get("started"),
+            "cohort": record.get("cohort"),
+            "cohort_fingerprint": record.get("cohort_fingerprint"),
+            "branches": list(predictor.branches),
+            "fusion_method": getattr(predictor, "fusion_method", "late"),
+            "threshold": predictor.threshold,
+            "severity_grades": _severity_levels(predictor),
+            "versions": record.get("versions", {}),
+        },
+        "model_card": _card(service.run),
+        "input_schema": _input_schema(service),
+    }
+
+
+def _severity_levels(predictor: Any) -> list[str] | None:
+    head = getattr(predictor, "severity", None)
+    return [str(level) for level in head.levels_] if head is not None else None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _card(run: Path) -> dict[str, Any]:
+    metrics = _read_json(run / "metrics.json") or {}
+    card: dict[str, Any] = {
+        "intended_use": "research decision support for PCOS; not a diagnosis",
+        "label": metrics.get("label_name"),
+        "development_patients": metrics.get("development_patients"),
+        "test_patients": metrics.get("test_patients"),
+        "out_of_fold": {
+            name: _headline(branch.get("oof", {}))
+            for name, branch in metrics.get("branches", {}).items()
+        },
+    }
+    fusion = metrics.get("fusion")
+    if fusion:
+        card["out_of_fold"]["fusion"] = _headline(fusion.get("oof", {}))
+        card["decision"] = fusion.get("decision")
+    evaluation = _read_json(run / "evaluation" / "metrics.json")
+    if evaluation and "fusion" in evaluation:
+        card["locked_test"] = {
+            key: evaluation["fusion"][key]
+            for key in ("roc_auc", "sensitivity", "specificity", "brier")
+            if key in evaluation["fusion"]
+        }
+    card["model_card_file"] = (run / "evaluation" / "model_card.md").is_file()
+    return card
+
+
+def _headline(oof: dict[str, Any]) -> dict[str, Any]:
+    return {k: oof[k] for k in ("roc_auc", "roc_auc_ci", "pr_auc", "brier", "n") if k in oof}
+
+
+def _input_schema(service: _Service) -> dict[str, Any]:
+    from deeppcos.tabular.features import DERIVED_BY_NAME
+
+    features = []
+    for name in service.features:
+        feature = CATALOG.get(name)
+        derived = DERIVED_BY_NAME.get(name)
+        features.append(
+            {
+                "name": name,
+                "unit": feature.unit if feature else None,
+                "description": feature.description if feature else None,
+                "plausible_range": list(feature.plausible)
+                if feature and feature.plausible
+                else None,
+                "loinc": [c for c in (feature.loinc, *feature.loinc_alt) if c] if feature else [],
+                "computed_from": list(derived.parts) if derived else None,
+            }
+        )
+    limits = service.limits
+    return {
+        "features": features,
+        "images": {
+            "used_by_model": service.uses_images,
+            "formats": sorted(_EXTENSIONS),
+            "encoding": "base64 of the file bytes",
+            "max_bytes": limits.max_image_bytes,
+            "max_per_patient": limits.max_images_per_patient,
+            "max_pixels": limits.max_pixels,
+        },
+        "fhir": "a FHIR R4 Bundle of Patient and Observation resources (LOINC, UCUM)",
+        "max_request_bytes": limits.max_request_bytes,
+        "max_patients": limits.max_patients,
+    }
+
+
+# --- /predict ---------------------------------------------------------------------------------
+
+
+def _unprocessable(loc: list[Any], message: str, kind: str = "value_error") -> HTTPException:
+    return HTTPException(422, [{"loc": ["body", *loc], "msg": message, "type": kind}])
+
+
+def _predict(service: _Service, request: PredictRequest) -> PredictResponse:
+    explainer = _explainer() if request.explain else None
+    with tempfile.TemporaryDirectory(prefix="deeppcos-request-") as folder:
+        if request.fhir is not None:
+            cohort = _fhir_cohort(service, request)
+        else:
+            cohort = _json_cohort(service, request.patients or [], Path(folder))
+        with service.lock:
+            predictions = service.predictor.predict(cohort)
+            explanations = (
+                {
+                    pid: explainer(service.predictor, cohort, pid)
+                    for pid in predictions["patient_id"]
+                }
+                if explainer is not None
+                else {}
+            )
+    return PredictResponse(
+        run=service.name,
+        threshold=float(service.predictor.threshold),
+        predictions=[_prediction(row, explanations) for _, row in predictions.iterrows()],
+        report=[_entry(e) for e in cohort.report],
+    )
+
+
+def _explainer() -> Any:
+    """``(predictor, cohort, patient_id) -> dict``: ``deeppcos.explain``'s per-patient
+    explanation (contributions, criteria, saliency maps as base64 PNG), or a 501."""
+    try:
+        from deeppcos.explain.patient import explain_patient
+    except ImportError as exc:
+        raise HTTPException(
+            501, f"explanations are not available in this installation ({exc})"
+        ) from None
+
+    def explain(predictor: Any, cohort: Any, patient_id: str) -> dict[str, Any]:
+        saliency = "gradcam" if "image" in predictor.branches else None
+        return explain_patient(predictor, patient_id, cohort, saliency=saliency).to_dict()
+
+    return explain
+
+
+def _fhir_cohort(service: _Service, request: PredictRequest):  # -> Cohort
+    from deeppcos.data.fhir import FhirError, FhirOptions, read_bundle
+    from deeppcos.exceptions import EmptyCohortError
+
+    try:
+        bundle = read_bundle(request.fhir or {}, FhirOptions(window_days=request.fhir_window_days))
+    except FhirError as exc:
+        raise HTTPException(
+            422,
+            [
+                {"loc": ["body", "fhir", *_path(p.path)], "msg": p.message, "type": "fhir"}
+                for p in exc.problems
+            ],
+        ) from None
+    except EmptyCohortError as exc:
+        raise _unprocessable(["fhir", "entry"], str(exc)) from None
+    if len(bundle.patients) > service.limits.max_patients:
+        raise _unprocessable(["fhir", "entry"], f"over {service.limits.max_patients} patients")
+    return bundle.to_cohort(service.features, name="request")
+
+
+def _path(path: str) -> list[str | int]:
+    """'entry[3].resource.valueQuantity.value' → ['entry', 3, 'resource', 'valueQuantity', …]."""
+    parts: list[str | int] = []
+    for piece in path.replace("]", "").split("."):
+        name, _, index = piece.partition("[")
+        parts.append(name)
+        if index.isdigit():
+            parts.append(int(index))
+    return parts
+
+
+def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path):  # -> Cohort
+    """The request's patients as a cohort: the values are numbers already (validated by the
+    request model), so only ids and the catalog's plausible ranges are checked here."""
+    from deeppcos.data.cohort import Cohort, attach_images, empty_images_table
+    from deeppcos.data.spec import spec_from_dict
+    from deeppcos.data.tables import check_ranges
+
+    limits = service.limits
+    if len(patients) > limits.max_patients:
+        raise _unprocessable(["patients"], f"at most {limits.max_patients} patients per request")
+    _check_patients(service, patients)
+    given = [name for p in patients for name in p.features]
+    columns = list(dict.fromkeys([*service.features, *given]))
+    values = np.array(
+        [[_nan(p.features.get(c)) for c in columns] for p in patients], dtype="float64"
+    ).reshape(len(patients), len(columns))
+    frame = pd.DataFrame(values, columns=columns)
+    frame.insert(0, "patient_id", [p.patient_id for p in patients])
+    frame.index = pd.RangeIndex(0, len(frame), name="row")  # row i = patients[i]
+    report = LoadReport()
+    check_ranges(frame, report, "request", "null", _outside(values, columns))
+    spec = spec_from_dict(
+        {
+            "name": "request",
+            "patients": {"label_column": None, "feature_columns": columns},
+            "images": {"max_pixels": limits.max_pixels},
+        }
+    )
+    cohort = Cohort(spec, frame, empty_images_table(), columns, report)
+    images, where = _images(patients, folder, limits)
+    if images is not None:
+        cohort = attach_images(cohort, images, file="request")
+        _refuse_bad_images(cohort.report, where)
+    return cohort
+
+
+def _outside(values: np.ndarray, columns: list[str]) -> list[str]:
+    """Columns with a value outside the catalog's plausible range (a fast screen, so the
+    per-column check and its report run only where needed)."""
+    bounds = [CATALOG[c].plausible if c in CATALOG else None for c in columns]
+    low = np.array([b[0] if b else -np.inf for b in bounds])
+    high = np.array([b[1] if b else np.inf for b in bounds])
+    with np.errstate(invalid="ignore"):
+        flagged = ((values < low) | (values > high)).any(axis=0)
+    return [c for c, hit in zip(columns, flagged, strict=True) if hit]
+
+
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+def _check_patients(service: _Service, patients: list[PatientIn]) -> None:
+    known = set(CATALOG) | set(service.features)
+    seen: dict[str, int] = {}
+    for i, patient in enumerate(patients):
+        if patient.patient_id in seen:
+            raise _unprocessable(
+                ["patients", i, "patient_id"],
+                f"patient id {patient.patient_id!r} repeats patients[{seen[patient.patient_id]}]",
+            )
+        seen[patient.patient_id] = i
+        for name in patient.features:
+            if name not in known:
+                raise _unprocessable(
+                    ["patients", i, "features", name],
+                    f"unknown feature {name!r}; expected a catalog name (GET /model lists the "
+                    "model's inputs with their units)",
+                )
+        if len(patient.images) > service.limits.max_images_per_patient:
+            raise _unprocessable(
+                ["patients", i, "images"],
+                f"at most {service.limits.max_images_per_patient} images per patient",
+            )
+
+
+def _images(
+    patients: list[PatientIn], folder: Path, limits: ServiceLimits
+) -> tuple[pd.DataFrame | None, dict[str, list[Any]]]:
+    """Decode and check each image, write it to ``folder``; the images table and each file's
+    request location."""
+    rows, where = [], {}
+    for i, patient in enumerate(patients):
+        for j, image in enumerate(patient.images):
+            loc = ["patients", i, "images", j, "data"]
+            content = _decode(image.data, loc, limits.max_image_bytes)
+            kind = sniff_format(content[:132])
+            if kind is None:
+                raise _unprocessable(
+                    loc,
+                    f"not an image: the first bytes {content[:8]!r} match no PNG, JPEG, BMP, TIFF "
+                    "or DICOM signature",
+                )
+            path = folder / f"p{i}_i{j}{_EXTENSIONS[kind]}"
+            path.write_bytes(content)
+            where[str(path)] = loc
+            rows.append(
+                {
+                    "image_id": f"{patient.patient_id}#{j}",
+                    "patient_id": patient.patient_id,
+                    "path": str(path),
+                    "frame": pd.NA,
+                    "side": image.side,
+                }
+            )
+    if not rows:
+        return None, where
+    images = pd.DataFrame(rows)
+    images["frame"] = images["frame"].astype("Int64")
+    return images, where
+
+
+def _decode(data: str, loc: list[Any], max_bytes: int) -> bytes:
+    if len(data) > (max_bytes * 4) // 3 + 4:
+        raise HTTPException(413, f"{'.'.join(map(str, loc))}: image over {max_bytes:,} bytes")
+    try:
+        content = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise _unprocessable(loc, "not valid base64") from None
+    if not content:
+        raise _unprocessable(loc, "empty image")
+    if len(content) > max_bytes:
+        raise HTTPException(413, f"{'.'.join(map(str, loc))}: image over {max_bytes:,} bytes")
+    return content
+
+
+def _refuse_bad_images(report: LoadReport, where: dict[str, list[Any]]) -> None:
+    """An image the image checks excluded is the caller's error, not a silent gap: 422."""
+    for entry in report.by_action("excluded_image"):
+        loc = where.get(str(entry.found))
+        if loc is not None:
+            raise _unprocessable(loc, entry.message.replace(str(entry.found), "image"))
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _prediction(row: pd.Series, explanations: dict[str, Any]) -> PredictionOut:
+    grades = {
+        str(k).removeprefix("p_severity_"): _number(v)
+        for k, v in row.items()
+        if str(k).startswith("p_severity_")
+    }
+    severity = row.get("severity")
+    decision = row["decision"]
+    return PredictionOut(
+        patient_id=str(row["patient_id"]),
+        probability=_number(row["probability"]),
+        risk=_number(row["risk"]),
+        decision=None if pd.isna(decision) else bool(decision),
+        p_tabular=_number(row["p_tabular"]),
+        p_image=_number(row["p_image"]),
+        modalities=str(row["modalities"]),
+        severity=None if severity is None or pd.isna(severity) else str(severity),
+        severity_probabilities=grades or None,
+        explanation=explanations.get(row["patient_id"]),
+    )
+
+
+def _entry(entry: Any) -> ReportEntryOut:
+    return ReportEntryOut(
+        level=entry.level,
+        action=entry.action,
+        message=entry.message,
+        row=None if entry.row is None else str(entry.row),
+        column=entry.column,
+        found=entry.found,
+        expected=entry.expected,
+    )
