@@ -305,14 +305,7 @@ def train(
     cohort = cohort_for(config, lambda d, t: progress and progress("cohort", d, t))
     source_fingerprint = cohort.fingerprint()  # of the data as loaded, before any correction
     corrected = apply_label_corrections(cohort, label_corrections)
-    groups = _duplicate_groups(config, cohort, progress)
-    split = make_splits(
-        cohort.patients,
-        n_folds=config.split.n_folds,
-        test_fraction=config.split.test_fraction,
-        seed=config.split_seed,
-        groups=groups,
-    )
+    split, groups = development_split(config, cohort, progress)
     writer = RunWriter(out, overwrite=overwrite)
     writer.write_yaml("config.yaml", config_to_dict(config))
     summary = cohort.summary()
@@ -384,9 +377,7 @@ def train(
     )
 
 
-def apply_label_corrections(
-    cohort: Cohort, corrections: pd.Series | None
-) -> dict[str, Any] | None:
+def apply_label_corrections(cohort: Cohort, corrections: pd.Series | None) -> dict[str, Any] | None:
     """Replace labels in place (the loaded cohort only; files are untouched); say what changed.
 
     A run trained with corrections keeps them in ``label_corrections.csv``; its predictor
@@ -582,9 +573,7 @@ def grade(
     predicted = pd.Categorical.from_codes(
         probabilities.argmax(axis=1), categories=targets.levels, ordered=True
     )
-    oof_grades = pd.DataFrame(
-        {"severity": grades.array, "severity_oof": predicted}, index=index
-    )
+    oof_grades = pd.DataFrame({"severity": grades.array, "severity_oof": predicted}, index=index)
     head = new_head(section.kind, params, config.seed).fit(x, grades, levels=targets.levels)
     head.save(writer.folder("severity"))
     info = {**targets.describe(), "kind": section.kind, "params": params, "inputs": list(x.columns)}
@@ -599,6 +588,22 @@ def grade(
         seed=config.seed,
     )
     return {**info, "oof": metrics}, oof_grades
+
+
+def development_split(
+    config: RunConfig, cohort: Cohort, progress: Progress | None = None
+) -> tuple[CohortSplit, pd.Series | None]:
+    """The split ``deeppcos train`` makes for ``config`` (folds and locked test part) and the
+    duplicate-image groups it kept together; tuning uses it so it never sees the test part."""
+    groups = _duplicate_groups(config, cohort, progress)
+    split = make_splits(
+        cohort.patients,
+        n_folds=config.split.n_folds,
+        test_fraction=config.split.test_fraction,
+        seed=config.split_seed,
+        groups=groups,
+    )
+    return split, groups
 
 
 def _duplicate_groups(

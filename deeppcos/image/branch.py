@@ -86,10 +86,14 @@ class ImageBranch:
         train_ids: Sequence[str],
         val_ids: Sequence[str] | None = None,
         progress: Progress | None = None,
+        callbacks: Sequence[Any] = (),
     ) -> ImageBranch:
         """Train on the images of ``train_ids``; early-stop on those of ``val_ids`` when given.
-        ``progress(epochs_done, epochs_planned)`` is called after every epoch."""
+        ``progress(epochs_done, epochs_planned)`` is called after every epoch; ``callbacks``
+        (Keras callbacks, e.g. Optuna's pruning callback) join every training phase."""
         import keras
+
+        self._extra_callbacks = list(callbacks)
 
         from deeppcos.image import augment, backbones, pipeline
 
@@ -264,7 +268,7 @@ class ImageBranch:
                     on_epoch_end=lambda epoch, logs: progress(done + epoch + 1, planned)
                 )
             )
-        return callbacks
+        return [*callbacks, *getattr(self, "_extra_callbacks", [])]
 
     # --- prediction ------------------------------------------------------------------------
 

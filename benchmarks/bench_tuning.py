@@ -1,0 +1,356 @@
+"""Tuning benchmark: does the tuner beat the default XGBoost on the real Kaggle table (541 women,
+177 PCOS) without fooling itself, what does Optuna cost per trial, and do 2 workers help?
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_tuning.py [--trials 30] [--quick]
+        [--parts nested,workers,overhead]
+
+Writes ``benchmarks/results/tuning.json`` (``--parts`` re-runs some parts and keeps the others).
+About 10-15 minutes on 2 otherwise idle cores; the timings (parts 2 and 3) mean little on a
+busy machine, which is why the load average at the end is recorded.
+
+1. **Nested evaluation** (``nested``). Outer: patient-level, label-stratified 5-fold over all
+   541 women (``make_splits(test_fraction=0, seed=0)``). Inside each outer TRAINING part only, a
+   study is run exactly as ``deeppcos tune --target tabular`` runs it (``configs/tuning.yaml``
+   defaults: TPE, repeated 2 × 5 grouped folds, median pruning, the default enqueued first, the
+   keep-the-default rule on 2 × 5 fresh confirmation folds). Then one model per arm is trained
+   on the outer training part (early stopping on a validation part carved from it, as in
+   training) and predicts the outer test fold, which no tuning step saw. Arms:
+   - ``default``: the branch defaults (300 trees, depth 3, learning rate 0.05);
+   - ``tuned``: what the tuner returns (the best trial only when its gain beats the noise);
+   - ``best_trial``: the same study's best trial, taken without the rule;
+   - ``naive``: a plain search as described in issue 5 — TPE, 4-fold inner CV without repeats,
+     a wide space, no default trial, the best trial taken.
+   Figures: pooled out-of-fold ROC AUC per arm; the paired difference to ``default`` with a
+   95% patient bootstrap interval (the same resamples for both arms); per-outer-fold AUCs; the
+   decisions and their reasons.
+2. **Optuna overhead per trial** (``overhead``), per storage (journal file, SQLite, PostgreSQL
+   when ``DEEPPCOS_TEST_POSTGRES_URL`` names a server): a study whose objective does everything
+   the real one does with Optuna (8 suggestions, 10 reports with pruning checks, 6 user
+   attributes) but no model, timed per trial, against the real objective's mean time per trial.
+3. **Workers** (``workers``): the real tabular objective (pruning off, so trials are alike),
+   ``deeppcos tune``'s own machinery on a journal file, 1 worker process against 2, trials per
+   minute from the first trial's start to the last one's end (start-up excluded) and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy and xgboost start threads
+
+import numpy as np
+import optuna
+import pandas as pd
+import yaml
+
+from deeppcos.config import load_config
+from deeppcos.data.splits import CohortSplit, make_splits
+from deeppcos.stats import weighted_auc
+from deeppcos.tabular.branch import TabularBranch
+from deeppcos.training import cohort_for, inner_validation
+from deeppcos.tuning.objective import DEFAULT_ROLE, BranchEvaluator, Development, Objective
+from deeppcos.tuning.selection import best_trial, decide
+from deeppcos.tuning.spaces import TuningSettings, load_tuning_settings
+from deeppcos.tuning.storage import open_storage, worker_token
+from deeppcos.tuning.workers import sampler_and_pruner
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "pcos-kaggle-tabular.yaml"
+SETTINGS = REPO / "configs" / "tuning.yaml"
+OUT = REPO / "benchmarks" / "results" / "tuning.json"
+OUTER_FOLDS = 5
+N_BOOT = 2000
+NAIVE_SPACE = {
+    "max_depth": {"type": "int", "low": 2, "high": 10},
+    "learning_rate": {"type": "float", "low": 0.005, "high": 0.3, "log": True},
+    "n_estimators": {"type": "int", "low": 50, "high": 1000},
+    "min_child_weight": {"type": "float", "low": 0.1, "high": 20.0, "log": True},
+    "subsample": {"type": "float", "low": 0.5, "high": 1.0},
+    "colsample_bytree": {"type": "float", "low": 0.3, "high": 1.0},
+    "reg_lambda": {"type": "float", "low": 0.001, "high": 10.0, "log": True},
+    "reg_alpha": {"type": "float", "low": 0.0, "high": 5.0},
+}
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# --- 1. nested evaluation -------------------------------------------------------------------------
+
+
+def naive_settings() -> TuningSettings:
+    data = TuningSettings().model_dump(mode="json")
+    data["tabular"] = {
+        "cv": {"folds": 4, "repeats": 1},
+        "selection": {"rule": "best", "confirm_repeats": 0},
+        "space": NAIVE_SPACE,
+    }
+    data["pruner"] = {"kind": "none"}
+    return TuningSettings.model_validate(data)
+
+
+def run_study(
+    dev: Development, settings: TuningSettings, trials: int, with_default: bool
+) -> tuple[optuna.Study, BranchEvaluator, float]:
+    """A study as ``deeppcos tune`` runs it, in memory, on the development part ``dev``."""
+    seed = settings.study.seed
+    evaluator = BranchEvaluator("tabular", dev, settings.tabular, settings.objective, seed, 1)
+    sampler, pruner = sampler_and_pruner(settings, len(evaluator.search_folds()), False, seed + 1)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    if with_default:
+        study.enqueue_trial(evaluator.default_points()[0], user_attrs={"role": DEFAULT_ROLE})
+    start = time.perf_counter()
+    study.optimize(Objective(evaluator, worker_token(), seed + 1), n_trials=trials)
+    return study, evaluator, time.perf_counter() - start
+
+
+def outer_fold(args: tuple[int, int]) -> dict[str, Any]:
+    """Tune inside outer fold k's training part; predict its test part with every arm."""
+    k, trials = args
+    config = load_config(CONFIG)
+    cohort = cohort_for(config)
+    outer = make_splits(cohort.patients, n_folds=OUTER_FOLDS, test_fraction=0.0, seed=0)
+    train_ids, test_ids = outer.folds()[k]
+    parts = pd.Series("fold0", index=pd.Index(train_ids, name="patient_id"), dtype="string")
+    parts = pd.concat([parts, pd.Series("test", index=pd.Index(test_ids), dtype="string")])
+    dev = Development(config, cohort, CohortSplit(parts.sort_index(), 1, 0, 0.0), None)
+
+    settings = load_tuning_settings(SETTINGS)
+    study, evaluator, seconds = run_study(dev, settings, trials, with_default=True)
+    decision = decide(study, evaluator, settings.tabular.selection, settings.objective)
+    best = best_trial(study, settings.objective)
+    naive, naive_eval, naive_seconds = run_study(dev, naive_settings(), trials, False)
+    arms = {
+        "default": evaluator.default_points()[0],
+        "tuned": decision.params,
+        "best_trial": dict(best.params),
+        "naive": dict(naive.best_params),
+    }
+    labels = cohort.patients.set_index("patient_id")["label"]
+    predictions = {
+        name: _fit_predict(evaluator if name != "naive" else naive_eval, params, cohort,
+                           train_ids, test_ids, labels)
+        for name, params in arms.items()
+    }
+    states = [t.state.name for t in study.trials]
+    return {
+        "fold": k,
+        "test_ids": list(test_ids),
+        "predictions": {n: p.tolist() for n, p in predictions.items()},
+        "auc": {n: weighted_auc(labels.reindex(test_ids).to_numpy(), p)
+                for n, p in predictions.items()},
+        "decision": decision.to_dict(),
+        "inner_cv_best": best.value,
+        "inner_cv_default": study.trials[0].value,
+        "naive_inner_cv_best": naive.best_value,
+        "params": arms,
+        "trials": {s: states.count(s) for s in set(states)},
+        "study_seconds": round(seconds, 1),
+        "naive_study_seconds": round(naive_seconds, 1),
+    }
+
+
+def _fit_predict(
+    evaluator: BranchEvaluator,
+    params: dict[str, Any],
+    cohort: Any,
+    train_ids: list[str],
+    test_ids: list[str],
+    labels: pd.Series,
+) -> np.ndarray:
+    fit_ids, val_ids = inner_validation(train_ids, labels, None, 0)
+    branch = TabularBranch(evaluator.resolved(params), seed=0)
+    branch.fit(cohort, fit_ids, val_ids)
+    return branch.predict_proba(cohort, test_ids).to_numpy()
+
+
+def nested(trials: int, processes: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+        folds = list(pool.map(outer_fold, [(k, trials) for k in range(OUTER_FOLDS)]))
+    cohort = cohort_for(load_config(CONFIG))
+    labels = cohort.patients.set_index("patient_id")["label"]
+    ids = [i for f in folds for i in f["test_ids"]]
+    y = labels.reindex(ids).to_numpy(dtype=float)
+    pooled = {
+        arm: np.concatenate([np.asarray(f["predictions"][arm]) for f in folds])
+        for arm in folds[0]["predictions"]
+    }
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, len(y), size=(N_BOOT, len(y)))
+    auc = {arm: round(weighted_auc(y, p), 4) for arm, p in pooled.items()}
+    versus = {
+        arm: _paired(y, pooled[arm], pooled["default"], draws) for arm in pooled if arm != "default"
+    }
+    for f in folds:
+        del f["predictions"], f["test_ids"]
+    return {
+        "protocol": "outer 5-fold patient-level (seed 0) over all 541 women; tuning inside each "
+        "outer training part only; one model per arm fitted on the outer training part "
+        "(early stopping on a validation part carved from it) predicts the outer test fold",
+        "trials_per_study": trials,
+        "pooled_auc": auc,
+        "versus_default": versus,
+        "outer_folds": folds,
+        "tuned_kept_default": sum(f["decision"]["chosen"] == "default" for f in folds),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, draws: np.ndarray) -> dict[str, Any]:
+    diffs = np.array([weighted_auc(y[d], a[d]) - weighted_auc(y[d], b[d]) for d in draws])
+    diffs = diffs[~np.isnan(diffs)]
+    return {
+        "difference": round(weighted_auc(y, a) - weighted_auc(y, b), 4),
+        "ci95": [round(float(np.percentile(diffs, 2.5)), 4),
+                 round(float(np.percentile(diffs, 97.5)), 4)],
+        "share_above_0": round(float((diffs > 0).mean()), 3),
+    }
+
+
+# --- 2. Optuna's own overhead ---------------------------------------------------------------------
+
+
+def _null_objective(trial: optuna.Trial) -> float:
+    """Everything the real objective does with Optuna, nothing else."""
+    space = TuningSettings().tabular.space
+    values = {name: param.suggest(trial, name) for name, param in space.items()}
+    for attr in ("worker", "model_seed", "sampler_seed"):
+        trial.set_user_attr(attr, 0)
+    for step in range(10):
+        trial.report(0.9 + 0.001 * step + 0.0001 * values["max_depth"], step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    trial.set_user_attr("fold_metrics", [{"roc_auc": 0.9, "n": 86.0, "seconds": 0.2}] * 10)
+    trial.set_user_attr("duration_s", 0.0)
+    return 0.9 + 0.001 * values["max_depth"]
+
+
+def overhead(storages: dict[str, str], trials: int, objective_s: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    settings = TuningSettings()
+    for name, url in storages.items():
+        storage = open_storage(url)
+        sampler, pruner = sampler_and_pruner(settings, 10, False, 0)
+        study = optuna.create_study(
+            storage=storage, sampler=sampler, pruner=pruner, direction="maximize",
+            study_name=f"overhead-{os.getpid()}-{time.time_ns()}",
+        )
+        start = time.perf_counter()
+        study.optimize(_null_objective, n_trials=trials)
+        per_trial = (time.perf_counter() - start) / trials
+        out[name] = {
+            "trials": trials,
+            "optuna_s_per_trial": round(per_trial, 4),
+            "share_of_real_trial": round(per_trial / (per_trial + objective_s), 4),
+        }
+        if name == "postgresql":
+            optuna.delete_study(study_name=study.study_name, storage=storage)
+    return {
+        "protocol": "no-model objective doing the real objective's Optuna calls (8 suggestions, "
+        "10 reports + should_prune, 6 user attributes) with TPE (multivariate, constant liar) and "
+        "the median pruner; the real objective's mean seconds per trial for comparison",
+        "real_objective_s_per_trial": round(objective_s, 3),
+        "storages": out,
+    }
+
+
+# --- 3. one worker against two --------------------------------------------------------------------
+
+
+def workers(trials: int, folder: Path) -> dict[str, Any]:
+    from deeppcos.tuning import tune
+
+    data = TuningSettings().model_dump(mode="json")
+    data["pruner"] = {"kind": "none"}
+    data["tabular"]["selection"]["confirm_repeats"] = 0
+    space = folder / "tuning-no-pruning.yaml"
+    space.write_text(yaml.safe_dump(data))
+    out: dict[str, Any] = {}
+    for k in (1, 2):
+        storage = str(folder / f"workers-{k}.log")
+        start = time.perf_counter()
+        (result,) = tune(CONFIG, "tabular", trials, space=space, storage=storage, workers=k,
+                         study=f"workers-{k}")
+        wall = time.perf_counter() - start
+        study = optuna.load_study(study_name=f"workers-{k}", storage=open_storage(storage))
+        done = [t for t in study.trials if t.state.name == "COMPLETE"]
+        first = min(t.datetime_start for t in done)
+        last = max(t.datetime_complete for t in done)
+        span = (last - first).total_seconds()
+        out[f"{k}_worker{'s' if k > 1 else ''}"] = {
+            "trials": len(done),
+            "trials_per_minute": round(60 * len(done) / span, 2),
+            "mean_trial_s": round(float(np.mean([t.user_attrs["duration_s"] for t in done])), 2),
+            "wall_s": round(wall, 1),
+            "decision": result.decision.chosen,
+        }
+    one, two = out["1_worker"], out["2_workers"]
+    out["speed_up"] = round(two["trials_per_minute"] / one["trials_per_minute"], 2)
+    out["protocol"] = (
+        "deeppcos tune --target tabular on the Kaggle table (2 x 5 repeated folds, pruning off "
+        "so trials are alike), journal file, --workers 1 vs 2 (1 thread each); trials per "
+        "minute from the first trial's start to the last one's end; wall includes start-up"
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=30, help="trials per nested study")
+    parser.add_argument("--worker-trials", type=int, default=16)
+    parser.add_argument("--overhead-trials", type=int, default=60)
+    parser.add_argument("--processes", type=int, default=2, help="outer folds in parallel")
+    parser.add_argument(
+        "--parts", default="nested,workers,overhead",
+        help="comma-separated parts to (re)run; the others are kept from the existing JSON",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny counts, for a smoke test")
+    args = parser.parse_args()
+    if args.quick:
+        args.trials, args.worker_trials, args.overhead_trials = 4, 4, 10
+    parts = set(args.parts.split(","))
+    start = time.perf_counter()
+    result: dict[str, Any] = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                         "optuna": optuna.__version__}
+    result.setdefault("settings", {}).update(
+        {"outer_folds": OUTER_FOLDS, "tuning_settings": "configs/tuning.yaml defaults"}
+    )
+    if "nested" in parts:
+        result["settings"]["nested_trials"] = args.trials
+        result["nested"] = nested(args.trials, args.processes)
+        print(json.dumps(result["nested"]["pooled_auc"]))
+        print(json.dumps(result["nested"]["versus_default"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if "workers" in parts:
+            result["settings"]["worker_trials"] = args.worker_trials
+            result["workers"] = workers(args.worker_trials, folder)
+            print(json.dumps(result["workers"]))
+        if "overhead" in parts:
+            storages = {"journal": str(folder / "overhead.log"),
+                        "sqlite": f"sqlite:///{folder}/overhead.db"}
+            if os.environ.get("DEEPPCOS_TEST_POSTGRES_URL"):
+                storages["postgresql"] = os.environ["DEEPPCOS_TEST_POSTGRES_URL"]
+            objective_s = result["workers"]["1_worker"]["mean_trial_s"]
+            result["settings"]["overhead_trials"] = args.overhead_trials
+            result["overhead"] = overhead(storages, args.overhead_trials, objective_s)
+            print(json.dumps(result["overhead"]["storages"]))
+    result["seconds_last_run"] = round(time.perf_counter() - start, 1)
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {OUT} in {result['seconds_last_run']} s")
+
+
+if __name__ == "__main__":
+    main()
