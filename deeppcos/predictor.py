@@ -36,6 +36,16 @@ PREDICTION_COLUMNS = [
 
 
 @dataclass
+class Prediction:
+    """Predictions and the inputs they were computed from: the tabular design matrix and the
+    per-patient image embeddings (``None`` without that branch), both indexed by patient_id."""
+
+    predictions: pd.DataFrame
+    tabular: pd.DataFrame | None
+    embeddings: pd.DataFrame | None
+
+
+@dataclass
 class Predictor:
     run: Path
     config: RunConfig
@@ -83,15 +93,29 @@ class Predictor:
         """One row per patient: branch probabilities, fused probability, calibrated risk,
         decision at the run's threshold, the modalities used and the severity grade (most
         probable; ``p_severity_<grade>`` columns hold each grade's probability)."""
+        return self.predict_with_inputs(cohort, patient_ids).predictions
+
+    def predict_with_inputs(
+        self, cohort: Cohort, patient_ids: Sequence[str] | None = None
+    ) -> Prediction:
+        """:meth:`predict`, keeping the model inputs it computed (for explanations)."""
         ids = list(cohort.patients["patient_id"]) if patient_ids is None else list(patient_ids)
         frame = pd.DataFrame(index=pd.Index(ids, name="patient_id"))
-        for name in ("tabular", "image"):
-            branch = self.branches.get(name)
-            frame[f"p_{name}"] = (
-                branch.predict_proba(cohort, ids).to_numpy() if branch is not None else np.nan
-            )
+        # Each branch reads its inputs once: the design matrix and the images' single pass
+        # (probability and embedding) also feed the fusion and the severity head.
         tabular = self._tabular_inputs(cohort, ids)
-        fused, modalities = self._fuse(cohort, ids, frame, tabular)
+        frame["p_tabular"] = (
+            self.branches["tabular"].predict_design(tabular).to_numpy()
+            if tabular is not None
+            else np.nan
+        )
+        embeddings = None
+        if "image" in self.branches:
+            p_image, embeddings = self.branches["image"].predict_patients(cohort, ids)
+            frame["p_image"] = p_image.to_numpy()
+        else:
+            frame["p_image"] = np.nan
+        fused, modalities = self._fuse(frame, tabular, embeddings)
         risk = self.calibrator.transform(fused)
         decision = pd.array(
             [pd.NA if np.isnan(r) else bool(r >= self.threshold) for r in risk], dtype="boolean"
@@ -103,17 +127,20 @@ class Predictor:
         out["modalities"] = modalities
         severity = self._grade(frame, tabular, np.array(modalities) != "none")
         out = pd.concat([out, severity.reset_index(drop=True)], axis=1)
-        return out[[*PREDICTION_COLUMNS, *severity.columns.drop("severity")]]
+        columns = [*PREDICTION_COLUMNS, *severity.columns.drop("severity")]
+        return Prediction(out[columns], tabular, embeddings)
 
     def _tabular_inputs(self, cohort: Cohort, ids: list[str]) -> pd.DataFrame | None:
         branch = self.branches.get("tabular")
         return branch.design_matrix(cohort, ids) if branch is not None else None
 
     def _fuse(
-        self, cohort: Cohort, ids: list[str], frame: pd.DataFrame, tabular: pd.DataFrame | None
+        self,
+        frame: pd.DataFrame,
+        tabular: pd.DataFrame | None,
+        embeddings: pd.DataFrame | None,
     ) -> tuple[np.ndarray, list[str]]:
         if self.fusion_method == "intermediate":
-            embeddings = self.branches["image"].transform(cohort, ids)
             return (
                 self.fusion.predict_proba(tabular, embeddings),
                 self.fusion.modalities_used(tabular, embeddings),

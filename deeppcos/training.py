@@ -189,14 +189,16 @@ def cross_validate_branch(
         fit_ids, val_ids = inner_validation(train_ids, labels, groups, seed + k)
         branch = _new_branch(name, params, seed + k)
         branch.fit(cohort, fit_ids, val_ids or None)
-        probability = branch.predict_proba(cohort, predict_ids)
+        if name == "image":  # one pass over the images: probabilities and embeddings
+            scored = split.development_ids if embed_all else predict_ids
+            p_scored, embedded = branch.predict_patients(cohort, scored)
+            probability = p_scored.reindex(predict_ids)
+            if embed_all:
+                result.fold_embeddings[f"fold{k}"] = embedded
+            embeddings.append(embedded.reindex(predict_ids))
+        else:
+            probability = branch.predict_proba(cohort, predict_ids)
         predictions.append(probability)
-        if name == "image" and embed_all:
-            every = branch.transform(cohort, split.development_ids)
-            result.fold_embeddings[f"fold{k}"] = every
-            embeddings.append(every.reindex(predict_ids))
-        elif name == "image":
-            embeddings.append(branch.transform(cohort, predict_ids))
         if name == "tabular" and result.design is None:
             result.design = branch.design_matrix(cohort, split.development_ids)
         result.histories.update(_flatten_history(f"fold{k}", getattr(branch, "history_", {})))

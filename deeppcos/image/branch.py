@@ -346,26 +346,32 @@ class ImageBranch:
         frame.insert(0, "image_id", table.image_ids)
         return frame
 
+    def predict_patients(
+        self, cohort: Cohort, patient_ids: Sequence[str] | None = None
+    ) -> tuple[pd.Series, pd.DataFrame]:
+        """Per patient, from one pass over their images: P(label = 1) (``p_image``) and the
+        embedding (``img_emb_*``), each the mean over the patient's images; NaN for a patient
+        without images. Indexed by patient_id in the given order (all patients when None)."""
+        self._check_fitted()
+        ids = _ids(cohort, patient_ids)
+        table = self._images(cohort, ids)
+        probability, embedding = self._forward(table)
+        per_image = pd.DataFrame(embedding.astype(float), columns=_emb_columns(embedding.shape[1]))
+        per_image.insert(0, "p_image", probability.astype(float))
+        per_image.insert(0, "patient_id", table.patient_ids)
+        mean = per_image.groupby("patient_id", sort=False).mean().reindex(ids)
+        mean.index = pd.Index(ids, name="patient_id")
+        return mean["p_image"].astype(float), mean.drop(columns="p_image")
+
     def predict_proba(self, cohort: Cohort, patient_ids: Sequence[str] | None = None) -> pd.Series:
         """P(label = 1) per patient, indexed by patient_id in the given order (all patients when
         None): the mean over the patient's images; NaN for a patient without images."""
-        ids = _ids(cohort, patient_ids)
-        images = self.predict_images(cohort, ids)
-        mean = images.groupby("patient_id", sort=False)["probability"].mean()
-        out = mean.reindex(ids)
-        out.index = pd.Index(ids, name="patient_id")
-        return out.rename("p_image").astype(float)
+        return self.predict_patients(cohort, patient_ids)[0]
 
     def transform(self, cohort: Cohort, patient_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """Per-patient image embedding (mean over the patient's images), indexed by patient_id
         in the given order, columns img_emb_0 …; a NaN row for a patient without images."""
-        ids = _ids(cohort, patient_ids)
-        per_image = self.image_embeddings(cohort, ids)
-        columns = [c for c in per_image.columns if c.startswith("img_emb_")]
-        mean = per_image.groupby("patient_id", sort=False)[columns].mean()
-        out = mean.reindex(ids)
-        out.index = pd.Index(ids, name="patient_id")
-        return out
+        return self.predict_patients(cohort, patient_ids)[1]
 
     # --- persistence -----------------------------------------------------------------------
 

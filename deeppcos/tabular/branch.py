@@ -237,7 +237,11 @@ class TabularBranch:
     def predict_proba(self, cohort: Cohort, patient_ids: Sequence[str] | None = None) -> pd.Series:
         """P(label = 1) per patient, indexed by patient_id in the given order (all patients when
         None); NaN for a patient none of whose model inputs is present."""
-        x = self.design_matrix(cohort, patient_ids)
+        return self.predict_design(self.design_matrix(cohort, patient_ids))
+
+    def predict_design(self, x: pd.DataFrame) -> pd.Series:
+        """:meth:`predict_proba` on a table from :meth:`design_matrix` (to reuse it)."""
+        self._check_fitted()
         scored = x.notna().any(axis=1).to_numpy()
         out = np.full(len(x), np.nan)
         if scored.any():

@@ -154,7 +154,8 @@ def _paired_gains(
     pairs = [
         (t[metric], b[metric])
         for t, b in zip(tuned, base, strict=True)
-        if t[metric] is not None and b[metric] is not None
+        if t[metric] is not None
+        and b[metric] is not None
         and not (math.isnan(t[metric]) or math.isnan(b[metric]))
     ]
     return sign * np.array([t - b for t, b in pairs], dtype=float), source
@@ -212,9 +213,7 @@ def tuned_config(
     raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     raw.setdefault("config_dir", str(config_path.resolve().parent))
     merged = _merge(raw, sections)
-    summary = (
-        f"tuned by study {study!r}: {decision.chosen} parameters kept ({decision.reason})"
-    )
+    summary = f"tuned by study {study!r}: {decision.chosen} parameters kept ({decision.reason})"
     base = str(raw.get("description", "")).split(" [tuned by study")[0]
     merged["description"] = f"{base} [{summary}]" if base else f"[{summary}]"
     header = [

@@ -176,11 +176,7 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         token = trial.user_attrs.get("worker")
         started = trial.datetime_start or now
-        lost = (
-            not is_alive(token)
-            if token
-            else (now - started).total_seconds() > UNCLAIMED_GRACE_S
-        )
+        lost = not is_alive(token) if token else (now - started).total_seconds() > UNCLAIMED_GRACE_S
         if lost and _mark_failed(study, trial._trial_id):
             stale.append(trial.number)
     return stale

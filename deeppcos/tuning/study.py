@@ -73,9 +73,7 @@ class TuneResult:
 # --- the objective of a job -----------------------------------------------------------------------
 
 
-def build_evaluator(
-    job: Job, progress: Progress | None = None
-) -> tuple[Evaluator, TuningSettings]:
+def build_evaluator(job: Job, progress: Progress | None = None) -> tuple[Evaluator, TuningSettings]:
     """The target's evaluator for ``job`` (loads the cohort; for the fusion, the cached branch
     outputs, computing them first when absent)."""
     settings = load_tuning_settings(job.space)
@@ -204,9 +202,7 @@ def open_study(
         _check_identity(study, identity)
         stale = fail_stale_trials(study)
     else:
-        directions = [
-            "maximize" if MAXIMISE[m] else "minimize" for m in settings.objective.metrics
-        ]
+        directions = ["maximize" if MAXIMISE[m] else "minimize" for m in settings.objective.metrics]
         study = optuna.create_study(study_name=job.study, storage=storage, directions=directions)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -225,8 +221,11 @@ def _check_identity(study: optuna.Study, identity: dict[str, Any]) -> None:
         raise ConfigError(
             f"study {study.study_name!r} was not created by deeppcos tune; choose another --study"
         )
-    changed = sorted(k for k in identity if json.dumps(stored.get(k), sort_keys=True)
-                     != json.dumps(identity[k], sort_keys=True))
+    changed = sorted(
+        k
+        for k in identity
+        if json.dumps(stored.get(k), sort_keys=True) != json.dumps(identity[k], sort_keys=True)
+    )
     if changed:
         raise ConfigError(
             f"--resume: study {study.study_name!r} was created with other settings ({changed} "
@@ -301,9 +300,7 @@ def tune_target(
     if workers == 1:
         run_worker(job, 0, evaluator, settings, progress)
     else:
-        run_processes(
-            job, workers, folder, lambda: (finished(study), job.trials), progress
-        )
+        run_processes(job, workers, folder, lambda: (finished(study), job.trials), progress)
     study = optuna.load_study(study_name=job.study, storage=open_storage(job.storage))
     spec = getattr(settings, job.target)
     if progress is not None:
@@ -359,9 +356,7 @@ def tune(
     results: list[TuneResult] = []
     current = Path(config)
     for name in targets:
-        study_name = (
-            study if study and target != "all" else f"{study or cfg.name}-{name}"
-        )
+        study_name = study if study and target != "all" else f"{study or cfg.name}-{name}"
         job = Job(
             config=str(current),
             space=str(space) if space else None,
@@ -373,8 +368,9 @@ def tune(
         )
         last = name == targets[-1]
         results.append(
-            tune_target(job, workers=workers, resume=resume, train=train and last,
-                        progress=progress)
+            tune_target(
+                job, workers=workers, resume=resume, train=train and last, progress=progress
+            )
         )
         current = results[-1].tuned_config
     return results

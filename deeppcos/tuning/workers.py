@@ -87,9 +87,7 @@ def counted(study: optuna.Study) -> int:
 def finished(study: optuna.Study) -> int:
     from optuna.trial import TrialState
 
-    return len(
-        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    )
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def sampler_and_pruner(
@@ -153,8 +151,11 @@ def run_worker(
         nonlocal ran
         ran += 1
         if progress is not None:
-            progress(f"{job.target}: trial {trial.number} {trial.state.name.lower()}",
-                     finished(study), job.trials)
+            progress(
+                f"{job.target}: trial {trial.number} {trial.state.name.lower()}",
+                finished(study),
+                job.trials,
+            )
         if counted(study) >= job.trials:
             study.stop()
 

@@ -1,0 +1,268 @@
+"""Fusion-level attribution: how much of each patient's fused score (a logit) came from the
+ultrasound images and how much from each tabular feature, for both fusion methods.
+
+Every attribution is an exact additive split of the fusion model's own logit (before
+calibration): per row, ``bias + ultrasound + Σ features + tabular_missing + tabular_adjustment``
+equals the logit whose sigmoid is the predictor's ``probability``.
+
+**Late fusion** (:class:`~deeppcos.fusion.late.LateFusion`). The meta-learner's logit is
+``intercept + w_tab·logit_tab + w_img·logit_img + v_tab·tabular_missing + v_img·image_missing``
+(its ``contributions``). ``logit_tab`` is the logit of the tabular branch's probability, and
+that probability is ``sigmoid(margin)`` of its booster with nothing in between, where
+``margin = φ₀ + Σ_j φ_j`` (TreeSHAP, :mod:`deeppcos.explain.tabular`). So the tabular term splits
+exactly into ``w_tab·φ_j`` per feature plus ``w_tab·φ₀``, which joins the intercept in ``bias``.
+Two things can make ``logit_tab`` differ from the margin, and the difference is kept, not hidden,
+in ``tabular_adjustment = w_tab·(logit_tab − margin)``: the float32 rounding of the branch's
+probability (~1e-6 logit points), and the fusion's clipping of branch probabilities to
+[1e-4, 1 − 1e-4], which caps a branch's logit at ±9.2 (then the adjustment is what the cap took
+off). ``ultrasound`` is the image term plus, for a patient without images, the learned offset for
+"no scan" (``image_missing``); ``tabular_missing`` is that offset for a patient without labs.
+
+**Intermediate fusion** (:class:`~deeppcos.fusion.intermediate.IntermediateFusion`): one booster
+over the tabular features and the principal components of the image embedding; its exact
+TreeSHAP values (``grouped_contributions``) give each tabular feature directly, the PCs summed
+into ``ultrasound``, and the booster's bias; ``tabular_missing`` and ``tabular_adjustment`` are 0
+(a missing lab is a NaN feature whose SHAP value carries the effect of it being missing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from deeppcos.exceptions import DeepPCOSError, SchemaError
+
+if TYPE_CHECKING:
+    import shap
+
+    from deeppcos.data.cohort import Cohort
+
+__all__ = [
+    "BIAS",
+    "TABULAR_ADJUSTMENT",
+    "TABULAR_MISSING",
+    "ULTRASOUND",
+    "ExplainedPredictions",
+    "FusionAttribution",
+    "explain_predictions",
+    "fusion_method",
+    "intermediate_attribution",
+    "late_attribution",
+]
+
+BIAS = "bias"
+ULTRASOUND = "ultrasound"
+TABULAR_MISSING = "tabular_missing"
+TABULAR_ADJUSTMENT = "tabular_adjustment"
+FIXED_TERMS = (BIAS, ULTRASOUND, TABULAR_MISSING, TABULAR_ADJUSTMENT)
+
+
+@dataclass
+class FusionAttribution:
+    """Additive terms of the fused logit per patient (see the module notes).
+
+    ``frame``: index ``patient_id``; columns ``bias``, ``ultrasound``, ``tabular_missing``,
+    ``tabular_adjustment`` and one per tabular feature (``features``, in model order); NaN rows
+    for patients with no prediction. ``logit``: the fusion model's logit (its sigmoid is the
+    predictor's ``probability``). ``method``: ``"late"`` or ``"intermediate"``.
+    """
+
+    method: str
+    frame: pd.DataFrame
+    logit: pd.Series
+    features: list[str]
+
+    def total(self) -> pd.Series:
+        """Row sums of every term: equal to ``logit`` (the decomposition is exact)."""
+        return self.frame.sum(axis=1, min_count=1)
+
+    def modality_shares(self) -> pd.DataFrame:
+        """Per patient: ``bias``, ``ultrasound`` and ``tabular`` (every feature, the no-labs
+        offset and the adjustment) in logit points, summing to ``logit``; plus
+        ``ultrasound_fraction``, the ultrasound part's share of ``|ultrasound| + |tabular|``."""
+        tabular = self.frame[[*self.features, TABULAR_MISSING, TABULAR_ADJUSTMENT]].sum(
+            axis=1, min_count=1
+        )
+        out = pd.DataFrame(
+            {BIAS: self.frame[BIAS], ULTRASOUND: self.frame[ULTRASOUND], "tabular": tabular}
+        )
+        scale = out[ULTRASOUND].abs() + out["tabular"].abs()
+        out["ultrasound_fraction"] = out[ULTRASOUND].abs() / scale.where(scale > 0)
+        out["logit"] = self.logit
+        return out
+
+    def row(self, patient_id: str) -> pd.Series:
+        if patient_id not in self.frame.index:
+            raise SchemaError(f"patient {patient_id!r} is not among the attributed patients")
+        return self.frame.loc[patient_id]
+
+
+# --- late fusion --------------------------------------------------------------------------------
+
+
+def late_attribution(
+    fusion: Any,
+    branch_outputs: pd.DataFrame,
+    tabular_shap: shap.Explanation | None,
+) -> FusionAttribution:
+    """Attribution of a fitted ``LateFusion``'s logit.
+
+    ``branch_outputs``: ``p_tabular`` / ``p_image`` per patient (index ``patient_id``), as the
+    predictor feeds them to the fusion. ``tabular_shap``: :func:`~deeppcos.explain.tabular.
+    tabular_shap` of the same patients in the same order (None when the run has no tabular
+    branch).
+    """
+    terms = fusion.contributions(branch_outputs)
+    index = branch_outputs.index
+    scored = terms.notna().all(axis=1).to_numpy()
+    features = list(tabular_shap.feature_names) if tabular_shap is not None else []
+    phi, phi0 = _shap_arrays(tabular_shap, index)
+    weight = float(fusion.coef_.get("tabular", 0.0))
+    has_tabular = _present(branch_outputs, "p_tabular") & scored
+    # Features and their base only where the tabular term exists (a row without labs has none).
+    feature_terms = np.where(has_tabular[:, None], weight * phi, 0.0)
+    base_term = np.where(has_tabular, weight * phi0, 0.0)
+    tabular_term = terms["tabular"].to_numpy()
+    adjustment = np.where(has_tabular, tabular_term - (base_term + feature_terms.sum(axis=1)), 0.0)
+    frame = pd.DataFrame(feature_terms, index=index, columns=features)
+    frame.insert(0, BIAS, terms["intercept"].to_numpy() + base_term)
+    frame.insert(1, ULTRASOUND, (terms["image"] + terms["image_missing"]).to_numpy())
+    frame.insert(2, TABULAR_MISSING, terms["tabular_missing"].to_numpy())
+    frame.insert(3, TABULAR_ADJUSTMENT, adjustment)
+    frame.loc[~scored] = np.nan
+    logit = pd.Series(terms.to_numpy().sum(axis=1), index=index, name="logit")
+    logit[~scored] = np.nan
+    return FusionAttribution("late", frame.rename_axis("patient_id"), logit, features)
+
+
+def _shap_arrays(
+    explanation: shap.Explanation | None, index: pd.Index
+) -> tuple[np.ndarray, np.ndarray]:
+    if explanation is None:
+        return np.zeros((len(index), 0)), np.zeros(len(index))
+    values = np.asarray(explanation.values, dtype="float64")
+    if values.ndim != 2 or len(values) != len(index):
+        raise SchemaError(
+            f"the tabular SHAP values have shape {values.shape}; expected one row per patient "
+            f"({len(index)}) and one column per feature (not interaction values)"
+        )
+    names = getattr(explanation, "instance_names", None)
+    if names is not None and [str(n) for n in names] != [str(i) for i in index]:
+        raise SchemaError("the tabular SHAP rows are not the same patients, in the same order")
+    return values, np.asarray(explanation.base_values, dtype="float64").reshape(-1)
+
+
+def _present(frame: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    return frame[column].notna().to_numpy()
+
+
+# --- intermediate fusion ------------------------------------------------------------------------
+
+
+def intermediate_attribution(
+    fusion: Any, tabular: pd.DataFrame, embeddings: pd.DataFrame | None
+) -> FusionAttribution:
+    """Attribution of a fitted ``IntermediateFusion``'s logit (its exact TreeSHAP values, the
+    image PCs grouped into ``ultrasound``). ``tabular`` and ``embeddings`` are indexed by
+    ``patient_id`` as for ``IntermediateFusion.predict_proba``."""
+    from deeppcos.fusion.intermediate import BIAS as FUSION_BIAS
+    from deeppcos.fusion.intermediate import IMAGE_GROUP
+
+    grouped = fusion.grouped_contributions(tabular, embeddings)
+    features = list(fusion.tabular_names_)
+    frame = grouped[features].copy()
+    frame.insert(0, BIAS, grouped[FUSION_BIAS])
+    frame.insert(1, ULTRASOUND, grouped[IMAGE_GROUP])
+    frame.insert(2, TABULAR_MISSING, 0.0)
+    frame.insert(3, TABULAR_ADJUSTMENT, 0.0)
+    scored = grouped.notna().all(axis=1)
+    frame.loc[~scored] = np.nan
+    logit = pd.Series(fusion.decision_function(tabular, embeddings), index=tabular.index)
+    return FusionAttribution(
+        "intermediate", frame.rename_axis("patient_id"), logit.rename("logit"), features
+    )
+
+
+# --- from a predictor ---------------------------------------------------------------------------
+
+
+def fusion_method(predictor: Any) -> str:
+    """``"late"`` or ``"intermediate"``: the run's fusion (late for runs that predate the
+    choice)."""
+    method = getattr(predictor, "fusion_method", "late")
+    if method not in ("late", "intermediate"):
+        raise DeepPCOSError(f"{predictor.run}: unknown fusion method {method!r}")
+    return str(method)
+
+
+@dataclass
+class ExplainedPredictions:
+    """The predictor's output for some patients with everything needed to explain it.
+
+    ``predictions``: ``Predictor.predict``'s frame indexed by ``patient_id``; ``design``: the
+    tabular branch's inputs (None without a tabular branch); ``tabular_shap``: their TreeSHAP
+    values; ``attribution``: the fused logit's exact split.
+    """
+
+    predictions: pd.DataFrame
+    design: pd.DataFrame | None
+    tabular_shap: shap.Explanation | None
+    attribution: FusionAttribution
+
+
+def explain_predictions(
+    predictor: Any,
+    cohort: Cohort,
+    patient_ids: Sequence[str] | None = None,
+    *,
+    embeddings: pd.DataFrame | None = None,
+) -> ExplainedPredictions:
+    """Predict these patients (all when None) and attribute each fused logit.
+
+    The late fusion is attributed on the very branch outputs ``predict`` fed it, and the result
+    is checked against ``predict``'s own probability, so an explanation can never describe a
+    different score from the one reported. ``embeddings`` (intermediate fusion only): the
+    patients' image embeddings when the caller has them already (else the image branch
+    computes them).
+    """
+    from deeppcos.explain.tabular import tabular_shap
+
+    source = cohort.patients["patient_id"] if patient_ids is None else patient_ids
+    ids = list(dict.fromkeys(str(i) for i in source))
+    predicted = predictor.predict_with_inputs(cohort, ids)
+    predictions = predicted.predictions.set_index("patient_id")
+    tabular = predictor.branches.get("tabular")
+    design = predicted.tabular
+    explanation = tabular_shap(tabular, design) if design is not None else None
+    if fusion_method(predictor) == "intermediate":
+        if embeddings is None:
+            embeddings = predicted.embeddings
+        frame = design if design is not None else pd.DataFrame(index=pd.Index(ids))
+        attribution = intermediate_attribution(predictor.fusion, frame, embeddings)
+    else:
+        used = [f"p_{name}" for name in predictor.branches]
+        attribution = late_attribution(predictor.fusion, predictions[used], explanation)
+    _check_reproduces(attribution, predictions["probability"], predictor)
+    return ExplainedPredictions(predictions, design, explanation, attribution)
+
+
+def _check_reproduces(
+    attribution: FusionAttribution, probability: pd.Series, predictor: Any
+) -> None:
+    from deeppcos.fusion.late import sigmoid
+
+    expected = probability.to_numpy(dtype="float64", na_value=np.nan)
+    got = sigmoid(attribution.logit.to_numpy(dtype="float64"))
+    same_gaps = np.array_equal(np.isnan(expected), np.isnan(got))
+    if not same_gaps or np.nanmax(np.abs(expected - got), initial=0.0) > 1e-6:
+        raise DeepPCOSError(
+            f"{predictor.run}: the {attribution.method} fusion attribution does not reproduce the "
+            "predictor's probability; the run's fusion and this explainer disagree (a bug: please "
+            "report it with the run folder)"
+        )

@@ -1,0 +1,452 @@
+"""The per-patient report: one self-contained HTML page (inline CSS, images as base64 PNG, no
+links out), or a PDF drawn with matplotlib's ``PdfPages``.
+
+Why matplotlib for the PDF: it is already a dependency and needs no system libraries, whereas
+HTML-to-PDF converters need either a browser or native libraries (weasyprint needs Pango and
+cairo). The PDF carries the same content as the HTML, laid out on A4 pages.
+
+Both are rendered from a :class:`~deeppcos.explain.patient.PatientExplanation` only; nothing
+else is read, so a report shows exactly what the explanation object holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deeppcos.explain import plots
+from deeppcos.explain.wording import format_percent
+
+if TYPE_CHECKING:
+    from deeppcos.explain.patient import PatientExplanation
+
+__all__ = ["render_html", "write_pdf", "write_report"]
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1c2833;
+margin:0;background:#f4f6f7;line-height:1.45}
+main{max-width:980px;margin:0 auto;padding:24px 28px;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid
+#d5dbdb;padding-bottom:4px}.meta{color:#566573;font-size:13px}
+.banner{background:#fef9e7;border:1px solid #f7dc6f;padding:8px 12px;border-radius:4px;
+font-size:13px;margin:12px 0}.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{flex:1 1 190px;border:1px solid #d5dbdb;border-radius:6px;padding:10px 12px}
+.card .k{font-size:12px;color:#566573;text-transform:uppercase;letter-spacing:.04em}
+.card .v{font-size:24px;font-weight:600}.card .s{font-size:12px;color:#566573}
+.pos{color:#c0392b}.neg{color:#2471a3}table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eaeded;vertical-align:top}
+th{background:#f8f9f9}.badge{display:inline-block;padding:1px 8px;border-radius:10px;
+font-size:12px;font-weight:600}.met{background:#fadbd8;color:#922b21}
+.notmet{background:#d6eaf8;color:#1b4f72}.unknown{background:#eaeded;color:#566573}
+.imgs{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0;flex:1 1 280px;max-width:460px}
+figure img{width:100%;border:1px solid #d5dbdb}figcaption{font-size:12px;color:#566573}
+img.chart{max-width:100%}ul{padding-left:20px}li{margin:3px 0}.small{font-size:12px;
+color:#566573}footer{margin-top:28px;font-size:12px;color:#566573}
+"""
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _img(data: bytes, alt: str, css: str = "") -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img class="{css}" alt="{_e(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _decision_text(expl: PatientExplanation) -> tuple[str, str]:
+    decision = expl.prediction.get("decision")
+    threshold = expl.prediction.get("threshold")
+    at = f"threshold {format_percent(threshold)}" if threshold is not None else "no threshold"
+    if decision is None:
+        return "No prediction", "neither laboratory data nor images"
+    if decision:
+        return "Above threshold", f"flag for a PCOS work-up ({at})"
+    return "Below threshold", f"not flagged ({at})"
+
+
+def _summary(expl: PatientExplanation) -> str:
+    p = expl.prediction
+    title, detail = _decision_text(expl)
+    cards = [
+        ("Calibrated risk", format_percent(p.get("risk")), "probability of PCOS after calibration"),
+        ("Decision", title, detail),
+    ]
+    if expl.severity:
+        probs = ", ".join(
+            f"{k} {format_percent(v)}" for k, v in expl.severity["probabilities"].items()
+        )
+        cards.append(("Severity grade", expl.severity["grade"], probs))
+    cards.append(
+        (
+            "Modalities used",
+            expl.modalities,
+            f"image model {format_percent(p.get('p_image'))} · tabular model "
+            f"{format_percent(p.get('p_tabular'))} · fused (uncalibrated) "
+            f"{format_percent(p.get('probability'))}",
+        )
+    )
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div>'
+            f'<div class="s">{_e(s)}</div></div>'
+            for k, v, s in cards
+        )
+        + "</div>"
+    )
+
+
+def _contributions(expl: PatientExplanation, k: int) -> str:
+    if expl.logit is None:
+        return "<p>No prediction was possible, so there is nothing to attribute.</p>"
+    chart = _img(plots.png(plots.contributions_figure(expl, k)), "contributions", "chart")
+    items = "".join(
+        f'<li class="{"pos" if f.logit > 0 else "neg"}"><span style="color:#1c2833">'
+        f"{_e(f.sentence(expl.risk))}</span>"
+        + (" <span class='small'>(read off the scan)</span>" if f.ultrasound_derived else "")
+        + "</li>"
+        for f in expl.top_features(k)
+    )
+    intro = (
+        f"<p class='small'>The fused score is {expl.logit:+.2f} logit points (probability "
+        f"{format_percent(expl.prediction.get('probability'))} before calibration). It is the "
+        f"baseline ({expl.shares.get('bias', 0.0):+.2f}) plus the contributions below, exactly. "
+        "Red raised the risk, blue lowered it.</p>"
+    )
+    listing = f"<ul>{items}</ul>" if items else "<p>No tabular data contributed.</p>"
+    return intro + chart + "<h3 style='font-size:14px'>Top tabular features</h3>" + listing
+
+
+def _shares(expl: PatientExplanation) -> str:
+    s = expl.shares
+    if not s:
+        return "<p>No prediction.</p>"
+    chart = _img(plots.png(plots.shares_figure(expl)), "modality shares", "chart")
+    fraction = s.get("ultrasound_fraction")
+    part = (
+        f"The images account for {format_percent(fraction)} of the size of the two modalities' "
+        "contributions."
+        if fraction is not None and not math.isnan(fraction)
+        else ""
+    )
+    rows = [
+        ("Ultrasound images", s["ultrasound"], s.get("risk_without_ultrasound")),
+        ("Tabular data", s["tabular"], s.get("risk_without_tabular")),
+    ]
+    table = "".join(
+        f"<tr><td>{_e(n)}</td><td>{v:+.2f}</td><td>{_e(format_percent(r))}</td></tr>"
+        for n, v, r in rows
+    )
+    notes = []
+    if abs(s.get("tabular_missing", 0.0)) > 0:
+        notes.append(
+            f"No laboratory data: the model's offset for that is {s['tabular_missing']:+.2f}."
+        )
+    if abs(s.get("tabular_adjustment", 0.0)) >= 1e-3:
+        notes.append(
+            f"{s['tabular_adjustment']:+.2f} of the tabular share is the fusion's cap on a "
+            "branch's score (|logit| ≤ 9.2), not any one feature."
+        )
+    return (
+        chart
+        + "<table><tr><th>Modality</th><th>Logit points</th><th>Calibrated risk without it</th>"
+        + f"</tr>{table}</table><p class='small'>{_e(part)} {_e(' '.join(notes))}</p>"
+    )
+
+
+def _images(expl: PatientExplanation) -> str:
+    if not expl.images:
+        return "<p>No ultrasound images were explained for this patient.</p>"
+    method = {
+        "gradcam": "Grad-CAM (where the image model found evidence for PCOS)",
+        "gradient_shap": "SHAP expected gradients (pixels that raised the image model's output)",
+    }
+    figures = "".join(
+        "<figure>"
+        + _img(image.overlay_png(), image.caption)
+        + f"<figcaption>{_e(image.caption)}: image model {format_percent(image.probability)}; "
+        f"original {image.original_shape[1]}×{image.original_shape[0]} px; "
+        f"{_e(method.get(image.method, image.method))}</figcaption></figure>"
+        for image in expl.images
+    )
+    return (
+        f'<div class="imgs">{figures}</div><p class="small">Colour marks evidence for PCOS, '
+        "from blue (weak) to red (strong); uncoloured areas carry none. Maps are drawn at "
+        "each image's original size; burned-in text in the margins is blanked.</p>"
+    )
+
+
+def _criteria(expl: PatientExplanation) -> str:
+    c = expl.criteria
+    if c is None:
+        return "<p>No tabular data to check the criteria against.</p>"
+    css = {"met": "met", "not met": "notmet", "unknown": "unknown"}
+    rows = "".join(
+        f"<tr><td>{_e(item.title)}</td><td><span class='badge {css[item.state]}'>"
+        f"{_e(item.state)}</span></td><td>{_e(item.rule)}</td>"
+        f"<td>{'<br>'.join(_e(e) for e in item.evidence) or '–'}</td></tr>"
+        for item in c.items
+    )
+    verdict = {
+        "met": "at least two of the three criteria are met",
+        "not met": "two criteria cannot be met even if every unknown one were",
+        "unknown": "undetermined with the data present",
+    }[c.rotterdam_pcos]
+    phenotype = f"; phenotype {c.phenotype}" if c.phenotype else ""
+    caveats = "".join(f"<li>{_e(x)}</li>" for x in c.caveats)
+    return (
+        f"<p>Guideline: {_e(c.guideline)}. {c.n_met} of 3 criteria met, {c.n_known} known: "
+        f"<b>Rotterdam criteria {_e(c.rotterdam_pcos)}</b> ({_e(verdict)}{_e(phenotype)}).</p>"
+        "<table><tr><th>Criterion</th><th>State</th><th>Rule</th><th>Data</th></tr>"
+        f"{rows}</table><details><summary class='small'>Notes on the rules</summary>"
+        f"<ul class='small'>{caveats}</ul></details>"
+    )
+
+
+def _card(expl: PatientExplanation) -> str:
+    m = expl.model_card
+    rows = [
+        (
+            "Run",
+            f"{m.get('run')} (trained {m.get('trained')}, deeppcos {m.get('deeppcos_version')})",
+        ),
+        (
+            "Training cohort",
+            f"{m.get('cohort')}: {m.get('development_patients')} development patients, "
+            f"{m.get('test_patients')} in a locked test part",
+        ),
+        (
+            "Model",
+            f"branches {', '.join(m.get('branches', []))}; {m.get('fusion_method')} fusion; "
+            f"{m.get('calibration')} calibration",
+        ),
+        (
+            "Decision threshold",
+            f"risk ≥ {format_percent(m.get('threshold'))}, chosen for sensitivity "
+            f"{m.get('target_sensitivity')} on out-of-fold predictions",
+        ),
+        ("Out of fold", _figures(m.get("out_of_fold"))),
+        (
+            "Locked test part",
+            _figures(m["locked_test"])
+            if m.get("locked_test")
+            else "not scored yet (run 'deeppcos evaluate RUN')",
+        ),
+    ]
+    if m.get("model_card"):
+        rows.append(("Full model card", f"{m['model_card']} in the run folder"))
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _figures(figures: dict[str, Any] | None) -> str:
+    if not figures:
+        return "–"
+    names = {
+        "roc_auc": "ROC AUC",
+        "sensitivity": "sensitivity",
+        "specificity": "specificity",
+        "ppv": "PPV",
+        "npv": "NPV",
+        "brier": "Brier",
+    }
+    parts = []
+    for key, name in names.items():
+        entry = figures.get(key)
+        if not entry:
+            continue
+        ci = entry.get("ci")
+        interval = f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci and None not in ci else ""
+        parts.append(f"{name} {entry['value']:.2f}{interval}")
+    n = f"; n = {figures['n']}" if "n" in figures else ""
+    return "; ".join(parts) + n
+
+
+def render_html(expl: PatientExplanation, top: int = 8) -> str:
+    """The report as one self-contained HTML document."""
+    caveats = "".join(f"<li>{_e(c)}</li>" for c in expl.caveats)
+    part = {
+        "development": " · in the run's development data (in-sample)",
+        "test": " · in the run's locked test part (never trained on)",
+    }.get(expl.in_training_data or "", "")
+    sections = [
+        ("Prediction", _summary(expl)),
+        ("What drove the score", _contributions(expl, top)),
+        ("Ultrasound and tabular shares", _shares(expl)),
+        ("Ultrasound images", _images(expl)),
+        ("Rotterdam criteria from the data present", _criteria(expl)),
+        ("About the model", _card(expl)),
+        ("Caveats", f"<ul>{caveats}</ul>"),
+    ]
+    body = "".join(f"<section><h2>{_e(t)}</h2>{content}</section>" for t, content in sections)
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>deeppcos explanation · patient {_e(expl.patient_id)}</title>"
+        f"<style>{CSS}</style></head><body><main>"
+        f"<h1>Explanation of a PCOS risk prediction</h1><div class='meta'>Patient "
+        f"<b>{_e(expl.patient_id)}</b> · cohort {_e(expl.cohort)}{_e(part)} · run "
+        f"{_e(expl.run)} · {_e(expl.fusion_method)} fusion · {_e(expl.created)}</div>"
+        "<div class='banner'><b>Decision support, not a diagnosis.</b> Read with the history, "
+        "examination, laboratory results and imaging.</div>"
+        f"{body}<footer>deeppcos · research software for decision support; it does not "
+        "diagnose PCOS.</footer></main></body></html>"
+    )
+
+
+# --- PDF ----------------------------------------------------------------------------------------
+
+A4 = (8.27, 11.69)
+
+
+def _text_block(
+    figure: Any, y: float, lines: list[str], size: float = 8.5, width: int = 110
+) -> float:
+    """Write wrapped lines from height ``y`` (figure fraction) down; return the next free y."""
+    step = size / 72 / A4[1] * 1.35
+    width = round(width * 8.5 / size)  # characters per line shrink as the font grows
+    for line in lines:
+        for k, chunk in enumerate(textwrap.wrap(line, width) or [""]):
+            figure.text(0.07 + (0.02 if k else 0.0), y, chunk, fontsize=size, va="top")
+            y -= step
+    return y
+
+
+def _pdf_page_one(expl: PatientExplanation, top: int) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=A4)
+    figure.text(0.07, 0.965, "Explanation of a PCOS risk prediction", fontsize=15, weight="bold")
+    figure.text(
+        0.07,
+        0.945,
+        f"Patient {expl.patient_id} · cohort {expl.cohort} · run {expl.run} · "
+        f"{expl.fusion_method} fusion · {expl.created}",
+        fontsize=8.5,
+        color="#566573",
+    )
+    title, detail = _decision_text(expl)
+    p = expl.prediction
+    lines = [
+        "Decision support, not a diagnosis.",
+        f"Calibrated risk {format_percent(p.get('risk'))} — {title}: {detail}.",
+        f"Modalities used: {expl.modalities} (image model {format_percent(p.get('p_image'))}, "
+        f"tabular model {format_percent(p.get('p_tabular'))}, fused before calibration "
+        f"{format_percent(p.get('probability'))}).",
+    ]
+    if expl.severity:
+        probs = ", ".join(
+            f"{k} {format_percent(v)}" for k, v in expl.severity["probabilities"].items()
+        )
+        lines.append(f"Severity grade: {expl.severity['grade']} ({probs}).")
+    y = _text_block(figure, 0.92, lines, size=9.5)
+    if expl.logit is not None:
+        axes = figure.add_axes((0.36, y - 0.36, 0.58, 0.32))
+        plots.draw_contributions(axes, expl, top)
+        y -= 0.41
+        shares = figure.add_axes((0.36, y - 0.08, 0.58, 0.07))
+        plots.draw_shares(shares, expl)
+        y -= 0.13
+    _text_block(
+        figure,
+        y,
+        ["Top tabular features:"] + ["• " + f.sentence(expl.risk) for f in expl.top_features(top)],
+    )
+    return figure
+
+
+def _pdf_page_images(expl: PatientExplanation) -> Any:
+    import io
+
+    import matplotlib.image as mpimg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=A4)
+    figure.text(0.07, 0.965, "Ultrasound images with saliency maps", fontsize=13, weight="bold")
+    columns = 2
+    for k, image in enumerate(expl.images[:6]):
+        row, col = divmod(k, columns)
+        axes = figure.add_axes((0.07 + col * 0.45, 0.64 - row * 0.3, 0.4, 0.27))
+        axes.imshow(mpimg.imread(io.BytesIO(image.overlay_png()), format="png"))
+        axes.set_axis_off()
+        axes.set_title(
+            f"{image.caption}: image model {format_percent(image.probability)}; "
+            f"{image.original_shape[1]}×{image.original_shape[0]} px ({image.method})",
+            fontsize=7.5,
+        )
+    if not expl.images:
+        figure.text(0.07, 0.9, "No ultrasound images were explained for this patient.")
+    return figure
+
+
+def _pdf_page_text(expl: PatientExplanation) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=A4)
+    figure.text(0.07, 0.965, "Criteria, model and caveats", fontsize=13, weight="bold")
+    lines: list[str] = []
+    c = expl.criteria
+    if c is not None:
+        lines.append(
+            f"Rotterdam criteria ({c.guideline}) from the data present: {c.rotterdam_pcos} — "
+            f"{c.n_met} of 3 met, {c.n_known} known"
+            + (f"; phenotype {c.phenotype}" if c.phenotype else "")
+        )
+        for item in c.items:
+            evidence = "; ".join(item.evidence) or "–"
+            lines.append(
+                f"• {item.title}: {item.state.upper()} — rule: {item.rule}. Data: {evidence}"
+            )
+    m = expl.model_card
+    lines += [
+        "",
+        f"Model: run {m.get('run')}, cohort {m.get('cohort')} "
+        f"({m.get('development_patients')} development patients); {m.get('fusion_method')} "
+        f"fusion, {m.get('calibration')} calibration; threshold "
+        f"{format_percent(m.get('threshold'))}.",
+        f"Out of fold: {_figures(m.get('out_of_fold'))}.",
+        "Locked test part: "
+        + (_figures(m["locked_test"]) if m.get("locked_test") else "not scored yet")
+        + ".",
+        "",
+        "Caveats:",
+        *[f"• {x}" for x in expl.caveats],
+    ]
+    _text_block(figure, 0.93, lines)
+    return figure
+
+
+def write_pdf(expl: PatientExplanation, path: Path | str, top: int = 8) -> Path:
+    """The report as a 3-page A4 PDF (matplotlib ``PdfPages``; no system libraries needed)."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with PdfPages(path) as pdf:
+        for page in (_pdf_page_one(expl, top), _pdf_page_images(expl), _pdf_page_text(expl)):
+            pdf.savefig(page)
+        info = pdf.infodict()
+        info["Title"] = f"deeppcos explanation, patient {expl.patient_id}"
+        info["Subject"] = "Decision support, not a diagnosis"
+    return path
+
+
+def write_report(expl: PatientExplanation, path: Path | str, top: int = 8) -> Path:
+    """Write ``path`` as HTML (``.html``/``.htm``) or PDF (``.pdf``), by its suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        return write_pdf(expl, path, top)
+    if suffix not in (".html", ".htm"):
+        raise ValueError(f"{path}: the report is written as .html or .pdf; got {suffix!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(expl, top), encoding="utf-8")
+    return path
