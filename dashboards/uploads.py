@@ -1,0 +1,130 @@
+"""A new patient from the Predict page's form: her labs and uploaded ultrasound images written
+into a temporary folder, read back as a one-patient cohort with the library's own loaders.
+
+Uploads are trusted by their content, never their name: the first bytes must be an image
+signature (``deeppcos.data.imageio.sniff_format``), the size under ``MAX_UPLOAD_BYTES``, and the
+file must decode within the pixel limit (``probe_image``). No Streamlit here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deeppcos.data.imageio import probe_image, sniff_format
+from deeppcos.exceptions import DeepPCOSError, ImageError, SchemaError
+
+MAX_UPLOAD_MB = 25
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"]
+_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "DICOM": ".dcm"}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,63}$")
+
+
+@dataclass
+class Upload:
+    name: str
+    data: bytes
+
+
+@dataclass
+class NewPatient:
+    """Where a new patient's files live; ``remove()`` deletes them (unless kept)."""
+
+    folder: Path
+    patient_id: str
+    images: list[Path] = field(default_factory=list)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def check_patient_id(patient_id: str) -> str:
+    patient_id = patient_id.strip()
+    if not _ID.match(patient_id):
+        raise SchemaError(
+            f"patient id {patient_id!r}: use letters, digits, '.' or '-' (at most 64, no '_' "
+            "or spaces), e.g. new-1"
+        )
+    return patient_id
+
+
+def check_upload(upload: Upload) -> str:
+    """The image format named by the upload's first bytes; ImageError when it is not one."""
+    if not upload.data:
+        raise ImageError(f"{upload.name}: the file is empty")
+    if len(upload.data) > MAX_UPLOAD_BYTES:
+        raise ImageError(
+            f"{upload.name}: {len(upload.data) / 1e6:.1f} MB is over the {MAX_UPLOAD_MB} MB limit"
+        )
+    kind = sniff_format(upload.data[:132])
+    if kind is None:
+        raise ImageError(
+            f"{upload.name}: not an image: its first bytes {upload.data[:8]!r} match no JPEG, "
+            "PNG, BMP, TIFF or DICOM signature, whatever the file name says"
+        )
+    return kind
+
+
+def write_patient(
+    patient_id: str,
+    table: Any,  # a one-row pandas DataFrame in canonical column names, or None
+    uploads: list[Upload],
+    root: Path | None = None,
+) -> NewPatient:
+    """Write the patient's table and images into a new temporary folder (under ``root``)."""
+    patient_id = check_patient_id(patient_id)
+    kinds = [check_upload(upload) for upload in uploads]  # before anything is written
+    folder = Path(tempfile.mkdtemp(prefix="deeppcos-predict-", dir=root))
+    patient = NewPatient(folder, patient_id)
+    try:
+        if table is not None:
+            table.to_csv(folder / "patients.csv", index=False)
+        for k, (upload, kind) in enumerate(zip(uploads, kinds, strict=True), start=1):
+            target = folder / "images" / f"{patient_id}_{k}{_EXTENSIONS[kind]}"
+            target.parent.mkdir(exist_ok=True)
+            target.write_bytes(upload.data)
+            _probe(target, upload.name)
+            patient.images.append(target)
+    except BaseException:
+        patient.remove()
+        raise
+    return patient
+
+
+def _probe(path: Path, name: str) -> None:
+    try:
+        probe_image(path)
+    except ImageError as exc:  # name the upload, not the temporary file
+        raise ImageError(str(exc).replace(str(path), name)) from None
+
+
+def load_patient(patient: NewPatient) -> Any:
+    """The one-patient cohort, read with canonical column names (``new_patients_spec``)."""
+    from deeppcos.data.cohort import load_cohort
+    from deeppcos.scoring import new_patients_spec
+
+    table = patient.folder / "patients.csv"
+    images = patient.folder / "images"
+    spec = new_patients_spec(
+        None,
+        table if table.is_file() else None,
+        images if patient.images else None,
+        patient.folder,
+    )
+    return load_cohort(spec)
+
+
+def explain_new(predictor: Any, patient: NewPatient) -> Any:
+    """Predict and explain the new patient (Grad-CAM on her images)."""
+    from deeppcos.explain import explain_patient
+
+    cohort = load_patient(patient)
+    ids = cohort.patients["patient_id"].astype(str).tolist()
+    if patient.patient_id not in ids:
+        raise DeepPCOSError(f"the new patient {patient.patient_id!r} was not read back ({ids})")
+    return explain_patient(predictor, patient.patient_id, cohort, saliency="gradcam")

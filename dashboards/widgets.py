@@ -1,0 +1,191 @@
+"""Pieces several pages share: one patient's explanation, metric cards, tables."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboards import figures
+
+if TYPE_CHECKING:
+    from deeppcos.explain.patient import PatientExplanation
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None or pd.isna(value) else f"{100 * value:.1f}%"
+
+
+def call_text(decision: Any) -> str:
+    """A stored decision in words (True, False, numpy booleans or missing)."""
+    if decision is None or pd.isna(decision):
+        return "no call"
+    return "flagged" if bool(decision) else "not flagged"
+
+
+def decision_text(expl: PatientExplanation) -> str:
+    decision = expl.prediction.get("decision")
+    if decision is None:
+        return "no prediction"
+    return "flagged" if decision else "not flagged"
+
+
+def show_explanation(expl: PatientExplanation, key: str) -> None:
+    """Prediction, score waterfall, modality shares, Grad-CAM overlays, criteria checklist and
+    the HTML report to download."""
+    _summary(expl)
+    if expl.logit is None:
+        st.info("Neither laboratory data nor images: there is no prediction to explain.")
+        return
+    left, right = st.columns([3, 2])
+    with left:
+        st.plotly_chart(figures.waterfall_figure(expl), key=f"{key}-waterfall")
+    with right:
+        _shares(expl, key)
+    _top_features(expl)
+    _images(expl)
+    _criteria(expl)
+    _report(expl, key)
+    with st.expander("Caveats"):
+        for caveat in expl.caveats:
+            st.markdown(f"- {caveat}")
+
+
+def _shares(expl: PatientExplanation, key: str) -> None:
+    """The two modalities' shares; for a score without any image term (a run without an image
+    model), a sentence instead of an empty bar."""
+    shares = expl.shares
+    if expl.prediction.get("p_image") is None and not shares.get("ultrasound"):
+        st.caption(
+            f"Only the tabular data scored this patient ({shares.get('tabular', 0.0):+.2f} logit "
+            "points): the run has no image model or she has no images."
+        )
+        return
+    st.plotly_chart(figures.shares_figure(expl), key=f"{key}-shares")
+    fraction = shares.get("ultrasound_fraction")
+    if fraction is not None and fraction == fraction:
+        st.caption(
+            f"The images carry {percent(fraction)} of the two modalities' contributions. "
+            f"Risk without the images: {percent(shares.get('risk_without_ultrasound'))}; "
+            f"without the labs: {percent(shares.get('risk_without_tabular'))}."
+        )
+
+
+def _summary(expl: PatientExplanation) -> None:
+    p = expl.prediction
+    cells = st.columns(4)
+    cells[0].metric("Calibrated risk", percent(p.get("risk")))
+    cells[1].metric(
+        "Decision",
+        decision_text(expl),
+        help=f"flagged = risk at or above the run's threshold {percent(p.get('threshold'))}: "
+        "look closer for PCOS",
+    )
+    grade = expl.severity["grade"] if expl.severity else "–"
+    cells[2].metric("Severity grade", grade)
+    cells[3].metric("Modalities used", expl.modalities)
+    st.caption(
+        f"image model {percent(p.get('p_image'))} · tabular model {percent(p.get('p_tabular'))}"
+        f" · fused before calibration {percent(p.get('probability'))}"
+        + (
+            " · severity: "
+            + ", ".join(f"{k} {percent(v)}" for k, v in expl.severity["probabilities"].items())
+            if expl.severity
+            else ""
+        )
+    )
+    part = {
+        "development": "This patient was in the run's development data: the score is in-sample.",
+        "test": "This patient is in the run's locked test part (never trained on).",
+    }.get(expl.in_training_data or "")
+    if part:
+        st.caption(part)
+
+
+def _top_features(expl: PatientExplanation) -> None:
+    rows = [
+        {
+            "feature": f.label,
+            "value": f.value_text,
+            "typical": f.typical,
+            "logit points": f"{f.logit:+.2f}",
+            "risk without it": percent(f.risk_without),
+        }
+        for f in expl.top_features(8)
+    ]
+    if rows:
+        st.markdown("**Largest tabular effects**")
+        st.table(pd.DataFrame(rows).set_index("feature"))
+
+
+def _images(expl: PatientExplanation) -> None:
+    st.subheader("Grad-CAM on the ultrasound images")
+    if not expl.images:
+        st.caption("No ultrasound image was explained for this patient.")
+        return
+    columns = st.columns(min(len(expl.images), 4))
+    for column, image in zip(columns, expl.images, strict=False):
+        column.image(
+            image.overlay_png(max_side=480),
+            caption=f"{image.caption}: image model {percent(image.probability)}",
+        )
+    st.caption(
+        "Colour marks where the image model found evidence for PCOS (blue weak, red strong), at "
+        "the coarse resolution of its last feature map; burned-in margin text is blanked."
+    )
+
+
+def _criteria(expl: PatientExplanation) -> None:
+    st.subheader("Rotterdam criteria from the data present")
+    checklist = expl.criteria
+    if checklist is None:
+        st.caption("No tabular data to check the criteria against.")
+        return
+    st.markdown(
+        f"{checklist.n_met} of 3 criteria met, {checklist.n_known} known: **Rotterdam criteria "
+        f"{checklist.rotterdam_pcos}**"
+        + (f" (phenotype {checklist.phenotype})" if checklist.phenotype else "")
+    )
+    table = pd.DataFrame(
+        [
+            {
+                "criterion": item.title,
+                "state": item.state,
+                "rule": item.rule,
+                "data": "; ".join(item.evidence) or "–",
+            }
+            for item in checklist.items
+        ]
+    )
+    st.table(table.set_index("criterion"))
+
+
+def _report(expl: PatientExplanation, key: str) -> None:
+    from deeppcos.explain.report import render_html
+
+    st.download_button(
+        "Download the HTML report",
+        data=_report_html(render_html, expl),
+        file_name=f"deeppcos-patient-{expl.patient_id}.html",
+        mime="text/html",
+        key=f"{key}-report",
+        on_click="ignore",
+    )
+
+
+def _report_html(render: Any, expl: PatientExplanation) -> str:
+    # Rendering draws two matplotlib figures (closed by the renderer); keep it per explanation.
+    cache = st.session_state.setdefault("_reports", {})
+    marker = (expl.run, expl.patient_id, expl.created, id(expl))
+    if marker not in cache:
+        if len(cache) > 16:
+            cache.clear()
+        cache[marker] = render(expl)
+    return cache[marker]
+
+
+def metric_value(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    return f"{value:.{digits}f}"
