@@ -530,6 +530,7 @@ def predict(
     import tempfile
 
     from deeppcos.data.cohort import load_cohort
+    from deeppcos.exceptions import DataFileError
     from deeppcos.predictor import load_run
     from deeppcos.scoring import new_patients_spec
 
@@ -540,6 +541,9 @@ def predict(
         _predict_in_chunks(run, out, patients, images, chunk_size, dask)
         return
     with _errors_as_messages(), tempfile.TemporaryDirectory() as workdir:
+        for given in (patients, images, spec):
+            if given is not None and not given.exists():  # before loading models (seconds)
+                raise DataFileError(f"{given}: not found")
         predictor = load_run(run)
         if fhir is not None:
             cohort = _fhir_cohort(fhir, fhir_window_days, predictor)
