@@ -133,6 +133,50 @@ def _new_branch(name: str, params: Any, seed: int) -> Any:
 # --- inner validation ---------------------------------------------------------------------------
 
 
+def early_stops(name: str, params: Any) -> bool:
+    """Whether a branch holds patients out to stop on: a booster set to a fixed number of rounds
+    (``early_stopping_rounds: null``) trains on every training patient instead."""
+    return name != "tabular" or params.early_stopping_rounds is not None
+
+
+def fit_split(
+    name: str,
+    params: Any,
+    ids: Sequence[str],
+    labels: pd.Series,
+    groups: pd.Series | None,
+    seed: int,
+) -> tuple[list[str], list[str]]:
+    """(fit, validation) ids for one model: an inner validation part only when it early-stops."""
+    if not early_stops(name, params):
+        return list(ids), []
+    return inner_validation(ids, labels, groups, seed)
+
+
+def fit_booster_as_deployed(
+    params: Any,
+    cohort: Cohort,
+    train_ids: Sequence[str],
+    groups: pd.Series | None,
+    seed: int,
+) -> Any:
+    """A booster fitted on ``train_ids`` the way ``train`` fits its final one.
+
+    With early stopping the rounds are chosen on an inner validation part, then the booster is
+    refit on every training patient for that many rounds (``train`` takes the median over its
+    folds, :func:`refit_branch`); with a fixed number of rounds it trains on every patient once.
+    Scoring this model, not the early-stopped one that saw four fifths of the patients, is what
+    makes a tuning trial's fold score mean what the saved model will do.
+    """
+    labels = cohort.patients.set_index("patient_id")["label"]
+    fit_ids, val_ids = fit_split("tabular", params, train_ids, labels, groups, seed)
+    branch = _new_branch("tabular", params, seed).fit(cohort, fit_ids, val_ids or None)
+    if not val_ids:
+        return branch
+    rounds = params.model_copy(update={"n_estimators": int(branch.n_trees_)})
+    return _new_branch("tabular", rounds, seed).fit(cohort, list(train_ids), None)
+
+
 def inner_validation(
     ids: Sequence[str], labels: pd.Series, groups: pd.Series | None, seed: int
 ) -> tuple[list[str], list[str]]:
@@ -186,7 +230,7 @@ def cross_validate_branch(
     for k, (train_ids, predict_ids) in enumerate(folds):
         if progress:
             progress(f"{name}: fold {k + 1}/{len(folds)}", k, len(folds) + 1)
-        fit_ids, val_ids = inner_validation(train_ids, labels, groups, seed + k)
+        fit_ids, val_ids = fit_split(name, params, train_ids, labels, groups, seed + k)
         branch = _new_branch(name, params, seed + k)
         branch.fit(cohort, fit_ids, val_ids or None)
         if name == "image":  # one pass over the images: probabilities and embeddings
@@ -263,7 +307,7 @@ def refit_branch(
         params = params.model_copy(update={"n_estimators": int(np.median(fold_trees))})
         return _new_branch(name, params, seed).fit(cohort, split.development_ids, None)
     labels = cohort.patients.set_index("patient_id")["label"]
-    fit_ids, val_ids = inner_validation(split.development_ids, labels, groups, seed)
+    fit_ids, val_ids = fit_split(name, params, split.development_ids, labels, groups, seed)
     return _new_branch(name, params, seed).fit(cohort, fit_ids, val_ids or None)
 
 

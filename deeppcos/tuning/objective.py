@@ -4,7 +4,8 @@ Only the DEVELOPMENT part of the run config's split is used — the split is mad
 ``deeppcos train`` makes it (same seed, same duplicate groups), so the locked test part never
 enters tuning. Inside it, the objective of a branch is ``repeats`` × ``folds`` grouped,
 stratified folds; a model is trained per fold (early stopping on a validation part carved from
-that fold's training patients, as in training) and scored on the held-out fold. Every trial
+that fold's training patients, as in training; a booster is then refit on all of them for the
+rounds kept, as ``train`` refits its final one) and scored on the held-out fold. Every trial
 uses the same folds and the same per-fold model seeds, so two trials' fold scores are *paired*:
 their differences cancel the luck of the fold assignment, which is what the keep-the-default
 rule (:mod:`deeppcos.tuning.selection`) needs.
@@ -265,17 +266,12 @@ class BranchEvaluator(Evaluator):
         trial: optuna.Trial | None = None,
         prunable: bool = True,
     ) -> list[dict[str, float]]:
-        from deeppcos.training import inner_validation
-
         params = self.resolved(values)
         labels = self.dev.labels
         done: list[dict[str, float]] = []
         for k, (train_ids, test_ids) in enumerate(folds):
             start = time.perf_counter()
-            fit_ids, val_ids = inner_validation(train_ids, labels, self.dev.groups, self.seed + k)
-            branch = self._branch(params, k)
-            extras = self._fit_extras(trial, k, prunable)
-            branch.fit(self.dev.cohort, fit_ids, val_ids or None, **extras)
+            branch = self._fitted(params, train_ids, k, trial, prunable)
             p = branch.predict_proba(self.dev.cohort, test_ids)
             scores = fold_metrics(labels.reindex(test_ids), p, self.settings)
             scores["seconds"] = time.perf_counter() - start
@@ -285,14 +281,29 @@ class BranchEvaluator(Evaluator):
                 reporter(k * self.stride + self.stride - 1, running, prunable)
         return done
 
-    def _branch(self, params: Any, k: int) -> Any:
-        if self.target == "tabular":
-            from deeppcos.tabular.branch import TabularBranch
+    def _fitted(
+        self,
+        params: Any,
+        train_ids: list[str],
+        k: int,
+        trial: optuna.Trial | None,
+        prunable: bool,
+    ) -> Any:
+        """Fold ``k``'s model. A booster is fitted as ``train`` fits its final one (rounds from
+        early stopping, then refit on every training patient), so trials that stop early and
+        trials with a fixed number of rounds are compared on the models each would deploy; a
+        network keeps its inner validation part, as in training."""
+        from deeppcos.training import fit_booster_as_deployed, inner_validation
 
-            return TabularBranch(params, seed=self.seed + k)
+        seed, dev = self.seed + k, self.dev
+        if self.target == "tabular":
+            return fit_booster_as_deployed(params, dev.cohort, train_ids, dev.groups, seed)
         from deeppcos.image.branch import ImageBranch
 
-        return ImageBranch(params, seed=self.seed + k)
+        fit_ids, val_ids = inner_validation(train_ids, dev.labels, dev.groups, seed)
+        branch = ImageBranch(params, seed=seed)
+        extras = self._fit_extras(trial, k, prunable)
+        return branch.fit(self.dev.cohort, fit_ids, val_ids or None, **extras)
 
     def _fit_extras(self, trial: optuna.Trial | None, k: int, prunable: bool) -> dict[str, Any]:
         """An image fold reports its validation AUC after every epoch (both phases counted on,

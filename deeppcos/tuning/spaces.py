@@ -260,6 +260,7 @@ def _tabular_default() -> BranchTarget:
             "colsample_bytree": FloatParam(type="float", low=0.4, high=1.0),
             "reg_lambda": FloatParam(type="float", low=0.1, high=20.0, log=True),
             "reg_alpha": FloatParam(type="float", low=0.0, high=2.0),
+            "early_stopping_rounds": CategoricalParam(type="categorical", choices=[50, None]),
         }
     )
 
