@@ -2,14 +2,17 @@
 177 PCOS) without fooling itself, what does Optuna cost per trial, and do 2 workers help?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_tuning.py [--trials 30] [--quick]
-        [--parts nested,workers,overhead]
+        [--parts nested,workers,overhead] [--outer-seeds 0,1]
 
 Writes ``benchmarks/results/tuning.json`` (``--parts`` re-runs some parts and keeps the others).
-About 10-15 minutes on 2 otherwise idle cores; the timings (parts 2 and 3) mean little on a
-busy machine, which is why the load average at the end is recorded.
+With 60 trials and two outer assignments, about 40 minutes on 2 otherwise idle cores; the
+timings (parts 2 and 3) mean little on a busy machine, which is why the load average at the end
+is recorded.
 
 1. **Nested evaluation** (``nested``). Outer: patient-level, label-stratified 5-fold over all
-   541 women (``make_splits(test_fraction=0, seed=0)``). Inside each outer TRAINING part only, a
+   541 women (``make_splits(test_fraction=0, seed=S)``), for each outer seed ``S`` (two
+   assignments by default: 10 outer folds, so "ahead on k of n outer folds" has some weight).
+   Inside each outer TRAINING part only, a
    study is run exactly as ``deeppcos tune --target tabular`` runs it (``configs/tuning.yaml``
    defaults: TPE, repeated 2 × 5 grouped folds, median pruning, the default enqueued first, the
    keep-the-default rule on 2 × 5 fresh confirmation folds). Then one model per arm is trained
@@ -27,11 +30,17 @@ busy machine, which is why the load average at the end is recorded.
    - ``tuned``: what the tuner returns (the best trial only when its gain beats the noise);
    - ``best_trial``: the same study's best trial, taken without the rule;
    - ``naive``: a plain search as described in issue 5 — TPE, 4-fold inner CV without repeats,
-     a wide space, no default trial, the best trial taken.
-   Figures: pooled out-of-fold ROC AUC per arm and the mean of the 5 per-fold AUCs (pooling
-   also ranks patients scored by different models against each other); the paired difference
+     a wide space, no default trial, the best trial taken;
+   - ``top5_mean``: the mean probability of the models of the study's 5 best trials — the usual
+     remedy when one best trial is a lucky draw;
+   - ``bagged_default``: the default trained with 5 model seeds (its row and column subsampling
+     differ), probabilities averaged — how much of any gap is seed noise.
+   Figures, per outer assignment: pooled out-of-fold ROC AUC per arm and the paired difference
    to ``default`` with a 95% patient bootstrap interval (the same resamples for both arms);
-   per-outer-fold AUCs; the decisions and their reasons.
+   over all outer folds: the mean per-fold AUC (pooling also ranks patients scored by different
+   models against each other, a single deployed model does not), the mean per-fold gain over
+   ``default`` and on how many folds each arm was ahead of it or behind; per-outer-fold AUCs,
+   the decisions and their reasons.
 2. **Optuna overhead per trial** (``overhead``), per storage (journal file, SQLite, PostgreSQL
    when ``DEEPPCOS_TEST_POSTGRES_URL`` names a server): a study whose objective does everything
    the real one does with Optuna (8 suggestions, 10 reports with pruning checks, 6 user
@@ -77,6 +86,8 @@ SETTINGS = REPO / "configs" / "tuning.yaml"
 OUT = REPO / "benchmarks" / "results" / "tuning.json"
 OUTER_FOLDS = 5
 N_BOOT = 2000
+TOP_K = 5
+BAG_SEEDS = 5
 NAIVE_SPACE = {
     "max_depth": {"type": "int", "low": 2, "high": 10},
     "learning_rate": {"type": "float", "low": 0.005, "high": 0.3, "log": True},
@@ -120,12 +131,12 @@ def run_study(
     return study, evaluator, time.perf_counter() - start
 
 
-def outer_fold(args: tuple[int, int]) -> dict[str, Any]:
+def outer_fold(args: tuple[int, int, int]) -> dict[str, Any]:
     """Tune inside outer fold k's training part; predict its test part with every arm."""
-    k, trials = args
+    outer_seed, k, trials = args
     config = load_config(CONFIG)
     cohort = cohort_for(config)
-    outer = make_splits(cohort.patients, n_folds=OUTER_FOLDS, test_fraction=0.0, seed=0)
+    outer = make_splits(cohort.patients, n_folds=OUTER_FOLDS, test_fraction=0.0, seed=outer_seed)
     train_ids, test_ids = outer.folds()[k]
     parts = pd.Series("fold0", index=pd.Index(train_ids, name="patient_id"), dtype="string")
     parts = pd.concat([parts, pd.Series("test", index=pd.Index(test_ids), dtype="string")])
@@ -136,22 +147,31 @@ def outer_fold(args: tuple[int, int]) -> dict[str, Any]:
     decision = decide(study, evaluator, settings.tabular.selection, settings.objective)
     best = best_trial(study, settings.objective)
     naive, naive_eval, naive_seconds = run_study(dev, naive_settings(), trials, False)
+    default = evaluator.default_points()[0]
     arms = {
-        "default": evaluator.default_points()[0],
-        "early_stopping": {**evaluator.default_points()[0], "early_stopping_rounds": 50},
-        "fixed_rounds": {**evaluator.default_points()[0], "early_stopping_rounds": None},
+        "default": default,
+        "early_stopping": {**default, "early_stopping_rounds": 50},
+        "fixed_rounds": {**default, "early_stopping_rounds": None},
         "tuned": decision.params,
         "best_trial": dict(best.params),
         "naive": dict(naive.best_params),
     }
+
+    def fit(params: dict[str, Any], evaluator: BranchEvaluator = evaluator, seed: int = 0
+            ) -> np.ndarray:
+        return _fit_predict(evaluator, params, cohort, train_ids, test_ids, config, seed)
+
+    predictions = {name: fit(params, naive_eval if name == "naive" else evaluator)
+                   for name, params in arms.items()}
+    top = _top_trials(study, TOP_K)
+    predictions["top5_mean"] = np.mean([fit(dict(t.params)) for t in top], axis=0)
+    predictions["bagged_default"] = np.mean(
+        [fit(default, seed=100 * s) for s in range(BAG_SEEDS)], axis=0
+    )
     labels = cohort.patients.set_index("patient_id")["label"]
-    predictions = {
-        name: _fit_predict(evaluator if name != "naive" else naive_eval, params, cohort,
-                           train_ids, test_ids, config)
-        for name, params in arms.items()
-    }
     states = [t.state.name for t in study.trials]
     return {
+        "outer_seed": outer_seed,
         "fold": k,
         "test_ids": list(test_ids),
         "predictions": {n: p.tolist() for n, p in predictions.items()},
@@ -162,10 +182,17 @@ def outer_fold(args: tuple[int, int]) -> dict[str, Any]:
         "inner_cv_default": study.trials[0].value,
         "naive_inner_cv_best": naive.best_value,
         "params": arms,
+        "top5_trials": [t.number for t in top],
         "trials": {s: states.count(s) for s in set(states)},
         "study_seconds": round(seconds, 1),
         "naive_study_seconds": round(naive_seconds, 1),
     }
+
+
+def _top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    done = [t for t in study.trials
+            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    return sorted(done, key=lambda t: t.value, reverse=True)[:k]
 
 
 def _fit_predict(
@@ -175,59 +202,71 @@ def _fit_predict(
     train_ids: list[str],
     test_ids: list[str],
     config: Any,
+    seed_offset: int = 0,
 ) -> np.ndarray:
     """The model ``deeppcos train`` would save from the outer training part, on the test fold:
     the config's folds cross-validated (early stopping on an inner validation part of each
     fold's training patients, when the arm early-stops), then one booster refit on every
-    training patient for the median rounds kept."""
+    training patient for the median rounds kept. ``seed_offset`` shifts the boosters' seeds,
+    not the folds."""
     resolved = evaluator.resolved(params)
+    seed = config.seed + seed_offset
     patients = cohort.patients[cohort.patients["patient_id"].isin(set(train_ids))]
     split = make_splits(patients, n_folds=config.split.n_folds, test_fraction=0.0,
                         seed=config.split_seed)
-    folds = cross_validate_branch("tabular", resolved, cohort, split, None, config.seed)
-    model = refit_branch("tabular", resolved, cohort, split, None, config.seed, folds.fold_trees)
+    folds = cross_validate_branch("tabular", resolved, cohort, split, None, seed)
+    model = refit_branch("tabular", resolved, cohort, split, None, seed, folds.fold_trees)
     return model.predict_proba(cohort, test_ids).to_numpy()
 
 
-def nested(trials: int, processes: int) -> dict[str, Any]:
+def nested(trials: int, processes: int, outer_seeds: list[int]) -> dict[str, Any]:
     start = time.perf_counter()
+    jobs = [(seed, k, trials) for seed in outer_seeds for k in range(OUTER_FOLDS)]
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        folds = list(pool.map(outer_fold, [(k, trials) for k in range(OUTER_FOLDS)]))
-    cohort = cohort_for(load_config(CONFIG))
-    labels = cohort.patients.set_index("patient_id")["label"]
-    ids = [i for f in folds for i in f["test_ids"]]
-    y = labels.reindex(ids).to_numpy(dtype=float)
-    pooled = {
-        arm: np.concatenate([np.asarray(f["predictions"][arm]) for f in folds])
-        for arm in folds[0]["predictions"]
+        folds = list(pool.map(outer_fold, jobs))
+    labels = cohort_for(load_config(CONFIG)).patients.set_index("patient_id")["label"]
+    arms = list(folds[0]["predictions"])
+    challengers = [arm for arm in arms if arm != "default"]
+    per_assignment = {
+        str(seed): _pooled([f for f in folds if f["outer_seed"] == seed], labels, arms)
+        for seed in outer_seeds
     }
-    rng = np.random.default_rng(0)
-    draws = rng.integers(0, len(y), size=(N_BOOT, len(y)))
-    auc = {arm: round(weighted_auc(y, p), 4) for arm, p in pooled.items()}
-    # Pooled AUC also ranks patients scored by different outer models against each other, so
-    # scores that drift between folds cost it; the mean of the per-fold AUCs does not.
-    fold_mean = {arm: round(float(np.mean([f["auc"][arm] for f in folds])), 4) for arm in pooled}
-    versus = {
-        arm: _paired(y, pooled[arm], pooled["default"], draws) for arm in pooled if arm != "default"
-    }
+    gains = {arm: [f["auc"][arm] - f["auc"]["default"] for f in folds] for arm in challengers}
     for f in folds:
         del f["predictions"], f["test_ids"]
     return {
-        "protocol": "outer 5-fold patient-level (seed 0) over all 541 women; tuning inside each "
-        "outer training part only; one model per arm fitted on the outer training part as "
-        "`deeppcos train` fits its final booster (5-fold CV for the rounds, refit on all) "
+        "protocol": "outer 5-fold patient-level over all 541 women, for each outer seed; tuning "
+        "inside each outer training part only; one model per arm fitted on the outer training "
+        "part as `deeppcos train` fits its final booster (5-fold CV for the rounds, refit on all) "
         "predicts the outer test fold",
         "trials_per_study": trials,
-        "pooled_auc": auc,
-        "mean_fold_auc": fold_mean,
-        "mean_fold_gain_vs_default": {
-            arm: round(float(np.mean([f["auc"][arm] - f["auc"]["default"] for f in folds])), 4)
-            for arm in pooled if arm != "default"
+        "outer_seeds": outer_seeds,
+        "per_assignment": per_assignment,
+        # A single deployed model is scored on its own: the per-fold AUC is its figure.
+        "mean_fold_auc": {
+            arm: round(float(np.mean([f["auc"][arm] for f in folds])), 4) for arm in arms
         },
-        "versus_default": versus,
+        "mean_fold_gain_vs_default": {arm: round(float(np.mean(g)), 4) for arm, g in gains.items()},
+        "folds_ahead_of_default": {arm: int(np.sum(np.array(g) > 0)) for arm, g in gains.items()},
+        "folds_behind_default": {arm: int(np.sum(np.array(g) < 0)) for arm, g in gains.items()},
+        "n_outer_folds": len(folds),
         "outer_folds": folds,
         "tuned_kept_default": sum(f["decision"]["chosen"] == "default" for f in folds),
         "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _pooled(folds: list[dict[str, Any]], labels: pd.Series, arms: list[str]) -> dict[str, Any]:
+    """Pooled out-of-fold AUC of one outer assignment and each arm's paired gap to default."""
+    ids = [i for f in folds for i in f["test_ids"]]
+    y = labels.reindex(ids).to_numpy(dtype=float)
+    pooled = {arm: np.concatenate([np.asarray(f["predictions"][arm]) for f in folds])
+              for arm in arms}
+    draws = np.random.default_rng(0).integers(0, len(y), size=(N_BOOT, len(y)))
+    return {
+        "pooled_auc": {arm: round(weighted_auc(y, p), 4) for arm, p in pooled.items()},
+        "versus_default": {arm: _paired(y, pooled[arm], pooled["default"], draws)
+                           for arm in arms if arm != "default"},
     }
 
 
@@ -335,6 +374,8 @@ def main() -> None:
     parser.add_argument("--worker-trials", type=int, default=16)
     parser.add_argument("--overhead-trials", type=int, default=60)
     parser.add_argument("--processes", type=int, default=2, help="outer folds in parallel")
+    parser.add_argument("--outer-seeds", default="0,1",
+                        help="comma-separated seeds of the outer fold assignments")
     parser.add_argument(
         "--parts", default="nested,workers,overhead",
         help="comma-separated parts to (re)run; the others are kept from the existing JSON",
@@ -343,6 +384,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.trials, args.worker_trials, args.overhead_trials = 4, 4, 10
+        args.outer_seeds = "0"
     parts = set(args.parts.split(","))
     start = time.perf_counter()
     result: dict[str, Any] = json.loads(OUT.read_text()) if OUT.is_file() else {}
@@ -353,9 +395,10 @@ def main() -> None:
     )
     if "nested" in parts:
         result["settings"]["nested_trials"] = args.trials
-        result["nested"] = nested(args.trials, args.processes)
-        print(json.dumps(result["nested"]["pooled_auc"]))
-        print(json.dumps(result["nested"]["versus_default"]))
+        seeds = [int(seed) for seed in args.outer_seeds.split(",")]
+        result["nested"] = nested(args.trials, args.processes, seeds)
+        print(json.dumps(result["nested"]["per_assignment"]))
+        print(json.dumps(result["nested"]["mean_fold_gain_vs_default"]))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if "workers" in parts:
