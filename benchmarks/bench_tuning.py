@@ -75,7 +75,7 @@ from deeppcos.data.splits import CohortSplit, make_splits
 from deeppcos.stats import weighted_auc
 from deeppcos.training import cohort_for, cross_validate_branch, refit_branch
 from deeppcos.tuning.objective import DEFAULT_ROLE, BranchEvaluator, Development, Objective
-from deeppcos.tuning.selection import best_trial, decide
+from deeppcos.tuning.selection import best_trial, decide, finished_trials
 from deeppcos.tuning.spaces import TuningSettings, load_tuning_settings
 from deeppcos.tuning.storage import open_storage, worker_token
 from deeppcos.tuning.workers import sampler_and_pruner
@@ -190,9 +190,7 @@ def outer_fold(args: tuple[int, int, int]) -> dict[str, Any]:
 
 
 def _top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
-    done = [t for t in study.trials
-            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
-    return sorted(done, key=lambda t: t.value, reverse=True)[:k]
+    return sorted(finished_trials(study), key=lambda t: t.value, reverse=True)[:k]
 
 
 def _fit_predict(
