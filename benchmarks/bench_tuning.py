@@ -366,14 +366,26 @@ def workers(trials: int, folder: Path) -> dict[str, Any]:
     return out
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 0,1, got {text!r}"
+        ) from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"outer seeds repeat: {text!r}")
+    return seeds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=30, help="trials per nested study")
     parser.add_argument("--worker-trials", type=int, default=16)
     parser.add_argument("--overhead-trials", type=int, default=60)
     parser.add_argument("--processes", type=int, default=2, help="outer folds in parallel")
-    parser.add_argument("--outer-seeds", default="0,1",
-                        help="comma-separated seeds of the outer fold assignments")
+    parser.add_argument("--outer-seeds", default="0,1", type=_seed_list,
+                        help="comma-separated seeds of the outer fold assignments, e.g. 0,1")
     parser.add_argument(
         "--parts", default="nested,workers,overhead",
         help="comma-separated parts to (re)run; the others are kept from the existing JSON",
@@ -382,7 +394,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.trials, args.worker_trials, args.overhead_trials = 4, 4, 10
-        args.outer_seeds = "0"
+        args.outer_seeds = [0]
     parts = set(args.parts.split(","))
     start = time.perf_counter()
     result: dict[str, Any] = json.loads(OUT.read_text()) if OUT.is_file() else {}
@@ -393,8 +405,7 @@ def main() -> None:
     )
     if "nested" in parts:
         result["settings"]["nested_trials"] = args.trials
-        seeds = [int(seed) for seed in args.outer_seeds.split(",")]
-        result["nested"] = nested(args.trials, args.processes, seeds)
+        result["nested"] = nested(args.trials, args.processes, args.outer_seeds)
         print(json.dumps(result["nested"]["per_assignment"]))
         print(json.dumps(result["nested"]["mean_fold_gain_vs_default"]))
     with tempfile.TemporaryDirectory() as tmp:
