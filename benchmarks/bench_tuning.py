@@ -1,7 +1,7 @@
 """Tuning benchmark: does the tuner beat the default XGBoost on the real Kaggle table (541 women,
 177 PCOS) without fooling itself, what does Optuna cost per trial, and do 2 workers help?
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_tuning.py [--trials 30] [--quick]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_tuning.py [--trials 60] [--quick]
         [--parts nested,workers,overhead] [--outer-seeds 0,1]
 
 Writes ``benchmarks/results/tuning.json`` (``--parts`` re-runs some parts and keeps the others).
@@ -380,7 +380,7 @@ def _seed_list(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=30, help="trials per nested study")
+    parser.add_argument("--trials", type=int, default=60, help="trials per nested study")
     parser.add_argument("--worker-trials", type=int, default=16)
     parser.add_argument("--overhead-trials", type=int, default=60)
     parser.add_argument("--processes", type=int, default=2, help="outer folds in parallel")
