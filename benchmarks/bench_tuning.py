@@ -2,12 +2,12 @@
 177 PCOS) without fooling itself, what does Optuna cost per trial, and do 2 workers help?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_tuning.py [--trials 60] [--quick]
-        [--parts nested,workers,overhead] [--outer-seeds 0,1]
+        [--parts nested,ceiling,workers,overhead] [--outer-seeds 0,1] [--ceiling-candidates 100]
 
 Writes ``benchmarks/results/tuning.json`` (``--parts`` re-runs some parts and keeps the others).
-With 60 trials and two outer assignments, about 40 minutes on 2 otherwise idle cores; the
-timings (parts 2 and 3) mean little on a busy machine, which is why the load average at the end
-is recorded.
+With 60 trials and two outer assignments, about 45 minutes on 2 otherwise idle cores (nested
+33, ceiling 9); the timings (parts 3 and 4) mean little on a busy machine, which is why the load
+average at the end is recorded.
 
 1. **Nested evaluation** (``nested``). Outer: patient-level, label-stratified 5-fold over all
    541 women (``make_splits(test_fraction=0, seed=S)``), for each outer seed ``S`` (two
@@ -41,11 +41,19 @@ is recorded.
    models against each other, a single deployed model does not), the mean per-fold gain over
    ``default`` and on how many folds each arm was ahead of it or behind; per-outer-fold AUCs,
    the decisions and their reasons.
-2. **Optuna overhead per trial** (``overhead``), per storage (journal file, SQLite, PostgreSQL
+2. **The ceiling** (``ceiling``): could any tuner be ahead here? The default and
+   ``--ceiling-candidates`` random points of the tabular space (100 by default) are each trained
+   on every outer training part of part 1 as ``deeppcos train`` trains, and scored on the outer
+   test fold. The candidate with the best mean per-fold gain over the default is chosen by the
+   test folds themselves — an oracle no tuner has, so its gain is an upper bound on what a search
+   of this space can find, and flattered by the choice. Less flattered: the candidate best on one
+   outer assignment's folds, scored on the other's (the same women, cut differently). Also the
+   share of candidates ahead on average, and quantiles of their mean gains.
+3. **Optuna overhead per trial** (``overhead``), per storage (journal file, SQLite, PostgreSQL
    when ``DEEPPCOS_TEST_POSTGRES_URL`` names a server): a study whose objective does everything
    the real one does with Optuna (8 suggestions, 10 reports with pruning checks, 6 user
    attributes) but no model, timed per trial, against the real objective's mean time per trial.
-3. **Workers** (``workers``): the real tabular objective (pruning off, so trials are alike),
+4. **Workers** (``workers``): the real tabular objective (pruning off, so trials are alike),
    ``deeppcos tune``'s own machinery on a journal file, 1 worker process against 2, trials per
    minute from the first trial's start to the last one's end (start-up excluded) and wall time.
 """
@@ -131,9 +139,8 @@ def run_study(
     return study, evaluator, time.perf_counter() - start
 
 
-def outer_fold(args: tuple[int, int, int]) -> dict[str, Any]:
-    """Tune inside outer fold k's training part; predict its test part with every arm."""
-    outer_seed, k, trials = args
+def _outer_part(outer_seed: int, k: int) -> tuple[Any, Any, Development, list[str], list[str]]:
+    """Outer fold ``k`` of assignment ``outer_seed``: its training part as a development part."""
     config = load_config(CONFIG)
     cohort = cohort_for(config)
     outer = make_splits(cohort.patients, n_folds=OUTER_FOLDS, test_fraction=0.0, seed=outer_seed)
@@ -141,7 +148,13 @@ def outer_fold(args: tuple[int, int, int]) -> dict[str, Any]:
     parts = pd.Series("fold0", index=pd.Index(train_ids, name="patient_id"), dtype="string")
     parts = pd.concat([parts, pd.Series("test", index=pd.Index(test_ids), dtype="string")])
     dev = Development(config, cohort, CohortSplit(parts.sort_index(), 1, 0, 0.0), None)
+    return config, cohort, dev, list(train_ids), list(test_ids)
 
+
+def outer_fold(args: tuple[int, int, int]) -> dict[str, Any]:
+    """Tune inside outer fold k's training part; predict its test part with every arm."""
+    outer_seed, k, trials = args
+    config, cohort, dev, train_ids, test_ids = _outer_part(outer_seed, k)
     settings = load_tuning_settings(SETTINGS)
     study, evaluator, seconds = run_study(dev, settings, trials, with_default=True)
     decision = decide(study, evaluator, settings.tabular.selection, settings.objective)
@@ -279,7 +292,101 @@ def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, draws: np.ndarray) -> d
     }
 
 
-# --- 2. Optuna's own overhead ---------------------------------------------------------------------
+# --- 2. the ceiling: how far ahead of the default is anything in the space? ----------------------
+
+
+def ceiling_candidates(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """The default, then ``n`` points drawn uniformly (log-uniformly where the space says so)
+    from the tabular space of ``configs/tuning.yaml``."""
+    settings = load_tuning_settings(SETTINGS)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    points: list[dict[str, Any]] = []
+    for _ in range(n):
+        trial = study.ask()
+        points.append({name: p.suggest(trial, name) for name, p in settings.tabular.space.items()})
+        study.tell(trial, 0.0)
+    return points
+
+
+def ceiling_fold(args: tuple[int, int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Outer fold k: the default and every candidate fitted on its training part as
+    ``deeppcos train`` fits, each scored on its test part."""
+    outer_seed, k, candidates = args
+    config, cohort, dev, train_ids, test_ids = _outer_part(outer_seed, k)
+    settings = load_tuning_settings(SETTINGS)
+    evaluator = BranchEvaluator("tabular", dev, settings.tabular, settings.objective, 0, 1)
+    y = cohort.patients.set_index("patient_id")["label"].reindex(test_ids).to_numpy()
+    points = [evaluator.default_points()[0], *candidates]
+    aucs = [weighted_auc(y, _fit_predict(evaluator, point, cohort, train_ids, test_ids, config))
+            for point in points]
+    return {"outer_seed": outer_seed, "fold": k, "default_auc": aucs[0], "aucs": aucs[1:]}
+
+
+def ceiling(n_candidates: int, processes: int, outer_seeds: list[int]) -> dict[str, Any]:
+    """Every candidate on every outer test fold. Choosing the best of them by those very folds is
+    an oracle no tuner has: its gain is an upper bound on what a search of this space can find
+    (and itself flattered by the choice). Choosing on one outer assignment's folds and scoring on
+    the other's is less flattered (the same women, cut differently)."""
+    start = time.perf_counter()
+    candidates = ceiling_candidates(n_candidates)
+    jobs = [(seed, k, candidates) for seed in outer_seeds for k in range(OUTER_FOLDS)]
+    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+        folds = list(pool.map(ceiling_fold, jobs))
+    # gains[i, j]: candidate j's AUC minus the default's on outer fold i
+    gains = np.array([np.asarray(f["aucs"]) - f["default_auc"] for f in folds])
+    seeds = np.array([f["outer_seed"] for f in folds])
+    mean_gain = gains.mean(axis=0)
+    oracle = int(np.argmax(mean_gain))
+    out: dict[str, Any] = {
+        "protocol": "the default and N random points of the tabular space, each fitted on every "
+        "outer training part as `deeppcos train` fits and scored on the outer test fold (the "
+        "nested part's outer folds); gains are per-fold AUC differences to the default",
+        "n_candidates": n_candidates,
+        "n_outer_folds": len(folds),
+        "default_mean_fold_auc": round(float(np.mean([f["default_auc"] for f in folds])), 4),
+        "share_of_candidates_with_mean_gain_above_0": round(float((mean_gain > 0).mean()), 3),
+        "candidate_mean_gain_quantiles": {
+            q: round(float(np.quantile(mean_gain, float(q))), 4)
+            for q in ("0.5", "0.9", "0.99", "1.0")
+        },
+        "oracle": {
+            "params": candidates[oracle],
+            "mean_fold_gain": round(float(mean_gain[oracle]), 4),
+            "folds_ahead": int((gains[:, oracle] > 0).sum()),
+            "folds_behind": int((gains[:, oracle] < 0).sum()),
+            "fold_gains": [round(float(g), 4) for g in gains[:, oracle]],
+        },
+        "candidates": [
+            {"params": c, "mean_fold_gain": round(float(g), 4),
+             "folds_ahead": int((gains[:, j] > 0).sum())}
+            for j, (c, g) in enumerate(zip(candidates, mean_gain, strict=True))
+        ],
+    }
+    if len(outer_seeds) > 1:
+        out["chosen_on_one_assignment"] = [
+            _cross_choice(gains, seeds == s, candidates, s) for s in outer_seeds
+        ]
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
+
+
+def _cross_choice(
+    gains: np.ndarray, chosen_on: np.ndarray, candidates: list[dict[str, Any]], seed: int
+) -> dict[str, Any]:
+    """The candidate best on one outer assignment's folds, scored on the other assignments'."""
+    j = int(np.argmax(gains[chosen_on].mean(axis=0)))
+    held = gains[~chosen_on, j]
+    return {
+        "chosen_on_outer_seed": seed,
+        "params": candidates[j],
+        "gain_where_chosen": round(float(gains[chosen_on, j].mean()), 4),
+        "gain_elsewhere": round(float(held.mean()), 4),
+        "folds_ahead_elsewhere": int((held > 0).sum()),
+        "folds_behind_elsewhere": int((held < 0).sum()),
+    }
+
+
+# --- 3. Optuna's own overhead ---------------------------------------------------------------------
 
 
 def _null_objective(trial: optuna.Trial) -> float:
@@ -326,7 +433,7 @@ def overhead(storages: dict[str, str], trials: int, objective_s: float) -> dict[
     }
 
 
-# --- 3. one worker against two --------------------------------------------------------------------
+# --- 4. one worker against two --------------------------------------------------------------------
 
 
 def workers(trials: int, folder: Path) -> dict[str, Any]:
@@ -384,16 +491,19 @@ def main() -> None:
     parser.add_argument("--worker-trials", type=int, default=16)
     parser.add_argument("--overhead-trials", type=int, default=60)
     parser.add_argument("--processes", type=int, default=2, help="outer folds in parallel")
+    parser.add_argument("--ceiling-candidates", type=int, default=100,
+                        help="random points of the tabular space scored by the ceiling part")
     parser.add_argument("--outer-seeds", default="0,1", type=_seed_list,
                         help="comma-separated seeds of the outer fold assignments, e.g. 0,1")
     parser.add_argument(
-        "--parts", default="nested,workers,overhead",
+        "--parts", default="nested,ceiling,workers,overhead",
         help="comma-separated parts to (re)run; the others are kept from the existing JSON",
     )
     parser.add_argument("--quick", action="store_true", help="tiny counts, for a smoke test")
     args = parser.parse_args()
     if args.quick:
         args.trials, args.worker_trials, args.overhead_trials = 4, 4, 10
+        args.ceiling_candidates = 3
         args.outer_seeds = [0]
     parts = set(args.parts.split(","))
     start = time.perf_counter()
@@ -408,6 +518,10 @@ def main() -> None:
         result["nested"] = nested(args.trials, args.processes, args.outer_seeds)
         print(json.dumps(result["nested"]["per_assignment"]))
         print(json.dumps(result["nested"]["mean_fold_gain_vs_default"]))
+    if "ceiling" in parts:
+        result["settings"]["ceiling_candidates"] = args.ceiling_candidates
+        result["ceiling"] = ceiling(args.ceiling_candidates, args.processes, args.outer_seeds)
+        print(json.dumps({k: v for k, v in result["ceiling"].items() if k != "candidates"}))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if "workers" in parts:
