@@ -2,7 +2,8 @@
 177 PCOS) without fooling itself, what does Optuna cost per trial, and do 2 workers help?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_tuning.py [--trials 60] [--quick]
-        [--parts nested,ceiling,workers,overhead] [--outer-seeds 0,1] [--ceiling-candidates 100]
+        [--parts nested,ceiling,workers,overhead,round_reports] [--outer-seeds 0,1]
+        [--ceiling-candidates 100] [--round-trials 5]
 
 Writes ``benchmarks/results/tuning.json`` (``--parts`` re-runs some parts and keeps the others).
 With 60 trials and two outer assignments, about 45 minutes on 2 otherwise idle cores (nested
@@ -56,6 +57,9 @@ average at the end is recorded.
 4. **Workers** (``workers``): the real tabular objective (pruning off, so trials are alike),
    ``deeppcos tune``'s own machinery on a journal file, 1 worker process against 2, trials per
    minute from the first trial's start to the last one's end (start-up excluded) and wall time.
+5. **Reports inside a booster fold** (``round_reports``): what ``tabular.report_every_rounds``
+   costs per trial, per storage — one early-stopping trial repeated with reports per fold only,
+   every 25 rounds and every round (the pruner checks every report but never prunes).
 """
 
 from __future__ import annotations
@@ -485,25 +489,78 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+# --- 5. reports inside a booster fold ------------------------------------------------------------
+
+
+def round_reports(trials: int, storages: dict[str, str]) -> dict[str, Any]:
+    """What ``tabular.report_every_rounds`` costs: the same early-stopping trial (the config's
+    parameters with ``early_stopping_rounds: 50``) run ``trials`` times per storage with round
+    reports off, every 25 rounds and every round (one trial only: on SQLite it takes minutes);
+    the pruner checks at every report but never prunes (its start-up count is never reached),
+    so every trial does the same work. One untimed trial first warms the process up."""
+    from deeppcos.tuning.objective import load_development
+
+    dev = load_development(load_config(CONFIG))
+    defaults = TuningSettings()
+    warm = BranchEvaluator("tabular", dev, defaults.tabular, defaults.objective, 0, 1)
+    optuna.create_study(direction="maximize").optimize(Objective(warm, "warm-up", 0), n_trials=1)
+    out: dict[str, Any] = {}
+    for name, url in storages.items():
+        out[name] = {}
+        for every in (0, 25, 1):
+            data = load_tuning_settings(SETTINGS).model_dump(mode="json")
+            data["tabular"]["report_every_rounds"] = every
+            data["pruner"]["n_startup_trials"] = 10 * trials
+            settings = TuningSettings.model_validate(data)
+            evaluator = BranchEvaluator("tabular", dev, settings.tabular, settings.objective, 0, 1)
+            sampler, pruner = sampler_and_pruner(settings, 10 * evaluator.stride, False, 0)
+            study = optuna.create_study(
+                storage=open_storage(url), sampler=sampler, pruner=pruner, direction="maximize",
+                study_name=f"rounds-{every}-{os.getpid()}-{time.time_ns()}",
+            )
+            point = {**evaluator.default_points()[0], "early_stopping_rounds": 50}
+            n = 1 if every == 1 else trials
+            for _ in range(n):
+                study.enqueue_trial(point)
+            study.optimize(Objective(evaluator, worker_token(), 0), n_trials=n)
+            done = study.trials
+            out[name][f"every_{every}"] = {
+                "s_per_trial": round(float(np.mean([t.user_attrs["duration_s"] for t in done])), 3),
+                "reports_per_trial": round(float(np.mean([len(t.intermediate_values)
+                                                          for t in done])), 1),
+            }
+            if name == "postgresql":
+                optuna.delete_study(study_name=study.study_name, storage=open_storage(url))
+    return {
+        "protocol": "the Kaggle config's parameters with early stopping (50 rounds), 2 x 5 "
+        "folds, the same trial repeated; reports after every fold only (every_0), also every 25 "
+        "boosting rounds, or every round; median pruner checking but never pruning",
+        "trials": trials,
+        "storages": out,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=60, help="trials per nested study")
     parser.add_argument("--worker-trials", type=int, default=16)
     parser.add_argument("--overhead-trials", type=int, default=60)
+    parser.add_argument("--round-trials", type=int, default=5,
+                        help="trials per storage and setting of the round_reports part")
     parser.add_argument("--processes", type=int, default=2, help="outer folds in parallel")
     parser.add_argument("--ceiling-candidates", type=int, default=100,
                         help="random points of the tabular space scored by the ceiling part")
     parser.add_argument("--outer-seeds", default="0,1", type=_seed_list,
                         help="comma-separated seeds of the outer fold assignments, e.g. 0,1")
     parser.add_argument(
-        "--parts", default="nested,ceiling,workers,overhead",
+        "--parts", default="nested,ceiling,workers,overhead,round_reports",
         help="comma-separated parts to (re)run; the others are kept from the existing JSON",
     )
     parser.add_argument("--quick", action="store_true", help="tiny counts, for a smoke test")
     args = parser.parse_args()
     if args.quick:
         args.trials, args.worker_trials, args.overhead_trials = 4, 4, 10
-        args.ceiling_candidates = 3
+        args.ceiling_candidates, args.round_trials = 3, 1
         args.outer_seeds = [0]
     parts = set(args.parts.split(","))
     start = time.perf_counter()
@@ -528,15 +585,19 @@ def main() -> None:
             result["settings"]["worker_trials"] = args.worker_trials
             result["workers"] = workers(args.worker_trials, folder)
             print(json.dumps(result["workers"]))
+        storages = {"journal": str(folder / "overhead.log"),
+                    "sqlite": f"sqlite:///{folder}/overhead.db"}
+        if os.environ.get("DEEPPCOS_TEST_POSTGRES_URL"):
+            storages["postgresql"] = os.environ["DEEPPCOS_TEST_POSTGRES_URL"]
         if "overhead" in parts:
-            storages = {"journal": str(folder / "overhead.log"),
-                        "sqlite": f"sqlite:///{folder}/overhead.db"}
-            if os.environ.get("DEEPPCOS_TEST_POSTGRES_URL"):
-                storages["postgresql"] = os.environ["DEEPPCOS_TEST_POSTGRES_URL"]
             objective_s = result["workers"]["1_worker"]["mean_trial_s"]
             result["settings"]["overhead_trials"] = args.overhead_trials
             result["overhead"] = overhead(storages, args.overhead_trials, objective_s)
             print(json.dumps(result["overhead"]["storages"]))
+        if "round_reports" in parts:
+            result["settings"]["round_trials"] = args.round_trials
+            result["round_reports"] = round_reports(args.round_trials, storages)
+            print(json.dumps(result["round_reports"]["storages"]))
     result["seconds_last_run"] = round(time.perf_counter() - start, 1)
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -159,6 +159,7 @@ def fit_booster_as_deployed(
     train_ids: Sequence[str],
     groups: pd.Series | None,
     seed: int,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """A booster fitted on ``train_ids`` the way ``train`` fits its final one.
 
@@ -166,11 +167,14 @@ def fit_booster_as_deployed(
     refit on every training patient for that many rounds (``train`` takes the median over its
     folds, :func:`refit_branch`); with a fixed number of rounds it trains on every patient once.
     Scoring this model, not the early-stopped one that saw four fifths of the patients, is what
-    makes a tuning trial's fold score mean what the saved model will do.
+    makes a tuning trial's fold score mean what the saved model will do. ``callbacks`` (XGBoost
+    training callbacks that watch the validation part) go to the early-stopped fit only: the
+    refit and a fit with fixed rounds have no validation part to watch.
     """
     labels = cohort.patients.set_index("patient_id")["label"]
     fit_ids, val_ids = fit_split("tabular", params, train_ids, labels, groups, seed)
-    branch = _new_branch("tabular", params, seed).fit(cohort, fit_ids, val_ids or None)
+    watched = callbacks if val_ids else ()
+    branch = _new_branch("tabular", params, seed).fit(cohort, fit_ids, val_ids or None, watched)
     if not val_ids:
         return branch
     rounds = params.model_copy(update={"n_estimators": int(branch.n_trees_)})

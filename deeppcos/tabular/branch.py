@@ -128,9 +128,14 @@ class TabularBranch:
     # --- training --------------------------------------------------------------------------
 
     def fit(
-        self, cohort: Cohort, train_ids: Sequence[str], val_ids: Sequence[str] | None = None
+        self,
+        cohort: Cohort,
+        train_ids: Sequence[str],
+        val_ids: Sequence[str] | None = None,
+        callbacks: Sequence[xgb.callback.TrainingCallback] = (),
     ) -> TabularBranch:
-        """Train on ``train_ids``; early-stop on ``val_ids`` when given (never the test fold)."""
+        """Train on ``train_ids``; early-stop on ``val_ids`` when given (never the test fold).
+        ``callbacks`` go to ``xgb.train`` (tuning's pruning callback watches ``val-auc``)."""
         features = select_features(cohort.feature_columns, self.params.exclude_ultrasound)
         _check_names(features)
         x, y = _labelled_rows(cohort, train_ids, features, "training")
@@ -152,11 +157,16 @@ class TabularBranch:
         if val_ids is not None:
             xv, yv = _validation_rows(cohort, train_ids, val_ids, features)
             evals.append((self._dmatrix(xv, yv), "val"))
-        self._train(evals, early_stop=val_ids is not None)
+        self._train(evals, early_stop=val_ids is not None, callbacks=callbacks)
         self.n_train_ = len(y)
         return self
 
-    def _train(self, evals: list[tuple[xgb.DMatrix, str]], early_stop: bool) -> None:
+    def _train(
+        self,
+        evals: list[tuple[xgb.DMatrix, str]],
+        early_stop: bool,
+        callbacks: Sequence[xgb.callback.TrainingCallback] = (),
+    ) -> None:
         history: dict[str, Any] = {}
         booster = xgb.train(
             self._xgb_params(),
@@ -166,6 +176,7 @@ class TabularBranch:
             evals_result=history,
             early_stopping_rounds=self.params.early_stopping_rounds if early_stop else None,
             verbose_eval=False,
+            callbacks=list(callbacks) or None,
         )
         rounds = booster.num_boosted_rounds()
         best = booster.best_iteration if early_stop and self.params.early_stopping_rounds else None

@@ -14,13 +14,17 @@ Pruning: after each fold the running mean of the primary metric is reported
 (``trial.report(value, step=fold)``) and the trial stops when the pruner says so. The image
 branch also reports within a fold, after every epoch (the validation AUC that early stopping
 watches, through ``optuna_integration.KerasPruningCallback``): a CNN fold takes minutes, a
-booster fold a fraction of a second. The XGBoost per-round callback is not used: with repeated
-folds a per-round report would be a storage write per boosting round (about 3,000 per trial
-for 300 rounds × 10 folds, each costlier than the round itself), and its signal is the early-
-stopping validation part of ~70 patients, noisier than the fold scores the pruner already sees.
-Steps are laid out so that a step means the same thing in every trial: for the image branch,
-fold ``k`` owns steps ``k·S … k·S + S − 1`` (``S`` = most epochs a fold can train, plus one)
-and its held-out score is reported at the last of them.
+booster fold a fraction of a second, so by default a booster trial reports per fold only. With
+``tabular.report_every_rounds: N`` a booster fold that stops early also reports the inner
+validation AUC every N rounds (``optuna_integration.XGBoostPruningCallback``); not every round:
+each report is a storage write and a pruning check, dearer than a boosting round on a few
+hundred patients, and the signal is the early-stopping validation part (~70 patients on the
+Kaggle table), noisier than the fold scores. It pays where a fold takes long: thousands of
+patients, many rounds. A fold with fixed rounds has no validation part, so it reports per
+fold only. Steps are laid out so that a step means the same thing in every trial: fold ``k``
+owns steps ``k·S … k·S + S − 1`` (image: ``S`` = most epochs a fold can train, plus one;
+tabular: most rounds ÷ N, plus one, or 1 without round reports) and its held-out score is
+reported at the last of them.
 
 The default trial (the run config's own parameters, enqueued first) is never pruned: it is the
 baseline every other trial must beat.
@@ -241,7 +245,17 @@ class BranchEvaluator(Evaluator):
         if threads is not None and target == "tabular":
             self.base["n_jobs"] = threads
         self.default = check_space(spec.space, self.base, self.model, f"{target}.space")
-        self.stride = _epoch_stride(self.model, self.base, spec.space) if target == "image" else 1
+        if target == "image" and spec.report_every_rounds:
+            raise ConfigError(
+                "image.report_every_rounds: boosting rounds belong to the tabular branch; an "
+                "image fold reports after every epoch anyway — remove the key or set it to 0"
+            )
+        self.every = spec.report_every_rounds
+        self.stride = (
+            _epoch_stride(self.model, self.base, spec.space)
+            if target == "image"
+            else _round_stride(self.model, self.base, spec.space, self.every)
+        )
 
     def params_of(self, trial: optuna.Trial) -> dict[str, Any]:
         return suggest(trial, self.spec.space)
@@ -297,7 +311,10 @@ class BranchEvaluator(Evaluator):
 
         seed, dev = self.seed + k, self.dev
         if self.target == "tabular":
-            return fit_booster_as_deployed(params, dev.cohort, train_ids, dev.groups, seed)
+            callbacks = self._round_callbacks(trial, k, prunable)
+            return fit_booster_as_deployed(
+                params, dev.cohort, train_ids, dev.groups, seed, callbacks
+            )
         from deeppcos.image.branch import ImageBranch
 
         fit_ids, val_ids = inner_validation(train_ids, dev.labels, dev.groups, seed)
@@ -311,6 +328,14 @@ class BranchEvaluator(Evaluator):
         if self.target != "image" or trial is None:
             return {}
         return {"callbacks": [keras_pruning_callback(trial, k * self.stride, prunable)]}
+
+    def _round_callbacks(self, trial: optuna.Trial | None, k: int, prunable: bool) -> list[Any]:
+        """With ``report_every_rounds``, a booster fold that stops early reports its validation
+        AUC every that many rounds (from the fold's offset) and stops when the trial should
+        be pruned."""
+        if not self.every or trial is None:
+            return []
+        return [xgboost_pruning_callback(trial, k * self.stride, self.every, prunable)]
 
     def tuned_section(self, values: dict[str, Any]) -> dict[str, Any]:
         return {self.target: {"params": dict(values)}}
@@ -344,6 +369,45 @@ def _epoch_stride(model: Any, base: dict[str, Any], space: Space) -> int:
         else (most("epochs_head") + most("epochs_finetune"))
     )
     return epochs + 1
+
+
+def _round_stride(model: Any, base: dict[str, Any], space: Space, every: int) -> int:
+    """Steps one booster fold owns: one per ``every`` rounds of the most rounds the space
+    allows, plus one for the fold's held-out score; 1 (per-fold reports only) when ``every``
+    is 0."""
+    if not every:
+        return 1
+    bounds = space["n_estimators"].bounds() if "n_estimators" in space else []
+    most = max([model.model_validate(base).n_estimators, *[int(v) for v in bounds]])
+    return most // every + 1
+
+
+def xgboost_pruning_callback(
+    trial: optuna.Trial, offset: int, every: int, prunable: bool = True
+) -> Any:
+    """``optuna_integration.XGBoostPruningCallback`` on the inner validation part's AUC
+    (``val-auc``: the tabular branch records it every round, whichever metric it stops on), with
+    two changes: it reports every ``every`` rounds only — every report is a storage write and a
+    pruning check, dearer than a boosting round on a few hundred patients — at step ``offset``
+    plus the reports made so far in this fold; and a trial that must not be pruned (the default)
+    still reports but never stops."""
+    from optuna_integration import XGBoostPruningCallback
+
+    class _EveryRounds(XGBoostPruningCallback):
+        def __init__(self) -> None:
+            super().__init__(trial, "val-auc")
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+            done = epoch + 1
+            if done % every:
+                return False
+            step = offset + done // every - 1
+            if prunable:
+                return bool(super().after_iteration(model, step, evals_log))
+            trial.report(float(evals_log["val"]["auc"][-1]), step=step)
+            return False
+
+    return _EveryRounds()
 
 
 def keras_pruning_callback(trial: optuna.Trial, offset: int, prunable: bool = True) -> Any:
@@ -521,9 +585,18 @@ class Objective:
                 trial.set_user_attr("duration_s", round(time.perf_counter() - start, 3))
                 raise optuna.TrialPruned(f"pruned after step {step}")
 
-        folds = self.evaluator.score(
-            values, self.folds, report, trial=trial, prunable=not default and single
-        )
+        try:
+            # A multi-objective trial cannot report (Optuna), so callbacks inside a fold get
+            # the trial only when there is a single objective.
+            folds = self.evaluator.score(
+                values, self.folds, report, trial=trial if single else None,
+                prunable=not default and single,
+            )
+        except optuna.TrialPruned:
+            # pruned inside a fold (XGBoost or Keras callback), not by ``report`` above
+            if "duration_s" not in trial.user_attrs:
+                trial.set_user_attr("duration_s", round(time.perf_counter() - start, 3))
+            raise
         trial.set_user_attr("fold_metrics", [_rounded(f) for f in folds])
         trial.set_user_attr("duration_s", round(time.perf_counter() - start, 3))
         result = summarise(folds, self.evaluator.settings.metrics)

@@ -149,10 +149,12 @@ class StudySettings(_Strict):
 
 class PrunerSettings(_Strict):
     """Pruning on the per-fold reports (the running mean of the primary metric over the folds
-    done so far). ``median``: stop a trial whose running mean is below the median of earlier
-    trials at the same fold, once ``n_startup_trials`` trials finished and ``n_warmup_steps``
-    folds are in. ``hyperband``: successive halving over folds. ``none``: never prune. Pruning
-    is off for multi-objective studies (Optuna does not prune those)."""
+    done so far) and the reports inside a fold (image: every epoch; tabular: every
+    ``report_every_rounds`` rounds when set). ``median``: stop a trial whose report is below the
+    median of earlier trials at the same step, once ``n_startup_trials`` trials finished and
+    ``n_warmup_steps`` steps are in. ``hyperband``: successive halving over the steps.
+    ``none``: never prune. Pruning is off for multi-objective studies (Optuna does not prune
+    those)."""
 
     kind: Literal["median", "hyperband", "none"] = "median"
     n_startup_trials: int = Field(5, ge=0)
@@ -213,8 +215,14 @@ class SelectionSettings(_Strict):
 
 
 class BranchTarget(_Strict):
+    """A branch's objective folds, keep-the-default rule and space. ``report_every_rounds``
+    (tabular only; 0 = off): a trial that stops early also reports its inner validation AUC
+    every that many boosting rounds (``optuna_integration.XGBoostPruningCallback``), so the
+    pruner can stop it inside a fold, not only between folds."""
+
     cv: CVSettings = Field(default_factory=CVSettings)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    report_every_rounds: int = Field(0, ge=0)
     space: Space
 
 

@@ -159,11 +159,14 @@ def study_identity(job: Job, settings: TuningSettings, evaluator: Evaluator) -> 
     """What defines a study's objective; a resumed study must match it."""
     config = load_config(job.config)
     data = config_to_dict(config)
-    spec = getattr(settings, job.target)
+    search = getattr(settings, job.target).model_dump(mode="json")
+    if not search.get("report_every_rounds"):
+        # off, the setting changes nothing: studies made before it existed still resume
+        search.pop("report_every_rounds", None)
     return {
         "target": job.target,
         "objective": settings.objective.model_dump(mode="json"),
-        "search": spec.model_dump(mode="json"),
+        "search": search,
         "seed": settings.study.seed,
         "split": data.get("split"),
         "base": data.get(job.target) if job.target != "fusion" else data.get("fusion"),
