@@ -90,7 +90,7 @@ from deeppcos.tuning.objective import DEFAULT_ROLE, BranchEvaluator, Development
 from deeppcos.tuning.selection import best_trial, decide, finished_trials
 from deeppcos.tuning.spaces import TuningSettings, load_tuning_settings
 from deeppcos.tuning.storage import open_storage, worker_token
-from deeppcos.tuning.workers import sampler_and_pruner
+from deeppcos.tuning.workers import n_steps, sampler_and_pruner
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "pcos-kaggle-tabular.yaml"
@@ -300,8 +300,8 @@ def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, draws: np.ndarray) -> d
 
 
 def ceiling_candidates(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """The default, then ``n`` points drawn uniformly (log-uniformly where the space says so)
-    from the tabular space of ``configs/tuning.yaml``."""
+    """``n`` points drawn uniformly (log-uniformly where the space says so) from the tabular
+    space of ``configs/tuning.yaml`` (the default is added by :func:`ceiling_fold`)."""
     settings = load_tuning_settings(SETTINGS)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     points: list[dict[str, Any]] = []
@@ -513,7 +513,7 @@ def round_reports(trials: int, storages: dict[str, str]) -> dict[str, Any]:
             data["pruner"]["n_startup_trials"] = 10 * trials
             settings = TuningSettings.model_validate(data)
             evaluator = BranchEvaluator("tabular", dev, settings.tabular, settings.objective, 0, 1)
-            sampler, pruner = sampler_and_pruner(settings, 10 * evaluator.stride, False, 0)
+            sampler, pruner = sampler_and_pruner(settings, n_steps(evaluator), False, 0)
             study = optuna.create_study(
                 storage=open_storage(url), sampler=sampler, pruner=pruner, direction="maximize",
                 study_name=f"rounds-{every}-{os.getpid()}-{time.time_ns()}",
