@@ -359,8 +359,7 @@ def _epoch_stride(model: Any, base: dict[str, Any], space: Space) -> int:
     backbones = space["backbone"].bounds() if "backbone" in space else [params.backbone]
 
     def most(key: str) -> int:
-        bounds = space[key].bounds() if key in space else []
-        return max([getattr(params, key), *[int(v) for v in bounds]])
+        return _most(params, space, key)
 
     compact_only = set(backbones) == {"compact"} and params.weights is None
     epochs = (
@@ -377,9 +376,13 @@ def _round_stride(model: Any, base: dict[str, Any], space: Space, every: int) ->
     is 0."""
     if not every:
         return 1
-    bounds = space["n_estimators"].bounds() if "n_estimators" in space else []
-    most = max([model.model_validate(base).n_estimators, *[int(v) for v in bounds]])
-    return most // every + 1
+    return _most(model.model_validate(base), space, "n_estimators") // every + 1
+
+
+def _most(params: Any, space: Space, key: str) -> int:
+    """The largest value ``key`` can take: the config's own or the space's upper bound."""
+    bounds = space[key].bounds() if key in space else []
+    return max([getattr(params, key), *[int(v) for v in bounds]])
 
 
 def xgboost_pruning_callback(

@@ -125,3 +125,17 @@ def test_round_reports_are_for_the_tabular_branch_only(
     settings = load_tuning_settings(write_settings(tmp_path, image=image))
     with pytest.raises(ConfigError, match=r"image.report_every_rounds: .*set it to 0"):
         BranchEvaluator("image", load_development(config), settings.image, settings.objective, 0)
+
+
+def test_studies_made_before_the_setting_still_resume(tmp_path: Path, tiny_cohort: Path) -> None:
+    # A study made before ``report_every_rounds`` existed stored no such key; off, the key is
+    # left out of the identity, so such a study resumes. On, it is part of the identity.
+    config = write_config(tmp_path, tiny_cohort)
+    storage = str(tmp_path / "journal.log")
+    tune(config, "tabular", 2, space=write_settings(tmp_path), storage=storage)
+    study = optuna.load_study(study_name="tiny-tabular", storage=open_storage(storage))
+    assert "report_every_rounds" not in study.user_attrs["deeppcos"]["search"]
+    tabular = {**TINY_SETTINGS["tabular"], "report_every_rounds": EVERY}
+    with pytest.raises(ConfigError, match=r"other settings \(\['search'\] differ"):
+        tune(config, "tabular", 3, space=write_settings(tmp_path, tabular=tabular),
+             storage=storage, resume=True)
