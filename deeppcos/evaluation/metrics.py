@@ -1,8 +1,13 @@
 """Metrics with patient-level bootstrap confidence intervals.
 
 Every score is computed on one prediction per patient, so resampling rows resamples patients
-(pass ``groups`` to resample linked patients together). Intervals are 95% percentile bootstrap
-intervals; the point estimate is the metric on the data as given, not the bootstrap mean.
+(pass ``groups`` to resample linked patients together). Intervals are 95% BCa bootstrap
+intervals (bias-corrected and accelerated, the acceleration from a jackknife over the same
+patients or groups), which follow a statistic whose resamples are shifted or skewed, unlike the
+percentile interval. The point estimate is the metric on the data as given, not the bootstrap
+mean — except ECE, see below. An interval that would not contain its estimate is never
+reported: the entry's ``ci`` is ``None`` and ``ci_note`` says why (likewise when too few
+resamples define the metric).
 
 Decision rule everywhere: a patient is called positive when ``p >= threshold``.
 
@@ -10,18 +15,23 @@ Stable keys (scripts read them from ``metrics.json``):
 
 ``binary_metrics(y, p)`` (used by training for the out-of-fold summary)
     ``n``, ``positives``, ``roc_auc``, ``roc_auc_ci`` ([low, high] or ``None``), ``pr_auc``,
-    ``brier``, ``log_loss``; ``note`` when only one class is present.
+    ``brier``, ``log_loss``; ``note`` when only one class is present; ``roc_auc_ci_note`` when
+    ``roc_auc_ci`` is ``None`` for another reason than that or ``n_boot == 0``.
 
 ``classification_metrics(y, p, threshold)``
     One entry per metric in ``METRICS`` — ``roc_auc``, ``pr_auc`` (average precision),
     ``accuracy``, ``sensitivity``, ``specificity``, ``ppv``, ``npv``, ``f1``, ``brier``, ``ece`` —
     each ``{"value": float | None, "ci": [low, high] | None}``; ``None`` where undefined (e.g.
-    sensitivity without positives) or, for ``ci``, when ``n_boot == 0``. A proportion at exactly
+    sensitivity without positives) or, for ``ci``, when ``n_boot == 0``; ``ci_note`` (reason in
+    words) where a bootstrap was run but no interval is reported. A proportion at exactly
     0 or 1 (e.g. every positive found) gets the Wilson score interval instead of the collapsed
-    bootstrap one, and its entry says so: ``"ci_method": "wilson"``. Plus ``threshold``,
+    bootstrap one, and its entry says so: ``"ci_method": "wilson"``. ``ece`` also carries
+    ``plugin`` (the ECE of the data as given), ``value_method`` (``"bias-corrected"``, or
+    ``"plug-in"`` without resamples) and ``"ci_method": "basic bootstrap"``. Plus ``threshold``,
     ``n``, ``positives``, ``tp``, ``fp``, ``tn``, ``fn`` (counts at the threshold), ``excluded``
     (rows dropped for a missing label or probability), ``ece_bins`` (10), ``bootstrap``
-    (``{"n_boot", "seed", "level", "unit"}``) and ``note`` when only one class is present.
+    (``{"n_boot", "seed", "level", "unit", "method"}``) and ``note`` when only one class is
+    present.
 
 ``ordinal_metrics(true_grades, predicted_grades, n_levels)``
     ``quadratic_kappa`` and ``macro_f1`` as ``{"value", "ci"}``; ``confusion`` (list of rows:
@@ -34,7 +44,11 @@ Stable keys (scripts read them from ``metrics.json``):
 ECE (expected calibration error) uses 10 equal-width bins of the predicted probability —
 [0, 0.1), [0.1, 0.2), …, [0.9, 1.0] — and is ``sum_b (n_b / N) * |observed rate_b - mean p_b|``.
 It is biased upwards on small samples (even a perfectly calibrated model shows a positive ECE from
-sampling noise alone), so read it together with the reliability diagram and its bin counts.
+sampling noise alone), and a resample, drawn from the data, is noisier still: its percentile
+interval can lie wholly above the estimate. So ``ece`` reports the bootstrap bias-corrected value
+``max(0, 2·plugin − mean of the resamples)`` with the basic bootstrap interval
+``[2·plugin − q97.5, 2·plugin − q2.5]`` clipped to [0, 1]. Read it together with the reliability
+diagram and its bin counts.
 """
 
 from __future__ import annotations
@@ -57,7 +71,7 @@ from deeppcos.evaluation._resample import (
     wilson_for_boundaries,
 )
 from deeppcos.evaluation.subgroups import age_band, bmi_band, subgroup_metrics
-from deeppcos.stats import bootstrap_auc_ci, weighted_auc
+from deeppcos.stats import bootstrap_auc_interval, weighted_auc
 
 __all__ = [
     "METRICS",
@@ -74,6 +88,7 @@ __all__ = [
 ]
 
 N_BOOTSTRAP = 1000
+BINARY_CI_METHOD = "BCa; ECE: bias-corrected with the basic interval; Wilson at 0 or 1"
 ECE_BINS = 10
 METRICS = (
     "roc_auc",
@@ -115,15 +130,18 @@ def binary_metrics(
         )
         return out
     # n_boot=0 (per-fold figures) asks for no interval: None, not [NaN, NaN], keeps JSON valid.
-    ci = None
+    ci, ci_note = None, {}
     if n_boot > 0:
-        low, high = bootstrap_auc_ci(y, p, np.arange(len(y)), np.random.default_rng(seed), n_boot)
-        ci = [round(low, 4), round(high, 4)]
+        rng = np.random.default_rng(seed)
+        interval = bootstrap_auc_interval(y, p, np.arange(len(y)), rng, n_boot)
+        ci = None if interval.ci is None else [round(c, 4) for c in interval.ci]
+        ci_note = {"roc_auc_ci_note": interval.note} if interval.note else {}
     clipped = np.clip(p, 1e-7, 1 - 1e-7)
     out.update(
         {
             "roc_auc": round(weighted_auc(y, p), 4),
             "roc_auc_ci": ci,
+            **ci_note,
             "pr_auc": round(float(average_precision_score(y, p)), 4),
             "brier": round(float(brier_score_loss(y, p)), 4),
             "log_loss": round(float(log_loss(y, clipped, labels=[0, 1])), 4),
@@ -180,7 +198,9 @@ def classification_metrics(
     y_arr, p_arr, keep = clean_binary(y, p, probabilities=True, groups=groups)
     group_arr = None if groups is None else np.asarray(groups, dtype=object)[keep]
     scorer = BinaryScorer(y_arr, p_arr, float(threshold), ECE_BINS)
-    scores = bootstrap(scorer, len(y_arr), seed=seed, n_boot=n_boot, groups=group_arr)
+    scores = bootstrap(
+        scorer, len(y_arr), seed=seed, n_boot=n_boot, groups=group_arr, debiased=("ece",)
+    )
     scores = wilson_for_boundaries(scores, scorer.proportions())
     tp, fp, tn, fn = (round(float(c)) for c in scorer.cells.sum(axis=0))
     out: dict[str, Any] = {name: scores[name] for name in METRICS}
@@ -194,7 +214,7 @@ def classification_metrics(
         fn=fn,
         excluded=int((~keep).sum()),
         ece_bins=ECE_BINS,
-        bootstrap=_bootstrap_info(n_boot, seed, groups),
+        bootstrap=_bootstrap_info(n_boot, seed, groups, BINARY_CI_METHOD),
     )
     if len(np.unique(y_arr)) < 2:
         out["note"] = "needs both classes: AUCs and sensitivity or specificity are undefined"
@@ -268,7 +288,7 @@ def ordinal_metrics(
         "n": len(true),
         "n_levels": n_levels,
         "excluded": int((~keep).sum()),
-        "bootstrap": _bootstrap_info(n_boot, seed, None),
+        "bootstrap": _bootstrap_info(n_boot, seed, None, "BCa"),
     }
 
 
@@ -297,11 +317,11 @@ def _grade_codes(values: Any, n_levels: int, name: str) -> tuple[np.ndarray, lis
     return codes, None
 
 
-def _bootstrap_info(n_boot: int, seed: int, groups: Any) -> dict[str, Any]:
+def _bootstrap_info(n_boot: int, seed: int, groups: Any, method: str) -> dict[str, Any]:
     return {
         "n_boot": int(n_boot),
         "seed": int(seed),
         "level": CI_LEVEL,
         "unit": "patient" if groups is None else "group of linked patients",
-        "method": "percentile",
+        "method": method,
     }

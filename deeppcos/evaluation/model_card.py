@@ -44,13 +44,18 @@ COUNT_KEYS = ("n", "positives", "threshold", "tp", "fp", "tn", "fn", "excluded")
 SEVERITY_RANK = {"high": 0, "warning": 1, "info": 2, "ok": 3}
 
 STANDARD_CAVEATS = (
-    "Intervals are 95% percentile bootstrap intervals over the patients of this cohort: they "
-    "describe sampling uncertainty only, not what happens at another site, on another scanner or "
-    "in another population.",
+    "Intervals are 95% bootstrap intervals over the patients of this cohort — BCa (bias-corrected "
+    "and accelerated) for every metric except ECE, which is shown bias-corrected with the basic "
+    "bootstrap interval, and Wilson score intervals for proportions of exactly 0 or 1; an "
+    "interval that would not contain its estimate is not shown, and the reason is given "
+    "instead (marked †). They describe sampling uncertainty only, not what happens at another "
+    "site, on another scanner or in another population.",
     "A threshold chosen on out-of-fold predictions reaches its target sensitivity there by "
     "construction; its sensitivity on new patients must be confirmed on data that did not choose "
     "it (the locked test part, or an external cohort).",
-    "ECE is biased upwards on small samples; read it with the reliability diagram's bin counts.",
+    "The plug-in ECE is biased upwards on small samples (even a calibrated model shows one from "
+    "noise); the value shown is bias-corrected (the plug-in is kept in metrics.json as "
+    "'plugin'). Read it with the reliability diagram's bin counts.",
     "Subgroup gaps are point differences, not tests; small subgroups have wide intervals.",
 )
 
@@ -246,7 +251,8 @@ def _with_ci(entry: Mapping[str, Any] | None) -> str:
     if value is None:
         return "undefined"
     if not ci or any(_missing(c) for c in ci):
-        return f"{value:.3f}"
+        note = entry.get("ci_note")
+        return f"{value:.3f} (no interval†: {note})" if note else f"{value:.3f}"
     return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
 
 

@@ -360,6 +360,6 @@ def _with_ci(entry: dict[str, Any]) -> str:
     if entry["value"] is None:
         return "undefined"
     if entry["ci"] is None:
-        return f"{entry['value']:.3f}"
+        return f"{entry['value']:.3f}" + (" (no interval)" if entry.get("ci_note") else "")
     low, high = entry["ci"]
     return f"{entry['value']:.3f} ({low:.3f}–{high:.3f})"

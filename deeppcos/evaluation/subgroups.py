@@ -4,15 +4,16 @@
 (``group == "all"``), with the columns
 
 ``group``, ``level``, ``n``, ``positives``, then for each of ``roc_auc``, ``sensitivity`` and
-``specificity``: the value, ``<metric>_low`` and ``<metric>_high`` (95% patient bootstrap) and
-``<metric>_gap`` (subgroup minus whole cohort: negative means worse in the subgroup), and
-``note``.
+``specificity``: the value, ``<metric>_low`` and ``<metric>_high`` (95% patient bootstrap, BCa)
+and ``<metric>_gap`` (subgroup minus whole cohort: negative means worse in the subgroup), and
+``note``. Bounds are NaN where no interval is reported, and ``note`` says why (e.g. too few
+resamples with a positive, or an interval that would not contain its estimate).
 
 A gap is a point difference, not a test: read it against the subgroup's interval, which is wide
 for small groups (a sensitivity of exactly 0 or 1 gets the Wilson interval, since the bootstrap
 one collapses there). Groups smaller than ``min_size`` get point estimates but no interval, and a
-note, because a percentile bootstrap on a handful of patients gives intervals that look precise
-and are not. Rows missing the group value form their own level, ``missing``, so no patient
+note, because a bootstrap on a handful of patients gives intervals that look precise and are
+not. Rows missing the group value form their own level, ``missing``, so no patient
 silently drops out of the table.
 """
 
@@ -150,14 +151,17 @@ def _row(
     scores = bootstrap(statistic, len(y), seed=seed, n_boot=0 if small else n_boot)
     scores = wilson_for_boundaries(scores, scorer.proportions())
     row: dict[str, Any] = {"group": group, "level": level, "n": len(y), "positives": int(y.sum())}
-    for name, entry in scores.items():
-        ci = entry["ci"] or [np.nan, np.nan]
-        value = np.nan if entry["value"] is None else entry["value"]
-        row.update({name: value, f"{name}_low": ci[0], f"{name}_high": ci[1]})
     notes = []
     if small:
         notes.append(f"n = {len(y)} < {min_size}: point estimates only, no interval")
     if len(np.unique(y)) < 2:
         notes.append("one class only: AUC and sensitivity or specificity undefined")
+    for name, entry in scores.items():
+        ci = entry["ci"] or [np.nan, np.nan]
+        value = np.nan if entry["value"] is None else entry["value"]
+        row.update({name: value, f"{name}_low": ci[0], f"{name}_high": ci[1]})
+        # An undefined value is explained by the one-class note above.
+        if entry["value"] is not None and "ci_note" in entry:
+            notes.append(f"{name}: {entry['ci_note']}")
     row["note"] = "; ".join(notes)
     return row

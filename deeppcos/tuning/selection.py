@@ -30,6 +30,7 @@ import yaml
 
 from deeppcos.config import load_config
 from deeppcos.exceptions import ConfigError
+from deeppcos.stats import bootstrap_interval
 from deeppcos.tuning.objective import DEFAULT_ROLE, Evaluator
 from deeppcos.tuning.spaces import MAXIMISE, ObjectiveSettings, SelectionSettings
 
@@ -175,7 +176,9 @@ def _apply(gains: np.ndarray, selection: SelectionSettings) -> dict[str, Any]:
     se = float(gains.std(ddof=1) / math.sqrt(n))
     rng = np.random.default_rng(0)
     draws = gains[rng.integers(0, n, size=(selection.n_boot, n))].mean(axis=1)
-    ci = [round(float(np.percentile(draws, 2.5)), 6), round(float(np.percentile(draws, 97.5)), 6)]
+    # Leave-one-fold-out means: the jackknife behind the BCa acceleration.
+    interval = bootstrap_interval(mean, draws, (gains.sum() - gains) / (n - 1))
+    ci = None if interval.ci is None else [round(c, 6) for c in interval.ci]
     out = {"mean": round(mean, 6), "se": round(se, 6), "ci": ci}
     if selection.rule == "paired_se":
         keep = mean > selection.min_gain_se * se
@@ -184,6 +187,9 @@ def _apply(gains: np.ndarray, selection: SelectionSettings) -> dict[str, Any]:
             f"mean gain {mean:+.4f} over {n} paired folds is {verdict} "
             f"{selection.min_gain_se:g} standard error(s) ({se:.4f})"
         )
+    elif ci is None:
+        keep = False
+        out["reason"] = f"no 95% bootstrap interval of the mean gain ({n} folds): {interval.note}"
     else:
         keep = ci[0] > 0
         out["reason"] = (
@@ -226,7 +232,8 @@ def tuned_config(
     if decision.mean_gain is not None:
         header.append(
             f"# paired gain {decision.mean_gain:+.4f} (SE {decision.standard_error}, 95% CI "
-            f"{decision.gain_ci95}) over {decision.n_folds} {decision.folds} folds"
+            f"{decision.gain_ci95 or 'not defined'}) over {decision.n_folds} {decision.folds} "
+            "folds"
         )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
