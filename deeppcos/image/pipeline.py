@@ -151,8 +151,9 @@ def _loader(table: ImageTable, cfg: PreprocessConfig) -> Callable[[Any], np.ndar
     return load
 
 
-def decoded(table: ImageTable, cfg: PreprocessConfig) -> tf.data.Dataset:
-    """Preprocessed uint8 images (S×S×C), in table order, decoded on parallel threads."""
+def decoded(table: ImageTable, cfg: PreprocessConfig, *, parallel: bool = True) -> tf.data.Dataset:
+    """Preprocessed uint8 images (S×S×C), in table order, decoded on parallel threads (on
+    the calling thread when ``parallel`` is false)."""
     load = _loader(table, cfg)
     shape = (cfg.image_size, cfg.image_size, cfg.channels)
 
@@ -162,12 +163,24 @@ def decoded(table: ImageTable, cfg: PreprocessConfig) -> tf.data.Dataset:
         return image
 
     indices = tf.data.Dataset.range(len(table))
+    if not parallel:
+        return indices.map(decode)
     return indices.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def _to_float(images: tf.Tensor, *rest: tf.Tensor) -> Any:
     images = tf.cast(images, tf.float32)
     return (images, *rest) if rest else images
+
+
+def _op_determinism() -> bool:
+    """Whether ``tf.config.experimental.enable_op_determinism()`` is in force (TensorFlow
+    exports no public getter); when the check itself is unavailable, assume it is."""
+    try:
+        from tensorflow.python.framework import config as tf_config
+    except ImportError:  # pragma: no cover - TensorFlow moved its internals
+        return True
+    return bool(getattr(tf_config, "is_op_determinism_enabled", lambda: True)())
 
 
 def available_memory() -> int:
@@ -230,7 +243,15 @@ def training_dataset(
 ) -> tf.data.Dataset:
     """(image float32 [0, 255], label float32 (n, 1)) batches, cached after decoding."""
     assert table.labels is not None
-    images = decoded(table, cfg)
+    # Augmentation draws from Keras seed variables (stateful ops). Under op determinism, which
+    # ImageBranch.fit turns on, tf.data's make_deterministic rewrite then turns every parallel
+    # map of this pipeline into a sequential MapDataset and every prefetch into a 0-sized one,
+    # but keeps ParallelMapDatasetV2's ``use_unbounded_threadpool`` attribute on the rewritten
+    # nodes, which TensorFlow logs as an E-level "NodeDef mentions attribute" line. Build those
+    # maps sequential from the start: the same pipeline at run time, without the stale attribute.
+    parallel = augment is None or not _op_determinism()
+    calls: dict[str, Any] = {"num_parallel_calls": AUTOTUNE} if parallel else {}
+    images = decoded(table, cfg, parallel=parallel)
     labels = tf.data.Dataset.from_tensor_slices(table.labels.reshape(-1, 1))
     ds = tf.data.Dataset.zip((images, labels))
     if fits_in_memory(cache_bytes(len(table), cfg)):
@@ -241,13 +262,13 @@ def training_dataset(
         per_image = cfg.image_size * cfg.image_size * cfg.channels
         buffer = max(64, min(len(table), SHUFFLE_BUFFER_BYTES // per_image))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(_to_float, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size).map(_to_float, **calls)
     if augment is not None:
 
         def augmented(x: tf.Tensor, y: tf.Tensor) -> tuple[Any, tf.Tensor]:
             return augment(x, training=True), y
 
-        ds = ds.map(augmented, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(augmented, **calls)
     return ds.prefetch(AUTOTUNE)
 
 
