@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 THREADS := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE \
 	TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2
 
-.PHONY: install demo test test-all lint clean
+.PHONY: install demo dashboard test test-all lint clean
 
 $(BIN)/deeppcos: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ install: $(BIN)/deeppcos
 
 demo: install
 	$(BIN)/deeppcos demo --out demo
+
+dashboard: install
+	$(BIN)/deeppcos dashboard demo/run
 
 test: install
 	$(THREADS) $(BIN)/python -m pytest -q

@@ -80,7 +80,7 @@ def _paired(run: Path) -> dict:
     for column in [c for c in oof.columns if c in ("p_tabular", "p_image")]:
         name = column.removeprefix("p_")
         out[name] = {
-            "oof": paired_auc_difference(oof["label"], oof["p_fusion"], oof[column]),
+            "oof": paired_auc_difference(oof["label"], oof["risk"], oof[column]),
             "locked_test": paired_auc_difference(test["label"], test["risk"], test[column]),
         }
     return out

@@ -297,13 +297,13 @@ def waterfall_figure(expl: PatientExplanation, top: int = 10) -> go.Figure:
     and the rest summed, in logit points (exact SHAP shares of the fusion's logit)."""
     shares = expl.shares
     steps: list[tuple[str, float]] = []
-    if expl.prediction.get("p_image") is not None or shares.get("ultrasound"):
-        steps.append(("ultrasound images", float(shares.get("ultrasound", 0.0))))
+    if "ultrasound" in shares:  # only for a patient who has images
+        steps.append(("ultrasound images", float(shares["ultrasound"])))
     shown = expl.top_features(top)
-    steps += [(f"{f.label} = {f.value_text}", f.logit) for f in shown]
+    steps += [(f.display, f.logit) for f in shown]
     names = {f.name for f in shown}
     rest = sum(f.logit for f in expl.features if f.name not in names)
-    rest += shares.get("tabular_missing", 0.0) + shares.get("tabular_adjustment", 0.0)
+    rest += shares.get("tabular_adjustment", 0.0)
     if abs(rest) >= 0.005:
         steps.append(("all other tabular inputs", rest))
     bias = float(shares.get("bias", 0.0))
@@ -338,10 +338,11 @@ def waterfall_figure(expl: PatientExplanation, top: int = 10) -> go.Figure:
 
 
 def shares_figure(expl: PatientExplanation) -> go.Figure:
-    """The images' and the labs' total contributions, in logit points."""
+    """The total contribution of each modality she has, in logit points."""
     shares = expl.shares
-    names = ["ultrasound images", "tabular data"]
-    values = [float(shares.get("ultrasound", 0.0)), float(shares.get("tabular", 0.0))]
+    present = [k for k in ("ultrasound", "tabular") if k in shares]
+    names = [{"ultrasound": "ultrasound images", "tabular": "tabular data"}[k] for k in present]
+    values = [float(shares[k]) for k in present]
     span = max(abs(v) for v in values) or 1.0
     figure = go.Figure(
         go.Bar(

@@ -94,13 +94,14 @@ def _retrain_hint(path: Path) -> str:
 def predictor_problem(run: Path) -> str | None:
     """What keeps a complete run from loading into a predictor (None when nothing does)."""
     fusion = run / "fusion"
-    if not (fusion / "calibrator.json").is_file():
+    if not (fusion / "routes.json").is_file() and not (fusion / "fusion.json").is_file():
         return f"{run}: no fusion stage in this run; retrain it with fusion enabled."
-    if not (fusion / "fusion.json").is_file():
-        return (
-            f"{run}: the fusion stage was written by an older deeppcos (no fusion/fusion.json); "
-            "train the run again with this version."
-        )
+    for name in ("fusion.json", "routes.json"):
+        if not (fusion / name).is_file():
+            return (
+                f"{run}: the fusion stage was written by an older deeppcos (no fusion/{name}); "
+                "train the run again with this version."
+            )
     return None
 
 

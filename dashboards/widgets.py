@@ -53,22 +53,19 @@ def show_explanation(expl: PatientExplanation, key: str) -> None:
 
 
 def _shares(expl: PatientExplanation, key: str) -> None:
-    """The two modalities' shares; for a score without any image term (a run without an image
-    model), a sentence instead of an empty bar."""
+    """The shares of the modalities she has; with one, a sentence instead of a lone bar."""
     shares = expl.shares
-    if expl.prediction.get("p_image") is None and not shares.get("ultrasound"):
-        st.caption(
-            f"Only the tabular data scored this patient ({shares.get('tabular', 0.0):+.2f} logit "
-            "points): the run has no image model or she has no images."
-        )
+    if "ultrasound" not in shares or "tabular" not in shares:
+        st.caption(f"Scored from {expl.modality_summary()}.")
         return
     st.plotly_chart(figures.shares_figure(expl), key=f"{key}-shares")
     fraction = shares.get("ultrasound_fraction")
     if fraction is not None and fraction == fraction:
         st.caption(
             f"The images carry {percent(fraction)} of the two modalities' contributions. "
-            f"Risk without the images: {percent(shares.get('risk_without_ultrasound'))}; "
-            f"without the labs: {percent(shares.get('risk_without_tabular'))}."
+            f"Risk from the labs alone: {percent(shares.get('risk_without_ultrasound'))}; "
+            f"from the images alone: {percent(shares.get('risk_without_tabular'))} (the run's "
+            "single-modality models)."
         )
 
 
@@ -82,18 +79,22 @@ def _summary(expl: PatientExplanation) -> None:
         help=f"flagged = risk at or above the run's threshold {percent(p.get('threshold'))}: "
         "look closer for PCOS",
     )
-    grade = expl.severity["grade"] if expl.severity else "–"
-    cells[2].metric("Severity grade", grade)
+    severity = expl.severity_summary()
+    cells[2].metric(
+        "Severity grade",
+        severity[0] if severity else "–",
+        help=severity[1] if severity else None,
+    )
     cells[3].metric("Modalities used", expl.modalities)
+    models = [
+        f"{name} model {percent(p.get(key))}"
+        for name, key in (("image", "p_image"), ("tabular", "p_tabular"))
+        if p.get(key) is not None
+    ]
     st.caption(
-        f"image model {percent(p.get('p_image'))} · tabular model {percent(p.get('p_tabular'))}"
-        f" · fused before calibration {percent(p.get('probability'))}"
-        + (
-            " · severity: "
-            + ", ".join(f"{k} {percent(v)}" for k, v in expl.severity["probabilities"].items())
-            if expl.severity
-            else ""
-        )
+        f"Scored from {expl.modality_summary()} · "
+        + " · ".join([*models, f"score before calibration {percent(p.get('probability'))}"])
+        + (f" · severity: {severity[1]}" if severity else "")
     )
     part = {
         "development": "This patient was in the run's development data: the score is in-sample.",
@@ -107,7 +108,7 @@ def _top_features(expl: PatientExplanation) -> None:
     rows = [
         {
             "feature": f.label,
-            "value": f.value_text,
+            "value": f.value_text if f.measured else "not measured (effect of its absence)",
             "typical": f.typical,
             "logit points": f"{f.logit:+.2f}",
             "risk without it": percent(f.risk_without),
@@ -120,9 +121,15 @@ def _top_features(expl: PatientExplanation) -> None:
 
 
 def _images(expl: PatientExplanation) -> None:
+    if "image" not in expl.model_card.get("branches", []):
+        return  # a run without an image model: nothing to show or to miss
     st.subheader("Grad-CAM on the ultrasound images")
     if not expl.images:
-        st.caption("No ultrasound image was explained for this patient.")
+        st.caption(
+            "This patient has no ultrasound images."
+            if expl.prediction.get("p_image") is None
+            else "No image maps were drawn."
+        )
         return
     columns = st.columns(min(len(expl.images), 4))
     for column, image in zip(columns, expl.images, strict=False):
@@ -142,8 +149,12 @@ def _criteria(expl: PatientExplanation) -> None:
     if checklist is None:
         st.caption("No tabular data to check the criteria against.")
         return
+    from deeppcos.explain.report import GUIDELINE_NAMES
+
     st.markdown(
-        f"{checklist.n_met} of 3 criteria met, {checklist.n_known} known: **Rotterdam criteria "
+        f"Guideline: **{GUIDELINE_NAMES.get(checklist.guideline, checklist.guideline)}** (the "
+        f"run's). {checklist.n_met} of 3 criteria met, {checklist.n_known} known: **Rotterdam "
+        "criteria "
         f"{checklist.rotterdam_pcos}**"
         + (f" (phenotype {checklist.phenotype})" if checklist.phenotype else "")
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deeppcos import __version__
+from deeppcos.commands import command_line, python_command
 
 # TensorFlow's C++ start-up chatter is noise to a user; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,6 +34,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help, not Rich's panels: Rich squeezes the option column to fit the terminal
+    # and cuts long names ("--label-correcti…" at 80 columns); Click always prints an option's
+    # full name and moves its help to the next line when the name is long.
+    rich_markup_mode=None,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -148,26 +154,92 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
 
 
-def _print_report(report, limit: int) -> None:  # report: LoadReport
+# What each kind of load-report entry did, in words: (one, several).
+REPORT_ACTIONS = {
+    "renamed": ("column renamed", "columns renamed"),
+    "converted": ("column converted to other units", "columns converted to other units"),
+    "recomputed": ("column recomputed from its parts", "columns recomputed from their parts"),
+    "coerced": ("unreadable value set to missing", "unreadable values set to missing"),
+    "out_of_range": ("value outside its plausible range", "values outside their plausible range"),
+    "dropped_column": ("column dropped", "columns dropped"),
+    "recoded": ("code recoded", "codes recoded"),
+    "excluded_row": ("patient row left out", "patient rows left out"),
+    "excluded_image": ("image left out", "images left out"),
+    "unknown_column": ("unknown column", "unknown columns"),
+    "note": ("note", "notes"),
+}
+REPORT_LEVELS = ("error", "excluded", "warning", "info")  # most serious first
+
+
+def _count(n: int, one: str, several: str) -> str:
+    return f"{n} {one if n == 1 else several}"
+
+
+def _report_counts_in_words(counts: dict[str, int]) -> str:
+    """``{"warning/out_of_range": 37, "info/renamed": 38}`` (``LoadReport.counts()``) →
+    "38 columns renamed, 37 values outside their plausible range"."""
+    by_action: dict[str, int] = {}
+    for key, n in counts.items():
+        action = key.split("/", 1)[-1]
+        by_action[action] = by_action.get(action, 0) + n
+    ordered = sorted(by_action.items(), key=lambda item: -item[1])  # stable: ties keep order
+    return ", ".join(
+        _count(n, *REPORT_ACTIONS.get(action, (action.replace("_", " "),) * 2))
+        for action, n in ordered
+    )
+
+
+def _report_line(entry: Any) -> str:  # entry: ReportEntry
+    """One entry as a sentence: its level, where (file, row, column) and what happened."""
+    found = f" (found {entry.found!r})" if entry.found is not None else ""
+    where = entry.location(short=True)
+    return f"{entry.level}: {where + ': ' if where else ''}{entry.message}{found}"
+
+
+def _print_report(report, limit: int, more: str = "") -> None:  # report: LoadReport
+    """The load report: a line of counts in words, then up to ``limit`` entries (one of each
+    kind first), each naming its file, row and column; the rest counted in words, and ``more``
+    says where to read them."""
     if not len(report):
         console.print("load report: nothing changed, nothing excluded")
         return
-    counts = Table(title="load report")
-    for column in ("level", "action", "count"):
-        counts.add_column(column)
-    for key, count in sorted(report.counts().items()):
-        level, action = key.split("/")
-        counts.add_row(level, action, str(count))
-    console.print(counts)
-    notable = [e for e in report if e.level != "info"]
     from rich.markup import escape
 
-    for entry in notable[:limit]:
-        found = f" (found {entry.found!r})" if entry.found is not None else ""
-        line = f"{entry.level}: {entry.location(short=True)}: {entry.message}{found}"
-        console.print(f"  {escape(line)}", highlight=False)
-    if len(notable) > limit:
-        console.print(f"  … {len(notable) - limit} more; use --report-csv to list them all")
+    levels = {level: sum(e.level == level for e in report) for level in REPORT_LEVELS}
+    levels_text = ", ".join(
+        _count(n, level, f"{level}s" if level in ("warning", "error") else level)
+        for level, n in levels.items()
+        if n
+    )
+    console.print(
+        escape(f"load report ({levels_text}): {_report_counts_in_words(report.counts())}"),
+        highlight=False,
+    )
+    shown = _report_sample(list(report), limit)
+    for entry in shown:
+        console.print(f"  {escape(_report_line(entry))}", highlight=False)
+    if len(report) > len(shown):
+        ids = {id(e) for e in shown}
+        rest = Counter(f"{e.level}/{e.action}" for e in report if id(e) not in ids)
+        hint = f"; {more}" if more else ""
+        line = f"  … {len(report) - len(shown)} more ({_report_counts_in_words(rest)}){hint}"
+        console.print(escape(line), highlight=False)
+
+
+def _report_sample(entries: list[Any], limit: int) -> list[Any]:
+    """Up to ``limit`` entries showing every kind (level and action) before a second of any:
+    the kinds in turn, the most serious level first; shown in that order, then the report's."""
+    rank = {level: i for i, level in enumerate(REPORT_LEVELS)}
+    kinds: dict[tuple[str, str], list[Any]] = {}
+    for entry in sorted(entries, key=lambda e: rank.get(e.level, len(rank))):
+        kinds.setdefault((entry.level, entry.action), []).append(entry)
+    picked: list[Any] = []
+    depth = 0
+    while len(picked) < min(limit, len(entries)):
+        picked += [group[depth] for group in kinds.values() if depth < len(group)]
+        depth += 1
+    order = {id(e): i for i, e in enumerate(entries)}
+    return sorted(picked[:limit], key=lambda e: (rank.get(e.level, len(rank)), order[id(e)]))
 
 
 @app.command()
@@ -191,7 +263,7 @@ def validate(
         _write_json({"summary": summary, "report": cohort.report.to_records()}, json_out)
     if json_out != "-":
         _print_summary(summary)
-        _print_report(cohort.report, show)
+        _print_report(cohort.report, show, "use --report-csv FILE to list them all")
     if report_csv:
         cohort.report.to_frame().to_csv(report_csv, index=False)
     if strict and any(e.level in ("warning", "excluded") for e in cohort.report):
@@ -376,33 +448,54 @@ def _print_branch_metrics(run: Path) -> None:
     for column in ("branch", "ROC AUC", "95% CI", "PR AUC", "Brier", "n"):
         table.add_column(column)
     rows = dict(metrics["branches"])
-    if "fusion" in metrics:
-        for method, entry in metrics["fusion"].get("methods", {}).items():
-            rows[f"{method} fusion"] = {"oof": entry["oof_uncalibrated"]}
-        rows[f"{metrics['fusion']['method']} fusion, calibrated"] = metrics["fusion"]
+    fusion = metrics.get("fusion")
+    if fusion:
+        both = " (patients with every modality)" if len(fusion.get("routes", {})) > 1 else ""
+        for method, entry in fusion.get("methods", {}).items():
+            rows[f"{method} fusion{both}"] = {"oof": entry["oof_uncalibrated"]}
+        rows["calibrated risk, every route"] = fusion
     for name, branch in rows.items():
         oof = branch["oof"]
-        ci = oof.get("roc_auc_ci") or [None, None]
         table.add_row(
             name,
             str(oof.get("roc_auc")),
-            f"{ci[0]}–{ci[1]}",
+            _interval(oof.get("roc_auc_ci")),
             str(oof.get("pr_auc")),
             str(oof.get("brier")),
             str(oof["n"]),
         )
     console.print(table)
-    if "fusion" in metrics:
-        at = metrics["fusion"]["oof_at_threshold"]
+    if fusion:
+        at = fusion["oof_at_threshold"]
         console.print(
             f"decision threshold {at['threshold']:.3f} (target sensitivity "
-            f"{metrics['fusion']['decision']['target_sensitivity']:.2f}): sensitivity "
+            f"{fusion['decision']['target_sensitivity']:.2f}): sensitivity "
             f"{at['sensitivity']['value']:.3f}, specificity {at['specificity']['value']:.3f} "
             "out of fold"
         )
-        console.print(f"fusion kept: {metrics['fusion']['method']} (higher out-of-fold ROC AUC)")
+        console.print(f"fusion kept: {fusion['method']} (higher out-of-fold ROC AUC)")
+        _print_routes(fusion)
     _print_severity(metrics.get("severity"), "out of fold")
     console.print(f"run folder: {run}")
+
+
+def _print_routes(fusion: dict[str, Any]) -> None:
+    """Who was scored by what, when some patients lack a modality."""
+    routes = fusion.get("routes", {})
+    if len(routes) < 2:
+        return
+    parts = [
+        f"{entry['patients']} {ROUTE_WORDS.get(route, route)}: {entry['scored_by']}"
+        for route, entry in routes.items()
+    ]
+    console.print("scored by route (a missing modality is not evidence): " + "; ".join(parts))
+
+
+ROUTE_WORDS = {
+    "tabular+image": "with labs and images",
+    "tabular": "with labs only",
+    "image": "with images only",
+}
 
 
 def _print_severity(severity: dict[str, Any] | None, where: str) -> None:
@@ -418,10 +511,29 @@ def _print_severity(severity: dict[str, Any] | None, where: str) -> None:
     kappa, f1 = scores["quadratic_kappa"], scores["macro_f1"]
     source = severity.get("source")
     console.print(
-        f"severity grade ({source} grades, {scores['n']} patients, {where}): quadratic kappa "
-        f"{_fmt(kappa['value'])} ({_fmt(kappa['ci'][0])}–{_fmt(kappa['ci'][1])}), macro F1 "
-        f"{_fmt(f1['value'])} ({_fmt(f1['ci'][0])}–{_fmt(f1['ci'][1])})"
+        f"severity grade ({source} grades, {scores['n']} patients, {where}; 'none' unless "
+        f"flagged): quadratic kappa {_fmt(kappa['value'])} ({_interval(kappa['ci'])}), macro F1 "
+        f"{_fmt(f1['value'])} ({_interval(f1['ci'])})"
     )
+    given = severity.get("oof_given_pcos", severity.get("given_pcos", {}))
+    if "quadratic_kappa" in given:
+        entry = given["quadratic_kappa"]
+        console.print(
+            f"  grade given PCOS, on the {given['n']} patients labelled PCOS: quadratic kappa "
+            f"{_fmt(entry['value'])} ({_interval(entry['ci'])})"
+        )
+    agreement = severity.get("presence_agreement")
+    if agreement:
+        console.print(
+            f"  decision and grade disagree for {agreement['contradictions']} patients "
+            "(a flagged patient always has a PCOS grade, an unflagged one 'none')"
+        )
+
+
+def _interval(ci: Any) -> str:
+    if not ci or any(c is None for c in ci):
+        return "no interval"
+    return f"{_fmt(ci[0])}–{_fmt(ci[1])}"
 
 
 # --- evaluate and predict ---------------------------------------------------------------------
@@ -459,13 +571,13 @@ def _print_evaluation(result: dict[str, Any], run: Path) -> None:
         "ece",
     ):
         entry = fusion[key]
-        ci = entry.get("ci") or [None, None]
-        table.add_row(key, _fmt(entry["value"]), f"{_fmt(ci[0])}–{_fmt(ci[1])}")
+        name = f"{key} ({entry['value_method']})" if entry.get("value_method") else key
+        table.add_row(name, _fmt(entry["value"]), _interval(entry.get("ci")))
     console.print(table)
     for name, branch in result["branches"].items():
-        ci = branch.get("roc_auc_ci") or [None, None]
         console.print(
-            f"{name} branch alone: ROC AUC {_fmt(branch['roc_auc'])} ({_fmt(ci[0])}–{_fmt(ci[1])})"
+            f"{name} branch alone: ROC AUC {_fmt(branch['roc_auc'])} "
+            f"({_interval(branch.get('roc_auc_ci'))})"
         )
     _print_severity(result.get("severity"), "locked test part")
     console.print(
@@ -560,15 +672,54 @@ def predict(
         predictions.to_parquet(out, index=False)
     else:
         predictions.to_csv(out, index=False)
-    counts = predictions["modalities"].value_counts().to_dict()
+    counts = predictions["modalities"].astype(str).value_counts().to_dict()
     flagged = int(predictions["decision"].fillna(False).sum())
     console.print(
-        f"{len(predictions)} patients scored ({counts}); {flagged} above the decision threshold "
-        f"{predictor.threshold:.3f}; written to {out}"
+        f"{_scored_in_words(counts)}; {flagged} flagged (risk ≥ {_percent(predictor.threshold)}); "
+        f"written to {out}",
+        highlight=False,
+        markup=False,
     )
     if predictions["severity"].notna().any():
-        grades = predictions["severity"].value_counts(sort=False).to_dict()
-        console.print(f"severity grades: {grades}")
+        console.print(f"severity grades: {_grades_in_words(predictions)}", markup=False)
+
+
+# How each route of ``modalities`` reads to a user; "none" is a patient with neither.
+MODALITY_WORDS = {
+    "tabular+image": "with labs and images",
+    "tabular": "with labs only",
+    "image": "with images only",
+}
+
+
+def _percent(p: float) -> str:
+    """0.0703 → "7.0%"; a small share keeps two significant digits (0.00042 → "0.042%")."""
+    return f"{p:.1%}" if p >= 0.001 else f"{100 * p:.2g}%"
+
+
+def _scored_in_words(counts: dict[str, int]) -> str:
+    """``{"tabular+image": 100, "tabular": 5, "none": 2}`` → "105 patients scored: 100 with
+    labs and images, 5 with labs only; 2 not scored (neither labs nor images)"."""
+    unscored = counts.get("none", 0)
+    scored = {k: n for k, n in counts.items() if k != "none" and n}
+    known = [k for k in MODALITY_WORDS if k in scored]
+    parts = [f"{scored[k]} {MODALITY_WORDS[k]}" for k in known]
+    parts += [f"{n} with {k.replace('+', ' and ')}" for k, n in scored.items() if k not in known]
+    text = _count(sum(scored.values()), "patient", "patients") + " scored"
+    if parts:
+        text += ": " + ", ".join(parts)
+    if unscored:
+        text += f"; {unscored} not scored (neither labs nor images)"
+    return text
+
+
+def _grades_in_words(predictions: Any) -> str:  # predictions: pd.DataFrame
+    """Patients per severity grade, mildest first: "427 none, 45 mild, 40 moderate, 88 severe"."""
+    counts = predictions["severity"].dropna().astype(str).value_counts().to_dict()
+    # The predictor writes one p_severity_<grade> column per grade, lowest grade first.
+    levels = [c.removeprefix("p_severity_") for c in predictions if c.startswith("p_severity_")]
+    levels += [g for g in counts if g not in levels]
+    return ", ".join(f"{counts.get(g, 0)} {g}" for g in levels)
 
 
 def _fhir_cohort(bundle: Path, window_days: float | None, predictor: Any):  # -> Cohort
@@ -600,11 +751,14 @@ def _predict_in_chunks(
             scheduler=dask,
             progress=lambda done, total: progress("scoring patients", done, total or done),
         )
+    report = _report_counts_in_words(result.report_counts) or "empty"
     console.print(
-        f"{result.patients} patients scored in {result.chunks} chunks on {result.workers} "
-        f"worker(s), {result.patients_per_second:.0f}/s ({result.modalities}); written to "
-        f"{result.out}; load report: {result.report_csv} ({result.report_counts or 'empty'})"
+        f"{_scored_in_words(result.modalities)}; in {result.chunks} chunks on {result.workers} "
+        f"worker(s), {result.patients_per_second:.0f} patients/s; written to {result.out}",
+        highlight=False,
+        markup=False,
     )
+    console.print(f"load report ({report}): {result.report_csv}", highlight=False, markup=False)
 
 
 # --- tune and studies ------------------------------------------------------------------------
@@ -681,7 +835,7 @@ def _print_tuning(result: Any) -> None:  # result: deeppcos.tuning.TuneResult
     if d.mean_gain is not None:
         table.add_row(
             "paired gain",
-            f"{d.mean_gain:+.4f} (SE {d.standard_error}, 95% CI {d.gain_ci95}; "
+            f"{d.mean_gain:+.4f} (SE {d.standard_error}, 95% CI {d.gain_ci95 or 'not defined'}; "
             f"{d.n_folds} {d.folds} folds)",
         )
     table.add_row("decision", f"{d.chosen}: {d.reason}")
@@ -907,7 +1061,8 @@ def start_dashboard(
     import subprocess
 
     if importlib.util.find_spec("streamlit") is None:
-        raise _fail(RuntimeError("streamlit is not installed: pip install -e ."))
+        install = f"{python_command()} -m pip install streamlit"
+        raise _fail(RuntimeError(f"streamlit is not installed: {install}"))
     if not dashboard_app().is_file():
         raise _fail(RuntimeError(f"{dashboard_app()}: the dashboard app is not installed"))
     env = dict(os.environ)
@@ -975,13 +1130,12 @@ def demo(
             with _stage_progress() as progress:
                 run = train_run(config, out / "run", overwrite=True, progress=progress)
             _print_branch_metrics(run)
-            _print_evaluation(evaluate_run(run, force=True), run)
+            # The run folder was just replaced, so this is its first evaluation: not a re-score.
+            _print_evaluation(evaluate_run(run), run)
             outputs += ", run/ (models, metrics.json, curves/, evaluation/ with model_card.md)"
     console.print(f"\nresults in {out}/: {outputs}")
     if not skip_training:
-        import shlex
-
-        command = f"deeppcos dashboard {shlex.quote(str(out / 'run'))}"
+        command = command_line("dashboard", out / "run")
         console.print(f"open the dashboard: {command}", soft_wrap=True, markup=False)
         if dashboard:
             raise typer.Exit(start_dashboard(out / "run"))

@@ -3,7 +3,8 @@ subgroups and a model card, written into ``RUN/evaluation/``.
 
 The test part was never seen by training, tuning, fusion, calibration or the threshold choice.
 It is scored once: a second call returns the stored result (``force`` recomputes it, and says so
-in the result, so a re-scored test set is never silent).
+in the result — ``rescored`` is true when an earlier evaluation was replaced — so a re-scored
+test set is never silent).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from deeppcos.evaluation.model_card import write_model_card
 from deeppcos.evaluation.subgroups import age_band, bmi_band, subgroup_metrics
 from deeppcos.exceptions import RunError
 from deeppcos.predictor import Predictor, load_run
+from deeppcos.runs import read_metrics, run_title
 
 EVALUATION = "evaluation"
 INTENDED_USE = (
@@ -41,6 +43,7 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
     stored = run / EVALUATION / "metrics.json"
     if stored.is_file() and not force:
         return json.loads(stored.read_text(encoding="utf-8"))
+    rescored = stored.is_file()
     predictor = load_run(run)
     cohort = predictor.cohort()
     split = CohortSplit.load(run / "split.json")
@@ -49,7 +52,7 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
     predictions = predictor.predict(cohort, split.test_ids)
     labels = cohort.patients.set_index("patient_id")["label"]
     predictions.insert(1, "label", labels.reindex(predictions["patient_id"]).to_numpy())
-    result = _metrics(predictor, predictions, force)
+    result = _metrics(predictor, predictions, rescored)
     severity = _severity(run, predictor, predictions)
     if severity is not None:
         result["severity"] = severity
@@ -75,7 +78,7 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
     return result
 
 
-def _metrics(predictor: Predictor, predictions: pd.DataFrame, forced: bool) -> dict[str, Any]:
+def _metrics(predictor: Predictor, predictions: pd.DataFrame, rescored: bool) -> dict[str, Any]:
     scored = predictions["risk"].notna() & predictions["label"].notna()
     y = predictions.loc[scored, "label"].astype(int).to_numpy()
     risk = predictions.loc[scored, "risk"].to_numpy()
@@ -88,7 +91,7 @@ def _metrics(predictor: Predictor, predictions: pd.DataFrame, forced: bool) -> d
         "test_patients": len(predictions),
         "scored": int(scored.sum()),
         "no_prediction": int(predictions["risk"].isna().sum()),
-        "rescored": forced,
+        "rescored": rescored,
         "threshold": predictor.threshold,
         "fusion_method": predictor.fusion_method,
         "fusion": fusion,
@@ -101,18 +104,24 @@ def _metrics(predictor: Predictor, predictions: pd.DataFrame, forced: bool) -> d
             for name in predictor.branches
         },
         "modalities": predictions["modalities"].value_counts().to_dict(),
+        "routes": {
+            route: predictor.router.describe(route, predictor.fusion_method)
+            for route in predictor.router.routes
+        },
     }
 
 
 def _severity(run: Path, predictor: Predictor, predictions: pd.DataFrame) -> dict | None:
-    """Quadratic weighted kappa and macro F1 of the predicted grades on the graded test
-    patients, against the grades training used (the cohort's column or the criteria labeller's,
-    stored in ``severity/grades.csv``)."""
+    """Quadratic weighted kappa and macro F1 of the reported grades (``none`` unless flagged)
+    on the graded test patients, against the grades training used (the cohort's column or the
+    criteria labeller's, stored in ``severity/grades.csv``); the head's own figures on the
+    patients labelled PCOS; and the decision against the grade."""
     if predictor.severity is None:
         return None
     from deeppcos.evaluation.metrics import ordinal_metrics
+    from deeppcos.training import presence_agreement
 
-    levels = [str(level) for level in predictor.severity.levels_]
+    levels = predictor.severity_levels()
     truth = pd.read_csv(run / "severity" / "grades.csv", dtype={"patient_id": str})
     true = truth.set_index("patient_id")["severity"].reindex(predictions["patient_id"])
     predictions.insert(2, "severity_true", true.to_numpy())
@@ -120,13 +129,43 @@ def _severity(run: Path, predictor: Predictor, predictions: pd.DataFrame) -> dic
     if graded.sum() == 0:
         return {"note": "no graded patient in the locked test part", "n": 0}
     kind = pd.CategoricalDtype(levels, ordered=True)
+    seed = predictor.config.seed
     result = ordinal_metrics(
         true[graded].astype(kind).reset_index(drop=True),
         predictions.loc[graded, "severity"].astype(kind).reset_index(drop=True),
         len(levels),
-        seed=predictor.config.seed,
+        seed=seed,
     )
-    return {**result, "source": predictor.severity_info.get("source")}
+    return {
+        **result,
+        "source": predictor.severity_info.get("source"),
+        "given_pcos": _given_pcos(predictions, true, levels, seed),
+        "presence_agreement": presence_agreement(
+            predictions["severity"], predictions["decision"], levels
+        ),
+    }
+
+
+def _given_pcos(
+    predictions: pd.DataFrame, true: pd.Series, levels: list[str], seed: int
+) -> dict[str, Any]:
+    """The head's most probable grade given PCOS against the truth, on the test patients
+    labelled PCOS with a PCOS grade (whatever the decision)."""
+    from deeppcos.evaluation.metrics import ordinal_metrics
+
+    pcos = levels[1:]
+    rows = (predictions["label"] == 1).to_numpy() & true.isin(pcos).to_numpy()
+    if not rows.any():
+        return {"note": "no test patient labelled PCOS with a PCOS grade", "n": 0}
+    columns = [f"p_severity_{g}" for g in pcos]
+    best = predictions.loc[rows, columns].to_numpy(dtype="float64").argmax(axis=1)
+    kind = pd.CategoricalDtype(pcos, ordered=True)
+    return ordinal_metrics(
+        true[rows].astype(kind).reset_index(drop=True),
+        pd.Series(pd.Categorical.from_codes(best, dtype=kind)),
+        len(pcos),
+        seed=seed,
+    )
 
 
 def _subgroups(
@@ -144,6 +183,8 @@ def _subgroups(
             columns.append(name)
     if "group" in table:
         columns.append("group")
+    if predictions["modalities"].nunique() > 1:  # how each route does: a check on the routing
+        columns.append("modalities")
     table = table[table["risk"].notna() & table["label"].notna()]
     if not columns or table.empty:
         return []
@@ -179,18 +220,41 @@ def _plots(folder: Path, predictions: pd.DataFrame, predictor: Predictor) -> Non
 
 
 _FUSION_LIMITS = {
-    "late": "Late fusion (chosen on validation): branch outputs are stacked; a patient missing "
-    "a modality is scored from the other one.",
+    "late": "Late fusion (chosen on validation): the branch outputs of patients who have every "
+    "modality are stacked.",
     "intermediate": "Intermediate fusion (chosen on validation): image embeddings (PCA) and "
-    "tabular features in one booster; a patient missing a modality is scored from the other.",
+    "tabular features in one booster, for patients who have every modality.",
 }
+
+
+def _routing_limits(predictor: Predictor, metrics: dict[str, Any]) -> list[str]:
+    """How patients missing a modality are scored, and whether missingness differs by label."""
+    from deeppcos.fusion.routing import missingness_sentence
+
+    if len(predictor.router.routes) < 2:
+        return []
+    text = [
+        "A missing modality is not evidence: a patient without images is scored by the tabular "
+        "model alone and one without labs by the image model alone, each with its own "
+        "calibrator; only patients with both are scored by the fusion."
+    ]
+    label = str(metrics.get("label_name") or "the label")
+    for modality, entry in metrics.get("fusion", {}).get("missing_modalities", {}).items():
+        text.append(missingness_sentence(modality, entry, label))
+    return text
 
 
 def _severity_limits(predictor: Predictor) -> list[str]:
     info = predictor.severity_info
     if not info:
         return []
-    text = "Severity grade (none < mild < moderate < severe) from an ordinal head"
+    levels = predictor.severity_levels()
+    text = (
+        f"Severity grade ({' < '.join(levels)}): '{levels[0]}' unless the decision is positive; "
+        "a flagged patient gets the most probable grade given PCOS from an ordinal head trained "
+        "on the development patients labelled PCOS. P(no PCOS) = 1 − risk and P(grade) = risk × "
+        "P(grade | PCOS), so presence and severity never disagree"
+    )
     if info.get("source") == "criteria":
         text += (
             f"; the training grades were derived by the Rotterdam-criteria labeller "
@@ -198,7 +262,15 @@ def _severity_limits(predictor: Predictor) -> list[str]:
             f"the columns it read were removed from the head's inputs: "
             f"{', '.join(info.get('excluded_inputs', [])) or 'none'}"
         )
-    return [text + ". The grade is reported whatever the presence decision."]
+    conflicts = info.get("label_grade_conflicts") or {}
+    if any(conflicts.values()):
+        text += (
+            f". In the development data {conflicts.get('pcos_label_graded_none', 0)} patients "
+            f"labelled PCOS were graded '{levels[0]}' and "
+            f"{conflicts.get('no_pcos_label_with_pcos_grade', 0)} without PCOS had a PCOS grade; "
+            "the head was not trained on them"
+        )
+    return [text + "."]
 
 
 def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: dict) -> None:
@@ -211,7 +283,7 @@ def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: di
     ]
     write_model_card(
         folder / "model_card.md",
-        run_name=run.name,
+        run_name=run_title(run, predictor.record),
         cohort_summary=cohort.summary(),
         provenance=cohort.spec.description or cohort.spec.name,
         intended_use=INTENDED_USE,
@@ -230,6 +302,7 @@ def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: di
             f"Decision threshold {predictor.threshold:.3f} was chosen on out-of-fold development "
             "predictions for the target sensitivity; sensitivity on new data may be lower.",
             _FUSION_LIMITS[predictor.fusion_method],
+            *_routing_limits(predictor, read_metrics(run)),
             *_severity_limits(predictor),
         ],
     )

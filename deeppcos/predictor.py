@@ -1,9 +1,12 @@
 """A run folder loaded back into a predictor: ``deeppcos.load_run(path)``.
 
 The predictor applies what training saved, in the same order: each branch's model (with its own
-preprocessing), the fusion (late or intermediate, whichever won on validation), the calibrator,
-the decision threshold and, when the run has one, the ordinal severity head. Every prediction
-says which modalities it used; a patient with neither labs nor images gets no prediction.
+preprocessing); the route each patient takes by the modalities she has — the fusion (late or
+intermediate, whichever won on validation) when she has all of them, the other branch alone when
+she lacks one (:mod:`deeppcos.fusion.routing`: a missing modality is not evidence); that route's
+calibrator; the decision threshold; and, when the run has one, the severity head, whose grade
+is conditional on PCOS (:func:`severity_columns`). Every prediction says which modalities it
+used; a patient with neither labs nor images gets no prediction.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class Predictor:
     branches: dict[str, Any] = field(default_factory=dict)
     fusion: Any = None
     fusion_method: str = "late"
-    calibrator: Any = None
+    router: Any = None  # deeppcos.fusion.routing.Router: route, score and calibrate
     threshold: float | None = None
     severity: Any = None  # OrdinalHead, or None when the run has no severity head
     severity_info: dict[str, Any] = field(default_factory=dict)
@@ -90,9 +93,10 @@ class Predictor:
         return spec_from_dict(config.cohort, base_dir=config.base_dir, source=config.name)
 
     def predict(self, cohort: Cohort, patient_ids: Sequence[str] | None = None) -> pd.DataFrame:
-        """One row per patient: branch probabilities, fused probability, calibrated risk,
-        decision at the run's threshold, the modalities used and the severity grade (most
-        probable; ``p_severity_<grade>`` columns hold each grade's probability)."""
+        """One row per patient: branch probabilities, the route's probability, calibrated risk,
+        decision at the run's threshold, the modalities used and, with a severity head, the
+        grade (``none`` unless the decision is positive) with ``p_severity_<grade>`` columns
+        (``p_severity_none`` = 1 − risk; see :func:`severity_columns`)."""
         return self.predict_with_inputs(cohort, patient_ids).predictions
 
     def predict_with_inputs(
@@ -115,20 +119,27 @@ class Predictor:
             frame["p_image"] = p_image.to_numpy()
         else:
             frame["p_image"] = np.nan
-        fused, modalities = self._fuse(frame, tabular, embeddings)
-        risk = self.calibrator.transform(fused)
+        routes = self.router.route(frame)
+        fused = self._fuse(frame, tabular, embeddings, routes == self.router.full)
+        probability = self.router.score(frame, fused, routes)
+        risk = self.router.calibrate(probability, routes)
         decision = pd.array(
             [pd.NA if np.isnan(r) else bool(r >= self.threshold) for r in risk], dtype="boolean"
         )
         out = frame.reset_index()
-        out["probability"] = fused
+        out["probability"] = probability
         out["risk"] = risk
         out["decision"] = decision
-        out["modalities"] = modalities
-        severity = self._grade(frame, tabular, np.array(modalities) != "none")
+        out["modalities"] = routes
+        severity = self._grade(frame, tabular, risk, decision)
         out = pd.concat([out, severity.reset_index(drop=True)], axis=1)
         columns = [*PREDICTION_COLUMNS, *severity.columns.drop("severity")]
         return Prediction(out[columns], tabular, embeddings)
+
+    def calibrate(self, probability: Any, route: str) -> np.ndarray:
+        """Probabilities of one route through that route's calibrator (for what-if risks)."""
+        values = np.atleast_1d(np.asarray(probability, dtype="float64"))
+        return self.router.calibrate(values, np.full(len(values), route, dtype=object))
 
     def _tabular_inputs(self, cohort: Cohort, ids: list[str]) -> pd.DataFrame | None:
         branch = self.branches.get("tabular")
@@ -139,17 +150,29 @@ class Predictor:
         frame: pd.DataFrame,
         tabular: pd.DataFrame | None,
         embeddings: pd.DataFrame | None,
-    ) -> tuple[np.ndarray, list[str]]:
+        full: np.ndarray,
+    ) -> np.ndarray:
+        """The fusion model's probability for the patients with every modality (NaN for the
+        rest: the router scores them with a single branch)."""
+        out = np.full(len(frame), np.nan)
+        if not full.any():
+            return out
         if self.fusion_method == "intermediate":
-            return (
-                self.fusion.predict_proba(tabular, embeddings),
-                self.fusion.modalities_used(tabular, embeddings),
-            )
-        used = frame[[f"p_{name}" for name in self.branches]]
-        return self.fusion.predict_proba(used), self.fusion.modalities_used(used)
+            emb = embeddings[full] if embeddings is not None else None
+            out[full] = self.fusion.predict_proba(tabular[full], emb)
+        else:
+            out[full] = self.fusion.predict_proba(frame.loc[full, self._branch_columns()])
+        return out
+
+    def _branch_columns(self) -> list[str]:
+        return [f"p_{name}" for name in self.branches]
 
     def _grade(
-        self, frame: pd.DataFrame, tabular: pd.DataFrame | None, scored: np.ndarray
+        self,
+        frame: pd.DataFrame,
+        tabular: pd.DataFrame | None,
+        risk: np.ndarray,
+        decision: Any,
     ) -> pd.DataFrame:
         """The severity grade and per-grade probabilities (missing where nothing was scored)."""
         if self.severity is None:
@@ -159,14 +182,56 @@ class Predictor:
         p_image = frame["p_image"] if "image" in self.branches else None
         excluded = self.severity_info.get("excluded_inputs", [])
         x = severity_inputs(tabular, p_image, excluded, frame.index)
-        probabilities = self.severity.predict_proba(x[self.severity.feature_names_])
-        probabilities[~scored] = np.nan
-        levels = [str(level) for level in self.severity.levels_]
-        best = np.where(scored, probabilities.argmax(axis=1), -1)
-        grades = pd.Categorical.from_codes(best, categories=levels, ordered=True)
-        out = pd.DataFrame(probabilities, columns=[f"p_severity_{lv}" for lv in levels])
-        out.insert(0, "severity", grades)
-        return out
+        given_pcos = self.severity.predict_proba(x[self.severity.feature_names_])
+        pcos_levels = [str(v) for v in self.severity.levels_]
+        return severity_columns(given_pcos, risk, decision, self.severity_levels(), pcos_levels)
+
+    def severity_levels(self) -> list[str]:
+        """Every grade, lowest ("no disease") first: the head's PCOS grades after it."""
+        return [str(v) for v in self.severity_info.get("levels", [])]
+
+
+def severity_columns(
+    given_pcos: np.ndarray,
+    risk: np.ndarray,
+    decision: Any,
+    levels: Sequence[str],
+    pcos_levels: Sequence[str],
+) -> pd.DataFrame:
+    """One coherent severity output from the presence risk and the grade model given PCOS.
+
+    ``levels``: every grade, lowest (no PCOS) first; ``pcos_levels``: the head's grades (the
+    rest), ``given_pcos``: their probabilities given PCOS, rows summing to 1.
+
+    * ``p_severity_<lowest>`` = 1 − risk and ``p_severity_<g>`` = risk × P(g | PCOS): one
+      distribution over every grade, summing to 1, whose "no PCOS" share is exactly the
+      calibrated presence risk's complement.
+    * ``severity``: the lowest grade when the decision is negative, else the most probable grade
+      *given PCOS* — a grade is only ever reported together with a positive decision, and a
+      positive decision always comes with a PCOS grade.
+    """
+    if list(levels[1:]) != list(pcos_levels):
+        raise RunError(f"severity levels {list(levels)} do not extend the head's {pcos_levels}")
+    risk = np.asarray(risk, dtype="float64")
+    given = np.asarray(given_pcos, dtype="float64")
+    scored = ~np.isnan(risk)
+    flagged = np.asarray(pd.array(decision, dtype="boolean").fillna(False), dtype=bool)
+    codes = np.where(flagged, 1 + given.argmax(axis=1), 0)
+    codes = np.where(scored, codes, -1)
+    grades = pd.Categorical.from_codes(codes, categories=list(levels), ordered=True)
+    joint = np.column_stack([1 - risk, risk[:, None] * given])
+    joint[~scored] = np.nan
+    out = pd.DataFrame(joint, columns=[f"p_severity_{lv}" for lv in levels])
+    out.insert(0, "severity", grades)
+    return out
+
+
+def given_pcos(probabilities: dict[str, float | None]) -> dict[str, float] | None:
+    """From one patient's ``p_severity_<grade>`` values (every grade, lowest first): the PCOS
+    grades' shares given PCOS, summing to 1 (None when her risk is 0 or missing)."""
+    pcos = {k: v for k, v in list(probabilities.items())[1:] if v is not None and v == v}
+    total = sum(pcos.values())
+    return {k: v / total for k, v in pcos.items()} if total > 0 else None
 
 
 def load_run(run: Path | str) -> Predictor:
@@ -174,9 +239,9 @@ def load_run(run: Path | str) -> Predictor:
     run = Path(run)
     record = read_run_record(run)
     config = load_config(run / "config.yaml")
-    if not (run / "fusion" / "calibrator.json").is_file():
+    if not (run / "fusion" / "routes.json").is_file():
         raise RunError(f"{run}: no fusion stage in this run; retrain with fusion enabled")
-    from deeppcos.fusion.calibration import Calibrator
+    from deeppcos.fusion.routing import Router
 
     predictor = Predictor(run=run, config=config, record=record)
     for name in record.get("branches", []):
@@ -184,7 +249,7 @@ def load_run(run: Path | str) -> Predictor:
     method = _json(run / "fusion" / "fusion.json")["method"]
     predictor.fusion_method = method
     predictor.fusion = _load_fusion(method, run / "fusion")
-    predictor.calibrator = Calibrator.from_dict(_json(run / "fusion" / "calibrator.json"))
+    predictor.router = Router.load(run / "fusion")
     predictor.threshold = float(_json(run / "fusion" / "decision.json")["threshold"])
     if (run / "severity" / "severity.json").is_file():
         from deeppcos.fusion.severity import OrdinalHead

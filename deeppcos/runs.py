@@ -13,7 +13,8 @@ Layout::
     cohort.json          the cohort's summary (counts, labels, load-report counts, fingerprint)
     split.json           patient -> part (fold0..k-1, test, unlabelled)
     metrics.json         out-of-fold metrics per branch (keys documented in README)
-    oof_predictions.csv  patient_id, fold, label, p_tabular, p_image (out-of-fold only)
+    oof_predictions.csv  patient_id, fold, label, p_tabular, p_image, route, p_fusion, risk
+                         (out-of-fold only), severity grades when graded
     oof_embeddings.parquet  patient_id + image embedding columns (out-of-fold)
     tabular/             model.ubj + tabular_branch.json (XGBoost's own format, no pickle)
     image/               model.keras + image_branch.json (Keras's own format, no pickle)
@@ -37,7 +38,8 @@ from deeppcos import __version__
 from deeppcos.exceptions import RunError
 
 RUN_RECORD = "run.json"
-FORMAT_VERSION = 1
+# 2: patients routed by the modalities they have (fusion/routes.json); severity given PCOS
+FORMAT_VERSION = 2
 
 
 def _versions() -> dict[str, str]:
@@ -107,7 +109,8 @@ class RunWriter:
             {
                 "status": "complete",
                 "format_version": FORMAT_VERSION,
-                "name": self.final.name,
+                "name": self.final.name,  # the caller's record names the run (its config)
+                "folder": self.final.name,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
                 "seconds": round(time.time() - self.started, 1),
                 "versions": _versions(),
@@ -129,9 +132,22 @@ def read_run_record(run: Path | str) -> dict[str, Any]:
     if not record.is_file():
         raise RunError(f"{run}: not a complete run (no {RUN_RECORD}); was training interrupted?")
     data = json.loads(record.read_text(encoding="utf-8"))
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise RunError(f"{run}: written by a newer deeppcos (format {data['format_version']})")
+    version = data.get("format_version", 0)
+    if version > FORMAT_VERSION:
+        raise RunError(f"{run}: written by a newer deeppcos (format {version})")
+    if version < FORMAT_VERSION:
+        raise RunError(
+            f"{run}: written by an older deeppcos (run format {version}; this version reads "
+            f"{FORMAT_VERSION}); train it again with --overwrite"
+        )
     return data
+
+
+def run_title(run: Path | str, record: dict[str, Any]) -> str:
+    """How reports name a run: its config's name, and the folder when that differs."""
+    name = str(record.get("name") or Path(run).name)
+    folder = Path(run).name
+    return name if name == folder else f"{name} (folder {folder})"
 
 
 def read_metrics(run: Path | str) -> dict[str, Any]:

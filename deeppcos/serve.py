@@ -51,6 +51,7 @@ from deeppcos.data.catalog import CATALOG
 from deeppcos.data.imageio import sniff_format
 from deeppcos.data.report import LoadReport
 from deeppcos.exceptions import ConfigError, DeepPCOSError
+from deeppcos.predictor import given_pcos
 
 __all__ = ["ServiceLimits", "create_app", "resolve_api_key"]
 
@@ -120,9 +121,22 @@ class PredictionOut(BaseModel):
     decision: bool | None
     p_tabular: float | None
     p_image: float | None
-    modalities: str
-    severity: str | None = None
-    severity_probabilities: dict[str, float | None] | None = None
+    modalities: str = Field(
+        description="the data that scored the patient; a missing modality is not evidence"
+    )
+    severity: str | None = Field(
+        None,
+        description="the lowest grade (no PCOS) unless the decision is positive, else the "
+        "most probable grade given PCOS",
+    )
+    severity_probabilities: dict[str, float | None] | None = Field(
+        None,
+        description="every grade, summing to 1: the lowest is 1 − risk, the others risk × "
+        "P(grade | PCOS)",
+    )
+    severity_given_pcos: dict[str, float | None] | None = Field(
+        None, description="P(grade | PCOS) for the PCOS grades, summing to 1"
+    )
     explanation: dict[str, Any] | None = None
 
 
@@ -308,6 +322,12 @@ def model_summary(service: _Service) -> dict[str, Any]:
             "fusion_method": getattr(predictor, "fusion_method", "late"),
             "threshold": predictor.threshold,
             "severity_grades": _severity_levels(predictor),
+            "severity_rule": "graded only with a positive decision; P(lowest grade) = 1 − risk",
+            "guideline": predictor.config.severity.guideline,
+            "routes": {
+                route: predictor.router.describe(route, predictor.fusion_method)
+                for route in predictor.router.routes
+            },
             "versions": record.get("versions", {}),
         },
         "model_card": _card(service.run),
@@ -316,8 +336,9 @@ def model_summary(service: _Service) -> dict[str, Any]:
 
 
 def _severity_levels(predictor: Any) -> list[str] | None:
-    head = getattr(predictor, "severity", None)
-    return [str(level) for level in head.levels_] if head is not None else None
+    if getattr(predictor, "severity", None) is None:
+        return None
+    return predictor.severity_levels()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -630,6 +651,7 @@ def _prediction(row: pd.Series, explanations: dict[str, Any]) -> PredictionOut:
         modalities=str(row["modalities"]),
         severity=None if severity is None or pd.isna(severity) else str(severity),
         severity_probabilities=grades or None,
+        severity_given_pcos=given_pcos(grades) if grades else None,
         explanation=explanations.get(row["patient_id"]),
     )
 

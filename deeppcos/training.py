@@ -83,7 +83,8 @@ def demo_config(out: Path, *, patients: int = 600, seed: int = 0) -> RunConfig:
 
     return RunConfig(
         name="demo",
-        description="deeppcos demo: synthetic cohort, both branches, calibrated late fusion",
+        description="deeppcos demo: synthetic cohort, image and tabular branches, the fusion "
+        "method chosen on validation, calibrated",
         seed=seed,
         synthetic=SyntheticSource(patients=patients, seed=seed, folder=out / "cohort"),
         image=BranchConfig(params={"backbone": "compact", "weights": None, "image_size": 96}),
@@ -406,17 +407,26 @@ def train(
     if config.fusion.enabled:
         if progress:
             progress("fusion", 0, 1)
-        oof["p_fusion"], metrics["fusion"] = fuse(writer, inputs, config, stage)
-    if config.severity.enabled:
+        fused, metrics["fusion"] = fuse(writer, inputs, config, stage)
+        oof = oof.join(fused, on="patient_id")
+    if config.severity.enabled and config.fusion.enabled:
         if progress:
             progress("severity", 0, 1)
-        metrics["severity"], grades = grade(writer, inputs, config, cohort)
+        threshold = metrics["fusion"]["decision"]["threshold"]
+        metrics["severity"], grades = grade(writer, inputs, config, cohort, fused, threshold)
         if grades is not None:
             oof = oof.join(grades, on="patient_id")
+    elif config.severity.enabled:
+        metrics["severity"] = {
+            "skipped": "the severity grade is conditional on the presence decision; enable the "
+            "fusion stage"
+        }
     writer.write_frame("oof_predictions.csv", oof)
     writer.write_json("metrics.json", metrics)
     return writer.finish(
         {
+            "name": config.name,
+            "description": config.description,
             "cohort": cohort.spec.name,
             "cohort_fingerprint": source_fingerprint,
             "branches": list(params),
@@ -499,22 +509,26 @@ def fusion_methods(config: RunConfig, inputs: FusionInputs) -> list[str]:
 
 def fuse(
     writer: RunWriter, inputs: FusionInputs, config: RunConfig, final: _FinalModels
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Cross-validate the fusion method(s), keep the best on validation, calibrate it, choose
-    the decision threshold, and save the final fusion model fitted on every development
-    patient.
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Cross-validate the fusion method(s), keep the best on validation, calibrate every route,
+    choose the decision threshold, and save the final fusion model and the routes.
 
-    Each method's out-of-fold predictions come from :func:`deeppcos.fusion.stage.fusion_oof`
-    (late fusion: a second level of cross-validation over the same folds; intermediate fusion:
-    each fold's image model embeds every patient). The calibrator and the threshold are chosen
-    on the winner's out-of-fold predictions.
+    The fusion scores the patients who have every modality (the full route); a patient missing
+    one is scored by the other branch alone (:mod:`deeppcos.fusion.routing`). Each method's
+    out-of-fold predictions come from :func:`deeppcos.fusion.stage.fusion_oof` (late fusion: a
+    second level of cross-validation over the same folds; intermediate fusion: each fold's image
+    model embeds every patient). Each route's calibrator is fitted on that route's out-of-fold
+    scores, and the threshold on the pooled out-of-fold calibrated risks.
+
+    Returns per development patient (rows of ``inputs.oof``): ``route``, ``p_fusion`` (the
+    route's uncalibrated score) and ``risk`` (calibrated), and the metrics entry.
     """
     from deeppcos.evaluation.metrics import classification_metrics, threshold_for_sensitivity
-    from deeppcos.fusion.calibration import choose_calibrator
+    from deeppcos.fusion.routing import Router, missingness_report
     from deeppcos.fusion.stage import fusion_oof
 
     y = inputs.labels
-    labelled = ~np.isnan(y)
+    complete = inputs.complete
     candidates = {
         method: fusion_oof(inputs, method, _method_params(config, method), config.seed)
         for method in fusion_methods(config, inputs)
@@ -522,33 +536,64 @@ def fuse(
     scores = {m: binary_metrics(y, p, seed=config.seed) for m, p in candidates.items()}
     # Ties go to late fusion, the simpler model (listed first).
     chosen = max(candidates, key=lambda m: scores[m]["roc_auc"] or 0.0)
-    fused = candidates[chosen]
-    calibrator = choose_calibrator(y[labelled], fused[labelled], seed=config.seed)
-    calibrated = calibrator.transform(fused)
-    scored = ~np.isnan(calibrated)
+    branch_oof = inputs.oof[[f"p_{b}" for b in inputs.branches]]
+    router = Router.fit(branch_oof, candidates[chosen], y, inputs.branches, seed=config.seed)
+    routes = router.route(branch_oof)
+    probability = router.score(branch_oof, candidates[chosen], routes)
+    risk = router.calibrate(probability, routes)
+    scored = ~np.isnan(risk) & ~np.isnan(y)
     threshold = threshold_for_sensitivity(
-        y[scored], calibrated[scored], target=config.fusion.target_sensitivity
+        y[scored], risk[scored], target=config.fusion.target_sensitivity
     )
     _fit_final_fusion(writer, inputs, config, chosen, final)
-    writer.write_json("fusion/calibrator.json", calibrator.to_dict())
+    router.save(writer.folder("fusion"))
     decision = {
         "threshold": threshold,
         "target_sensitivity": config.fusion.target_sensitivity,
-        "chosen_on": "out-of-fold development predictions",
+        "chosen_on": "out-of-fold development predictions, every route pooled",
     }
     writer.write_json("fusion/decision.json", decision)
-    return calibrated, {
+    full = router.full
+    oof = pd.DataFrame(
+        {"route": routes, "p_fusion": probability, "risk": risk}, index=inputs.oof.index
+    )
+    return oof, {
         "method": chosen,
-        "chosen_by": "highest out-of-fold ROC AUC on the development folds (ties: late)",
+        "chosen_by": "highest out-of-fold ROC AUC on the development folds, over the patients "
+        "with every modality (ties: late)",
         "methods": {m: {"oof_uncalibrated": scores[m]} for m in candidates},
-        "oof": binary_metrics(y, calibrated, seed=config.seed),
+        "oof": binary_metrics(y, risk, seed=config.seed),
         "oof_uncalibrated": scores[chosen],
         "oof_at_threshold": classification_metrics(
-            y[scored], calibrated[scored], threshold, seed=config.seed
+            y[scored], risk[scored], threshold, seed=config.seed
         ),
-        "calibration": {"method": calibrator.method, "selection": calibrator.selection_},
+        "calibration": {
+            "method": router.routes[full].calibrator.method,
+            "selection": router.routes[full].calibrator.selection_,
+        },
+        "routes": _route_metrics(router, routes, y, risk, chosen, config.seed),
+        "fusion_patients": int(complete.sum()),
+        "missing_modalities": missingness_report(y, branch_oof, inputs.branches),
         "decision": decision,
     }
+
+
+def _route_metrics(
+    router: Any, routes: np.ndarray, y: np.ndarray, risk: np.ndarray, method: str, seed: int
+) -> dict[str, Any]:
+    """Per route: what scores it, its calibration, and the out-of-fold figures of its own
+    patients (the development patients who took that route)."""
+    out = {}
+    for route, model in router.routes.items():
+        rows = routes == route
+        out[route] = {
+            "scored_by": router.describe(route, method),
+            "patients": int(rows.sum()),
+            "calibration": model.calibrator.method,
+            "calibrated_on": {"n": model.n, "positives": model.positives},
+            "oof": binary_metrics(y[rows], risk[rows], seed=seed) if rows.any() else None,
+        }
+    return out
 
 
 def _method_params(config: RunConfig, method: str) -> dict[str, Any]:
@@ -568,13 +613,14 @@ def _fit_final_fusion(
     params = _method_params(config, method)
     if method == "late":
         frame = inputs.oof[[f"p_{b}" for b in inputs.branches]]
-        model = late_model(params).fit(frame, y)
+        model = late_model(params).fit(frame, y)  # it fits on the patients with every modality
     else:
         # The final image model embeds every development patient, as each fold model did
         # inside cross-validation (deeppcos.fusion.stage): the procedure scored is the one kept.
-        tabular = final.tabular().reindex(inputs.oof.index)
-        embeddings = final.embeddings().reindex(inputs.oof.index)
-        model = intermediate_model(params, config.seed).fit(tabular, embeddings, y)
+        complete = inputs.oof.index[inputs.complete]
+        tabular = final.tabular().reindex(complete)
+        embeddings = final.embeddings().reindex(complete)
+        model = intermediate_model(params, config.seed).fit(tabular, embeddings, y[inputs.complete])
     model.save(writer.folder("fusion"))
     writer.write_json("fusion/fusion.json", {"method": method, "params": params})
 
@@ -583,20 +629,31 @@ def _fit_final_fusion(
 
 
 def grade(
-    writer: RunWriter, inputs: FusionInputs, config: RunConfig, cohort: Cohort
+    writer: RunWriter,
+    inputs: FusionInputs,
+    config: RunConfig,
+    cohort: Cohort,
+    presence: pd.DataFrame,
+    threshold: float,
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """Cross-validate and fit the ordinal severity head on the graded development patients.
+    """Cross-validate and fit the severity head (grade given PCOS) on the development patients,
+    and grade them out of fold together with the presence decision.
 
-    Returns the metrics entry and, per development patient, the true grade and the out-of-fold
-    predicted grade (``None`` when skipped).
+    ``presence``: the fusion stage's out-of-fold ``risk`` per development patient (rows of
+    ``inputs.oof``); ``threshold``: the decision threshold. Returns the metrics entry and, per
+    development patient, the true grade and the out-of-fold grade (``None`` when skipped).
     """
     from deeppcos.evaluation.metrics import ordinal_metrics
     from deeppcos.fusion.grading import (
         cross_val_severity,
+        grades_given_pcos,
+        label_grade_conflicts,
         new_head,
         severity_inputs,
         severity_targets,
+        with_no_disease_level,
     )
+    from deeppcos.predictor import severity_columns
 
     section = config.severity
     targets = severity_targets(cohort, section.source, section.guideline)
@@ -606,38 +663,94 @@ def grade(
             "derive them from the Rotterdam criteria"
         }, None
     index = inputs.oof.index
+    labels = inputs.oof["label"]
+    targets = with_no_disease_level(targets, labels)
     p_image = inputs.oof.get("p_image")
     x = severity_inputs(inputs.tabular, p_image, targets.excluded_inputs, index)
     grades = targets.grades.reindex(index)
-    graded = grades.notna()
-    if grades[graded].nunique() < 2:
+    given = grades_given_pcos(grades, labels, targets.levels)
+    if given.nunique() < 2:
         return {
             **targets.describe(),
-            "skipped": f"fewer than 2 distinct grades among {int(graded.sum())} graded "
-            "development patients",
+            "skipped": f"fewer than 2 distinct PCOS grades among the {int(given.notna().sum())} "
+            "development patients labelled PCOS",
         }, None
     params = dict(section.params)
-    probabilities = cross_val_severity(
-        x, grades, inputs.folds, targets.levels, section.kind, params, config.seed
+    pcos_levels = targets.levels[1:]
+    given_oof = cross_val_severity(
+        x, given, inputs.folds, pcos_levels, section.kind, params, config.seed
     )
-    predicted = pd.Categorical.from_codes(
-        probabilities.argmax(axis=1), categories=targets.levels, ordered=True
+    risk = presence["risk"].reindex(index).to_numpy(dtype="float64")
+    decision = pd.array([pd.NA if np.isnan(r) else r >= threshold for r in risk], dtype="boolean")
+    combined = severity_columns(given_oof, risk, decision, targets.levels, pcos_levels)
+    oof_grades = pd.DataFrame(
+        {"severity": grades.array, "severity_oof": combined["severity"].array}, index=index
     )
-    oof_grades = pd.DataFrame({"severity": grades.array, "severity_oof": predicted}, index=index)
-    head = new_head(section.kind, params, config.seed).fit(x, grades, levels=targets.levels)
+    head = new_head(section.kind, params, config.seed).fit(x, given, levels=pcos_levels)
     head.save(writer.folder("severity"))
-    info = {**targets.describe(), "kind": section.kind, "params": params, "inputs": list(x.columns)}
+    info = {
+        **targets.describe(),
+        "kind": section.kind,
+        "params": params,
+        "inputs": list(x.columns),
+        "head": "grade given PCOS",
+        "head_levels": pcos_levels,
+        "head_patients": int(given.notna().sum()),
+        "label_grade_conflicts": label_grade_conflicts(grades, labels, targets.levels),
+    }
     writer.write_json("severity/severity.json", info)
     every = targets.grades.rename("severity").reset_index()
     writer.write_frame("severity/grades.csv", every)
-    n_levels = len(targets.levels)
+    graded = grades.notna() & oof_grades["severity_oof"].notna()
     metrics = ordinal_metrics(
         oof_grades.loc[graded, "severity"],
         oof_grades.loc[graded, "severity_oof"],
-        n_levels,
+        len(targets.levels),
         seed=config.seed,
     )
-    return {**info, "oof": metrics}, oof_grades
+    return {
+        **info,
+        "oof": metrics,
+        "oof_given_pcos": _given_pcos_metrics(given, given_oof, pcos_levels, config.seed),
+        "presence_agreement": presence_agreement(combined["severity"], decision, targets.levels),
+    }, oof_grades
+
+
+def _given_pcos_metrics(
+    given: pd.Series, probabilities: np.ndarray, levels: list[str], seed: int
+) -> dict[str, Any]:
+    """The head's own figures: its most probable grade against the true grade, over the
+    patients labelled PCOS with a PCOS grade."""
+    from deeppcos.evaluation.metrics import ordinal_metrics
+
+    rows = given.notna().to_numpy()
+    dtype = pd.CategoricalDtype(levels, ordered=True)
+    predicted = pd.Categorical.from_codes(probabilities[rows].argmax(axis=1), dtype=dtype)
+    return ordinal_metrics(
+        given[rows].reset_index(drop=True), pd.Series(predicted), len(levels), seed=seed
+    )
+
+
+def presence_agreement(grades: Any, decision: Any, levels: list[str]) -> dict[str, Any]:
+    """Cross-table of the presence decision and the reported grade; by construction a flagged
+    patient never has the lowest grade and an unflagged one never another."""
+    frame = pd.DataFrame(
+        {
+            "decision": pd.array(decision, dtype="boolean"),
+            "grade": pd.Categorical(grades, categories=levels, ordered=True),
+        }
+    ).dropna()
+    table = pd.crosstab(frame["decision"], frame["grade"]).reindex(
+        index=[False, True], columns=levels, fill_value=0
+    )
+    lowest = levels[0]
+    return {
+        "table": {
+            ("flagged" if flagged else "not flagged"): {str(g): int(n) for g, n in row.items()}
+            for flagged, row in table.iterrows()
+        },
+        "contradictions": int(table.loc[True, lowest] + table.loc[False].drop(lowest).sum()),
+    }
 
 
 def development_split(

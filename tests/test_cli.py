@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from deeppcos.cli import app
@@ -123,3 +127,206 @@ def test_demo_trains_and_evaluates(tmp_path: Path) -> None:
     assert metrics["fusion"]["method"] == max(auc, key=auc.get)
     assert "quadratic_kappa" in metrics["severity"]["oof"]
     assert "severity grade" in result.output
+
+
+# --- help at narrow widths -------------------------------------------------------------------
+
+COMMANDS = (
+    "synth", "validate", "audit", "criteria", "train", "evaluate", "predict", "tune", "studies",
+    "serve", "explain", "dashboard", "demo",
+)  # fmt: skip
+
+
+def _option_names(command: Any) -> list[str]:
+    return [
+        name
+        for param in command.params
+        for name in (*param.opts, *param.secondary_opts)
+        if name.startswith("--")
+    ]
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_help_shows_every_option_name_whole(width: int) -> None:
+    """Rich's help panels cut long names to fit ("--label-correcti…" at 80 columns)."""
+    group = typer.main.get_command(app)
+    assert set(COMMANDS) <= set(group.commands)  # type: ignore[attr-defined]
+    for name, command in [("", group), *group.commands.items()]:  # type: ignore[attr-defined]
+        args = [name, "--help"] if name else ["--help"]
+        result = runner.invoke(app, args, env={"COLUMNS": str(width)}, terminal_width=width)
+        assert result.exit_code == 0, result.output
+        for option in _option_names(command):
+            whole = re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", result.output)
+            assert whole, f"deeppcos {name} --help at {width} columns: {option}\n{result.output}"
+
+
+# --- predict's printed lines -----------------------------------------------------------------
+
+
+class _FakePredictor:
+    threshold = 0.07
+
+    def predict(self, cohort: Any) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "patient_id": ["a", "b", "c", "d"],
+                "risk": [0.9, 0.01, 0.5, None],
+                "decision": pd.array([True, False, True, None], dtype="boolean"),
+                "modalities": ["tabular+image", "tabular+image", "tabular", "none"],
+                "severity": ["severe", "none", "mild", None],
+                "p_severity_none": [0.1, 0.99, 0.5, None],
+                "p_severity_mild": [0.1, 0.0, 0.3, None],
+                "p_severity_moderate": [0.1, 0.0, 0.1, None],
+                "p_severity_severe": [0.7, 0.01, 0.1, None],
+            }
+        )
+
+
+def test_predict_prints_sentences_not_dicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deeppcos.predictor
+
+    spec = _tiny_cohort(tmp_path, bad_cell=True)
+    frame = pd.read_csv(tmp_path / "patients.csv")
+    frame.assign(site_note="x").to_csv(tmp_path / "patients.csv", index=False)
+    spec.write_text(
+        "name: tiny\npatients: {path: patients.csv, label_column: pcos, "
+        "drop_columns: [site_note]}\n"
+    )
+    monkeypatch.setattr(deeppcos.predictor, "load_run", lambda run: _FakePredictor())
+    out = tmp_path / "p.csv"
+    args = ["predict", str(tmp_path), "--spec", str(spec), "--out", str(out)]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out)) == 4
+    text = result.output
+    assert "{" not in text and "dropped_column" not in text, text
+    assert (
+        "3 patients scored: 2 with labs and images, 1 with labs only; 1 not scored (neither "
+        "labs nor images); 2 flagged (risk ≥ 7.0%); written to " in text
+    ), text
+    assert "severity grades: 1 none, 1 mild, 0 moderate, 1 severe" in text
+    # The load report: counts in words, then each entry with its file, row and column.
+    assert "load report (1 warning, 1 info): 1 column dropped, 1 unreadable value" in text
+    assert "info: patients.csv, column 'site_note': dropped as the spec asks" in text
+    assert "warning: patients.csv, row 2, column 'lh_iu_l': not a number" in text
+
+
+def test_report_shows_each_kind_and_counts_the_rest_in_words(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from deeppcos import cli
+    from deeppcos.data.report import LoadReport
+
+    monkeypatch.setattr(cli, "console", Console(width=200))
+    report = LoadReport()
+    for row in range(4):
+        report.add("excluded", "excluded_image", "file not found", file="images.csv", row=row)
+    report.add("info", "dropped_column", "dropped as the spec asks", file="p.csv", column="x")
+    report.add("warning", "out_of_range", "outside 1–15 d; set to missing", file="p.csv", row=7)
+    cli._print_report(report, 3, "use --report-csv FILE to list them all")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "load report (4 excluded, 1 warning, 1 info): 4 images left out, 1 column dropped, "
+        "1 value outside its plausible range",
+        "  excluded: images.csv, row 0: file not found",
+        "  warning: p.csv, row 7: outside 1–15 d; set to missing",
+        "  info: p.csv, column 'x': dropped as the spec asks",
+        "  … 3 more (3 images left out); use --report-csv FILE to list them all",
+    ]
+
+
+# --- command lines printed for the user to copy ----------------------------------------------
+
+
+@pytest.fixture
+def venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake ``project/.venv/bin`` with python and deeppcos; running python is that one."""
+    bin_dir = tmp_path / "project" / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("python", "deeppcos"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "empty"), "/usr/bin", "/bin"]))
+    monkeypatch.chdir(tmp_path / "project")
+    return bin_dir
+
+
+def test_deeppcos_command_when_not_on_path(venv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deeppcos.commands import command_line, deeppcos_command, python_command
+
+    assert deeppcos_command() == ".venv/bin/deeppcos"
+    assert python_command() == ".venv/bin/python"
+    assert command_line("dashboard", "demo/run") == ".venv/bin/deeppcos dashboard demo/run"
+    assert command_line("dashboard", "my runs/a") == ".venv/bin/deeppcos dashboard 'my runs/a'"
+    monkeypatch.chdir(venv)
+    assert deeppcos_command() == "./deeppcos"  # a bare name would be looked up on PATH
+    elsewhere = venv.parents[2] / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # outside the project: the absolute path
+    assert deeppcos_command() == str(venv / "deeppcos")
+
+
+def test_deeppcos_command_when_path_finds_it(
+    venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deeppcos.commands import deeppcos_command
+
+    monkeypatch.setenv("PATH", os.pathsep.join([str(venv), "/usr/bin"]))
+    assert deeppcos_command() == "deeppcos"
+    # PATH reaching the same script through a link still counts as the same.
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "deeppcos").symlink_to(venv / "deeppcos")
+    monkeypatch.setenv("PATH", str(linked))
+    assert deeppcos_command() == "deeppcos"
+    # Another installation first on PATH: typing "deeppcos" would run that one.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "deeppcos").write_text("#!/bin/sh\n")
+    (other / "deeppcos").chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(other), str(venv)]))
+    assert deeppcos_command() == ".venv/bin/deeppcos"
+
+
+def test_deeppcos_command_without_a_script_runs_the_module(venv: Path) -> None:
+    from deeppcos.commands import deeppcos_command
+
+    (venv / "deeppcos").unlink()
+    assert deeppcos_command() == ".venv/bin/python -m deeppcos.cli"
+
+
+def test_demo_prints_a_dashboard_command_that_works_and_evaluates_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's run folder is replaced by training, so its evaluation is the first one:
+    ``force`` (recorded as a re-score) is not asked for."""
+    import deeppcos.commands
+    import deeppcos.evaluate
+    import deeppcos.training
+    from deeppcos import cli
+
+    out = tmp_path / "demo"
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def fake_train(config: Any, target: Path, **kwargs: Any) -> Path:
+        target.mkdir(parents=True)
+        return target
+
+    def fake_evaluate(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append((args, kwargs))
+        return {}
+
+    monkeypatch.setattr(deeppcos.training, "train", fake_train)
+    monkeypatch.setattr(deeppcos.evaluate, "evaluate_run", fake_evaluate)
+    monkeypatch.setattr(cli, "_print_branch_metrics", lambda run: None)
+    monkeypatch.setattr(cli, "_print_evaluation", lambda result, run: None)
+    monkeypatch.setattr(deeppcos.commands, "deeppcos_command", lambda: ".venv/bin/deeppcos")
+    result = runner.invoke(app, ["demo", "--out", str(out), "--patients", "40"])
+    assert result.exit_code == 0, result.output
+    assert calls == [((out / "run",), {})]
+    assert f"open the dashboard: .venv/bin/deeppcos dashboard {out / 'run'}" in result.output

@@ -172,6 +172,7 @@ def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
     for name in ("model_card.md", "roc.png", "calibration.png", "test_predictions.csv"):
         assert (run / "evaluation" / name).is_file()
     assert "decision support, not a diagnosis" in (run / "evaluation" / "model_card.md").read_text()
+    assert result["rescored"] is False  # the first evaluation is not a re-score
     assert evaluate_run(run)["rescored"] is False  # stored, not scored again
     assert evaluate_run(run, force=True)["rescored"] is True
 
@@ -201,6 +202,17 @@ def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
     assert pd.isna(predictions.loc[0, "severity"])  # no inputs, no grade
     probabilities = predictions.filter(like="p_severity_").dropna()
     assert len(probabilities.columns) == 4 and np.allclose(probabilities.sum(axis=1), 1)
+    # One coherent output: graded only when flagged, and P(none) is 1 − risk.
+    scored = predictions["risk"].notna()
+    flagged = predictions["decision"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    assert ((predictions["severity"] == "none") == ~flagged)[scored].all()
+    np.testing.assert_allclose(
+        predictions.loc[scored, "p_severity_none"], 1 - predictions.loc[scored, "risk"]
+    )
+    assert severity["presence_agreement"]["contradictions"] == 0
+    assert severity["head_levels"] == ["mild", "moderate", "severe"]
     tested = evaluate_run(run)["severity"]
     assert tested["n"] > 0 and len(tested["quadratic_kappa"]["ci"]) == 2
-    assert "Severity grade" in (run / "evaluation" / "model_card.md").read_text()
+    assert tested["presence_agreement"]["contradictions"] == 0
+    card = (run / "evaluation" / "model_card.md").read_text()
+    assert "Severity grade" in card and "never disagree" in card

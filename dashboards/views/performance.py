@@ -164,8 +164,15 @@ def severity_section(result: dict[str, Any]) -> None:
         figures.confusion_figure(np.array(severity["confusion"]), labels, "Severity grades"),
         key="severity_confusion",
     )
-    if severity.get("source"):
-        st.caption(f"training grades from: {severity['source']}")
+    st.caption(
+        "A grade is given only with a positive decision: 'none' means not flagged, and a "
+        "flagged patient gets her most probable grade given PCOS."
+        + (f" Training grades from: {severity['source']}." if severity.get("source") else "")
+    )
+    agreement = severity.get("presence_agreement")
+    if agreement:
+        st.markdown("**Decision against grade** (no flagged patient is graded 'none')")
+        st.table(pd.DataFrame(agreement["table"]).T)
 
 
 def not_evaluated(run: Path) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from deeppcos.evaluation.model_card import DECISION_SUPPORT
+from deeppcos.runs import run_title
 
-__all__ = ["DECISION_SUPPORT_TEXT", "model_card_summary"]
+__all__ = ["DECISION_SUPPORT_TEXT", "model_card_summary", "run_guideline"]
 
 DECISION_SUPPORT_TEXT = DECISION_SUPPORT.replace("**", "")
 _KEYS = ("roc_auc", "sensitivity", "specificity", "ppv", "npv", "brier")
@@ -27,7 +28,7 @@ def model_card_summary(predictor: Any) -> dict[str, Any]:
     evaluation = _read(run / "evaluation" / "metrics.json")
     record = predictor.record
     out: dict[str, Any] = {
-        "run": run.name,
+        "run": run_title(run, record),
         "trained": record.get("started"),
         "deeppcos_version": record.get("versions", {}).get("deeppcos"),
         "cohort": record.get("cohort"),
@@ -36,6 +37,10 @@ def model_card_summary(predictor: Any) -> dict[str, Any]:
         "branches": list(predictor.branches),
         "fusion_method": getattr(predictor, "fusion_method", "late"),
         "calibration": fusion.get("calibration", {}).get("method"),
+        "routes": {
+            route: entry.get("scored_by") for route, entry in fusion.get("routes", {}).items()
+        },
+        "guideline": run_guideline(predictor),
         "threshold": predictor.threshold,
         "target_sensitivity": fusion.get("decision", {}).get("target_sensitivity"),
         "out_of_fold": _figures(fusion.get("oof_at_threshold", {}), fusion.get("oof", {})),
@@ -45,6 +50,12 @@ def model_card_summary(predictor: Any) -> dict[str, Any]:
         else None,
     }
     return out
+
+
+def run_guideline(predictor: Any) -> str:
+    """The diagnostic guideline of the run (its config's ``severity.guideline``): the one its
+    criteria labeller used, and the one every checklist of this run applies."""
+    return str(predictor.config.severity.guideline)
 
 
 def _figures(at_threshold: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:

@@ -1,28 +1,38 @@
-"""Fusion-level attribution: how much of each patient's fused score (a logit) came from the
-ultrasound images and how much from each tabular feature, for both fusion methods.
+"""Score attribution: how much of each patient's score (a logit) came from the ultrasound
+images and how much from each tabular feature, for every route a patient can take.
 
-Every attribution is an exact additive split of the fusion model's own logit (before
-calibration): per row, ``bias + ultrasound + Σ features + tabular_missing + tabular_adjustment``
-equals the logit whose sigmoid is the predictor's ``probability``.
+Every attribution is an exact additive split of the logit of the model that scored the patient
+(before calibration): per row, ``bias + ultrasound + Σ features + tabular_adjustment`` equals
+the logit whose sigmoid is the predictor's ``probability``. A patient is scored by the route of
+the modalities she has (:mod:`deeppcos.fusion.routing`), and only those modalities carry terms:
+``ultrasound`` is NaN for a patient without images and every feature is NaN for one without
+labs — a modality she does not have gets no share, no percentage and no "risk without it".
 
-**Late fusion** (:class:`~deeppcos.fusion.late.LateFusion`). The meta-learner's logit is
-``intercept + w_tab·logit_tab + w_img·logit_img + v_tab·tabular_missing + v_img·image_missing``
-(its ``contributions``). ``logit_tab`` is the logit of the tabular branch's probability, and
-that probability is ``sigmoid(margin)`` of its booster with nothing in between, where
+**Late fusion** (:class:`~deeppcos.fusion.late.LateFusion`, patients with every modality). The
+meta-learner's logit is ``intercept + w_tab·logit_tab + w_img·logit_img`` (its
+``contributions``). ``logit_tab`` is the logit of the tabular branch's probability, and that
+probability is ``sigmoid(margin)`` of its booster with nothing in between, where
 ``margin = φ₀ + Σ_j φ_j`` (TreeSHAP, :mod:`deeppcos.explain.tabular`). So the tabular term splits
 exactly into ``w_tab·φ_j`` per feature plus ``w_tab·φ₀``, which joins the intercept in ``bias``.
 Two things can make ``logit_tab`` differ from the margin, and the difference is kept, not hidden,
 in ``tabular_adjustment = w_tab·(logit_tab − margin)``: the float32 rounding of the branch's
 probability (~1e-6 logit points), and the fusion's clipping of branch probabilities to
 [1e-4, 1 − 1e-4], which caps a branch's logit at ±9.2 (then the adjustment is what the cap took
-off). ``ultrasound`` is the image term plus, for a patient without images, the learned offset for
-"no scan" (``image_missing``); ``tabular_missing`` is that offset for a patient without labs.
+off). ``ultrasound`` is the image term.
 
-**Intermediate fusion** (:class:`~deeppcos.fusion.intermediate.IntermediateFusion`): one booster
-over the tabular features and the principal components of the image embedding; its exact
-TreeSHAP values (``grouped_contributions``) give each tabular feature directly, the PCs summed
-into ``ultrasound``, and the booster's bias; ``tabular_missing`` and ``tabular_adjustment`` are 0
-(a missing lab is a NaN feature whose SHAP value carries the effect of it being missing).
+**Intermediate fusion** (:class:`~deeppcos.fusion.intermediate.IntermediateFusion`, patients
+with every modality): one booster over the tabular features and the principal components of
+the image embedding; its exact TreeSHAP values (``grouped_contributions``) give each tabular
+feature directly, the PCs summed into ``ultrasound``, and the booster's bias;
+``tabular_adjustment`` is 0. A lab value that was not measured is a NaN feature whose SHAP value
+carries the effect of it being missing (the report says so in words).
+
+**The tabular branch alone** (a patient without images): its TreeSHAP values, ``bias = φ₀``;
+the logit is the booster's margin.
+
+**The image branch alone** (a patient without labs): ``bias`` is the logit of the share of
+positives among the development patients with images (the route's base rate) and
+``ultrasound`` is the rest of the image model's logit.
 """
 
 from __future__ import annotations
@@ -44,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BIAS",
     "TABULAR_ADJUSTMENT",
-    "TABULAR_MISSING",
     "ULTRASOUND",
     "ExplainedPredictions",
     "FusionAttribution",
@@ -56,37 +65,41 @@ __all__ = [
 
 BIAS = "bias"
 ULTRASOUND = "ultrasound"
-TABULAR_MISSING = "tabular_missing"
 TABULAR_ADJUSTMENT = "tabular_adjustment"
-FIXED_TERMS = (BIAS, ULTRASOUND, TABULAR_MISSING, TABULAR_ADJUSTMENT)
+FIXED_TERMS = (BIAS, ULTRASOUND, TABULAR_ADJUSTMENT)
 
 
 @dataclass
 class FusionAttribution:
-    """Additive terms of the fused logit per patient (see the module notes).
+    """Additive terms of the scoring model's logit per patient (see the module notes).
 
-    ``frame``: index ``patient_id``; columns ``bias``, ``ultrasound``, ``tabular_missing``,
-    ``tabular_adjustment`` and one per tabular feature (``features``, in model order); NaN rows
-    for patients with no prediction. ``logit``: the fusion model's logit (its sigmoid is the
-    predictor's ``probability``). ``method``: ``"late"`` or ``"intermediate"``.
+    ``frame``: index ``patient_id``; columns ``bias``, ``ultrasound``, ``tabular_adjustment`` and
+    one per tabular feature (``features``, in model order). A term of a modality the patient
+    does not have is NaN; rows are all NaN for patients with no prediction. ``logit``: the
+    scoring model's logit (its sigmoid is the predictor's ``probability``). ``method``: the run's
+    fusion, ``"late"`` or ``"intermediate"``; ``routes``: per patient, the route that scored her.
     """
 
     method: str
     frame: pd.DataFrame
     logit: pd.Series
     features: list[str]
+    routes: pd.Series | None = None
 
     def total(self) -> pd.Series:
         """Row sums of every term: equal to ``logit`` (the decomposition is exact)."""
         return self.frame.sum(axis=1, min_count=1)
 
     def modality_shares(self) -> pd.DataFrame:
-        """Per patient: ``bias``, ``ultrasound`` and ``tabular`` (every feature, the no-labs
-        offset and the adjustment) in logit points, summing to ``logit``; plus
-        ``ultrasound_fraction``, the ultrasound part's share of ``|ultrasound| + |tabular|``."""
-        tabular = self.frame[[*self.features, TABULAR_MISSING, TABULAR_ADJUSTMENT]].sum(
-            axis=1, min_count=1
-        )
+        """Per patient: ``bias``, ``ultrasound`` and ``tabular`` (every feature and the
+        adjustment) in logit points, summing to ``logit``; NaN for a modality she does not have.
+        Plus ``ultrasound_fraction``, the ultrasound part's share of ``|ultrasound| + |tabular|``
+        (only for patients with both)."""
+        tabular = self.frame[[*self.features, TABULAR_ADJUSTMENT]].sum(axis=1, min_count=1)
+        if self.features:  # no features → tabular absent, not an adjustment of 0
+            tabular = tabular.where(self.frame[self.features].notna().any(axis=1))
+        else:
+            tabular = tabular * np.nan
         out = pd.DataFrame(
             {BIAS: self.frame[BIAS], ULTRASOUND: self.frame[ULTRASOUND], "tabular": tabular}
         )
@@ -130,9 +143,11 @@ def late_attribution(
     adjustment = np.where(has_tabular, tabular_term - (base_term + feature_terms.sum(axis=1)), 0.0)
     frame = pd.DataFrame(feature_terms, index=index, columns=features)
     frame.insert(0, BIAS, terms["intercept"].to_numpy() + base_term)
-    frame.insert(1, ULTRASOUND, (terms["image"] + terms["image_missing"]).to_numpy())
-    frame.insert(2, TABULAR_MISSING, terms["tabular_missing"].to_numpy())
-    frame.insert(3, TABULAR_ADJUSTMENT, adjustment)
+    uses_image = "image" in fusion.modalities_
+    frame.insert(1, ULTRASOUND, terms["image"].to_numpy() if uses_image else np.nan)
+    frame.insert(2, TABULAR_ADJUSTMENT, adjustment)
+    if "tabular" not in fusion.modalities_:
+        frame[features] = np.nan
     frame.loc[~scored] = np.nan
     logit = pd.Series(terms.to_numpy().sum(axis=1), index=index, name="logit")
     logit[~scored] = np.nan
@@ -179,8 +194,7 @@ def intermediate_attribution(
     frame = grouped[features].copy()
     frame.insert(0, BIAS, grouped[FUSION_BIAS])
     frame.insert(1, ULTRASOUND, grouped[IMAGE_GROUP])
-    frame.insert(2, TABULAR_MISSING, 0.0)
-    frame.insert(3, TABULAR_ADJUSTMENT, 0.0)
+    frame.insert(2, TABULAR_ADJUSTMENT, 0.0)
     scored = grouped.notna().all(axis=1)
     frame.loc[~scored] = np.nan
     logit = pd.Series(fusion.decision_function(tabular, embeddings), index=tabular.index)
@@ -237,9 +251,10 @@ def explain_predictions(
     ids = list(dict.fromkeys(str(i) for i in source))
     predicted = predictor.predict_with_inputs(cohort, ids)
     predictions = predicted.predictions.set_index("patient_id")
-    tabular = predictor.branches.get("tabular")
     design = predicted.tabular
-    explanation = tabular_shap(tabular, design) if design is not None else None
+    explanation = (
+        tabular_shap(predictor.branches["tabular"], design) if design is not None else None
+    )
     if fusion_method(predictor) == "intermediate":
         if embeddings is None:
             embeddings = predicted.embeddings
@@ -248,8 +263,49 @@ def explain_predictions(
     else:
         used = [f"p_{name}" for name in predictor.branches]
         attribution = late_attribution(predictor.fusion, predictions[used], explanation)
+    attribution = _by_route(attribution, predictor, predictions, explanation)
     _check_reproduces(attribution, predictions["probability"], predictor)
     return ExplainedPredictions(predictions, design, explanation, attribution)
+
+
+def _by_route(
+    fused: FusionAttribution,
+    predictor: Any,
+    predictions: pd.DataFrame,
+    explanation: shap.Explanation | None,
+) -> FusionAttribution:
+    """The fusion's attribution for the patients it scored; a single branch's for the patients
+    routed to it; all NaN for patients with no prediction."""
+    routes = predictions["modalities"].astype(str)
+    frame = fused.frame.copy()
+    logit = fused.logit.copy()
+    off_route = (routes != predictor.router.full).to_numpy()
+    frame.loc[off_route] = np.nan
+    logit[off_route] = np.nan
+    phi, phi0 = _shap_arrays(explanation, predictions.index)
+    for route in ("tabular", "image"):
+        rows = (routes == route).to_numpy()
+        if route == predictor.router.full or not rows.any():
+            continue
+        if route == "tabular":
+            assert explanation is not None  # a tabular route exists only with a tabular branch
+            names = [str(n) for n in explanation.feature_names]  # the branch's own order
+            frame.loc[rows, names] = phi[rows]
+            frame.loc[rows, BIAS] = phi0[rows]
+            frame.loc[rows, TABULAR_ADJUSTMENT] = 0.0
+            logit[rows] = phi0[rows] + phi[rows].sum(axis=1)
+        else:
+            base = _logit(predictor.router.routes["image"].base_rate)
+            image_logit = _logit(predictions.loc[rows, "p_image"].to_numpy(dtype="float64"))
+            frame.loc[rows, BIAS] = base
+            frame.loc[rows, ULTRASOUND] = image_logit - base
+            logit[rows] = image_logit
+    return FusionAttribution(fused.method, frame, logit, fused.features, routes)
+
+
+def _logit(p: Any) -> Any:
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(q) - np.log1p(-q)
 
 
 def _check_reproduces(
@@ -262,7 +318,7 @@ def _check_reproduces(
     same_gaps = np.array_equal(np.isnan(expected), np.isnan(got))
     if not same_gaps or np.nanmax(np.abs(expected - got), initial=0.0) > 1e-6:
         raise DeepPCOSError(
-            f"{predictor.run}: the {attribution.method} fusion attribution does not reproduce the "
-            "predictor's probability; the run's fusion and this explainer disagree (a bug: please "
-            "report it with the run folder)"
+            f"{predictor.run}: the score attribution ({attribution.method} fusion run) does not "
+            "reproduce the predictor's probability; the run's models and this explainer disagree "
+            "(a bug: please report it with the run folder)"
         )

@@ -59,8 +59,9 @@ class GlobalExplanation:
 
     def importance(self) -> pd.DataFrame:
         """Per input (tabular features and ``ultrasound``): ``mean_abs_shap`` (tabular branch,
-        NaN for ultrasound) and ``mean_abs_fused`` / ``mean_fused`` (fused score), in logit
-        points; sorted by ``mean_abs_fused``."""
+        NaN for ultrasound) and ``mean_abs_fused`` / ``mean_fused`` (the score that reached the
+        patient, whichever route scored her), in logit points, averaged over the patients who
+        have that input's modality; sorted by ``mean_abs_fused``."""
         attribution = self.explained.attribution
         frame = attribution.frame.dropna(how="all")
         columns = [ULTRASOUND, *attribution.features]

@@ -6,10 +6,17 @@ tabular feature and the bias (:mod:`deeppcos.explain.fusion`), draws saliency ma
 her images (:mod:`deeppcos.explain.saliency`), checks the Rotterdam criteria the table allows
 (:mod:`deeppcos.explain.checklist`) and adds a model-card summary and the caveats.
 
-Effects are given two ways: in **logit points** of the fused score (exact and additive: the
+Effects are given two ways: in **logit points** of the score (exact and additive: the
 contributions and the bias sum to the score), and as the **calibrated risk without it** — the
 risk the model would give if that one contribution were removed from the score. The second is
-a one-at-a-time counterfactual on the model's own scale, easier to read but not additive.
+a one-at-a-time counterfactual on the model's own scale, easier to read but not additive. For a
+whole modality, "risk without it" is what the run's model for the other modality alone gives
+her (the risk she would get without it), and it exists only when she has both.
+
+A patient is scored by the modalities she has (:mod:`deeppcos.fusion.routing`): a modality she
+lacks gets no share, no percentage and no "risk without it". A lab value that was not measured
+is another matter: the booster learned what its absence tends to mean, and the report says so
+in words ("not measured: its absence raised the score by …"), never as a measured finding.
 
 Nothing in the object identifies the patient beyond the cohort's own ``patient_id``: no file
 paths, no acquisition metadata, and the images' burned-in margin text is blanked.
@@ -28,12 +35,11 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.exceptions import DeepPCOSError, SchemaError
-from deeppcos.explain.card import DECISION_SUPPORT_TEXT, model_card_summary
+from deeppcos.explain.card import DECISION_SUPPORT_TEXT, model_card_summary, run_guideline
 from deeppcos.explain.checklist import CriteriaChecklist, criteria_checklist
 from deeppcos.explain.fusion import (
     BIAS,
     TABULAR_ADJUSTMENT,
-    TABULAR_MISSING,
     ULTRASOUND,
     ExplainedPredictions,
     explain_predictions,
@@ -46,25 +52,51 @@ from deeppcos.explain.wording import (
     format_value,
     typical_range,
 )
+from deeppcos.runs import run_title
 
 __all__ = ["FeatureEffect", "PatientExplanation", "explain_patient"]
 
 # Below this many logit points an effect is reported as "no effect".
 NEGLIGIBLE = 0.005
 
-CAVEATS = (
-    "Contributions explain this model's score, not the patient's physiology. They are exact "
-    "shares of the fused score in logit points (before calibration); 'risk without it' removes "
-    "one contribution at a time, and such changes do not add up.",
-    "A measurement that was not taken also has a contribution: the model's learned effect of it "
-    "being missing.",
-    "Heatmaps show where the image model found evidence for PCOS (Grad-CAM at the coarse "
-    "resolution of its last feature map); they are not an outline of follicles and can highlight "
-    "artefacts.",
-    "The criteria checklist reads the table only, not the images, and does not apply the "
-    "exclusions (thyroid disease, hyperprolactinaemia, non-classic congenital adrenal "
-    "hyperplasia) that a diagnosis requires.",
+# Caveats, each with the branches it needs to be relevant (empty: always).
+CAVEATS: tuple[tuple[frozenset[str], str], ...] = (
+    (
+        frozenset(),
+        "Contributions explain this model's score, not the patient's physiology. They are exact "
+        "shares of the score in logit points (before calibration); 'risk without it' removes "
+        "one contribution at a time, and such changes do not add up.",
+    ),
+    (
+        frozenset({"tabular"}),
+        "A lab test that was not done also has a contribution: the model's learned effect of "
+        "that test being absent (clinics order tests selectively). It is marked 'not measured' "
+        "and is not a finding about the patient.",
+    ),
+    (
+        frozenset({"tabular", "image"}),
+        "A missing modality is not evidence: a patient without ultrasound images is scored from "
+        "her laboratory data alone (and one without labs from her images alone), by a model "
+        "trained for exactly that.",
+    ),
+    (
+        frozenset({"image"}),
+        "Heatmaps show where the image model found evidence for PCOS (Grad-CAM at the coarse "
+        "resolution of its last feature map); they are not an outline of follicles and can "
+        "highlight artefacts.",
+    ),
+    (
+        frozenset({"tabular"}),
+        "The criteria checklist reads the table only, not the images, and does not apply the "
+        "exclusions (thyroid disease, hyperprolactinaemia, non-classic congenital adrenal "
+        "hyperplasia) that a diagnosis requires.",
+    ),
 )
+
+
+def run_caveats(branches: Any) -> list[str]:
+    """The caveats that apply to a run with these branches."""
+    return [text for needs, text in CAVEATS if needs <= set(branches)]
 
 
 @dataclass
@@ -87,20 +119,46 @@ class FeatureEffect:
             return "no effect"
         return "raised" if self.logit > 0 else "lowered"
 
+    @property
+    def measured(self) -> bool:
+        return self.value is not None
+
+    @property
+    def display(self) -> str:
+        """A chart label: "AMH = 11.2 ng/mL", or "LH/FSH ratio: not measured"."""
+        if not self.measured:
+            return f"{self.label}: not measured"
+        return f"{self.label} = {self.value_text}"
+
     def sentence(self, risk: float | None) -> str:
         """E.g. "AMH 11.2 ng/mL (typical: …): raised the risk by 0.84 logit points (risk 62%;
-        31% without it)"."""
+        31% without it)", or for a test not done "LH/FSH ratio: not measured. The absence of
+        this measurement lowered the score by 0.50 logit points (…)"."""
+        tail = ""
+        if risk is not None and self.risk_without is not None:
+            tail = f" (risk {format_percent(risk)}; {format_percent(self.risk_without)} without it)"
+        if not self.measured:
+            head = f"{self.label}: not measured"
+            if self.direction == "no effect":
+                return f"{head}; its absence had no effect on the score"
+            return (
+                f"{head}. The absence of this measurement {self.direction} the score by "
+                f"{abs(self.logit):.2f} logit points{tail}: the model's learned effect of the "
+                "test not being done, not a finding"
+            )
         typical = f" (typical: {self.typical})" if self.typical else ""
         head = f"{self.label} {self.value_text}{typical}"
         if self.direction == "no effect":
             return f"{head}: no effect on the score"
-        tail = ""
-        if risk is not None and self.risk_without is not None:
-            tail = f" (risk {format_percent(risk)}; {format_percent(self.risk_without)} without it)"
         return f"{head}: {self.direction} the risk by {abs(self.logit):.2f} logit points{tail}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "direction": self.direction}
+        return {
+            **asdict(self),
+            "direction": self.direction,
+            "measured": self.measured,
+            "display": self.display,
+        }
 
 
 @dataclass
@@ -111,11 +169,13 @@ class PatientExplanation:
     run: str
     cohort: str
     fusion_method: str
-    modalities: str
+    modalities: str  # the route that scored her: "tabular+image", "tabular" or "image"
+    scored_by: str  # that route's model in words
     prediction: dict[str, Any]  # p_tabular, p_image, probability, risk, decision, threshold
-    severity: dict[str, Any] | None  # {"grade", "probabilities"} when the run grades severity
+    severity: dict[str, Any] | None  # see _severity; None when the run grades no severity
+    guideline: str  # the run's diagnostic guideline (its checklist's)
     logit: float | None
-    shares: dict[str, float]  # bias, ultrasound, tabular (+ its parts), in logit points
+    shares: dict[str, Any]  # bias, and the modalities she has (see _shares), in logit points
     features: list[FeatureEffect]  # every tabular feature, largest |effect| first
     tabular_branch: dict[str, Any] | None  # the tabular branch's own TreeSHAP (its logit units)
     criteria: CriteriaChecklist | None
@@ -131,6 +191,37 @@ class PatientExplanation:
     def risk(self) -> float | None:
         return self.prediction.get("risk")
 
+    def severity_summary(self) -> tuple[str, str] | None:
+        """(grade, detail) in words, the same in every report: the grade is given only with a
+        positive decision; the detail gives the grades' shares if she has PCOS and P(no PCOS)."""
+        s = self.severity
+        if not s:
+            return None
+        given = s.get("given_pcos") or {}
+        shares = ", ".join(f"{k} {format_percent(v)}" for k, v in given.items())
+        none = s["probabilities"].get(s["no_disease_grade"])
+        if s["grade"] == s["no_disease_grade"]:
+            detail = f"not flagged, so not graded; if PCOS: {shares}" if shares else "not flagged"
+        else:
+            detail = f"most probable grade if PCOS ({shares})"
+        return s["grade"], f"{detail}; P(no PCOS) = 1 − risk = {format_percent(none)}"
+
+    def modality_summary(self) -> str:
+        """Which data scored her, in words."""
+        kinds = {
+            "tabular+image": "laboratory data and ultrasound images",
+            "tabular": "laboratory data only",
+            "image": "ultrasound images only",
+        }
+        if self.modalities not in kinds:
+            return "no prediction: neither laboratory data nor images"
+        text = f"{kinds[self.modalities]}, scored by {self.scored_by}"
+        if self.modalities == "tabular" and "image" in self.model_card.get("routes", {}):
+            text += " (no images: the missing scan is not used as evidence)"
+        if self.modalities == "image" and "tabular" in self.model_card.get("routes", {}):
+            text += " (no laboratory data: its absence is not used as evidence)"
+        return text
+
     def top_features(self, k: int = 8) -> list[FeatureEffect]:
         """The ``k`` largest effects (either direction), skipping those with none."""
         return [f for f in self.features if f.direction != "no effect"][:k]
@@ -143,8 +234,10 @@ class PatientExplanation:
             "cohort": self.cohort,
             "fusion_method": self.fusion_method,
             "modalities": self.modalities,
+            "scored_by": self.scored_by,
             "prediction": self.prediction,
             "severity": self.severity,
+            "guideline": self.guideline,
             "logit": self.logit,
             "shares": self.shares,
             "features": [f.to_dict() for f in self.features],
@@ -181,7 +274,10 @@ def explain_patient(
 ) -> PatientExplanation:
     """Explain one patient's prediction. ``cohort`` defaults to the run's own (fingerprint
     checked); ``saliency`` is ``"gradcam"``, ``"gradient_shap"`` or None (no image maps);
-    ``max_images`` limits how many of her images get a map."""
+    ``max_images`` limits how many of her images get a map. The criteria checklist applies the
+    run's own guideline (``severity.guideline`` of its config) unless ``criteria_rules`` (a
+    ``CriteriaRules``) says otherwise."""
+    from deeppcos.data.criteria import CriteriaRules
     from deeppcos.explain.saliency import METHODS
 
     if saliency is not None and saliency not in METHODS:
@@ -192,26 +288,29 @@ def explain_patient(
     images = _load_images(predictor, cohort, patient_id, saliency)
     explained = _explain(predictor, cohort, patient_id, images)
     row = explained.predictions.loc[patient_id]
-    calibrator = predictor.calibrator
+    route = str(row["modalities"])
     logit = _float(explained.attribution.logit.loc[patient_id])
     terms = explained.attribution.row(patient_id)
     part = _training_part(predictor, cohort, patient_id)
+    rules = criteria_rules or CriteriaRules(guideline=run_guideline(predictor))
     return PatientExplanation(
         patient_id=patient_id,
-        run=Path(predictor.run).name,
+        run=run_title(predictor.run, predictor.record),
         cohort=cohort.spec.name,
         fusion_method=explained.attribution.method,
-        modalities=str(row["modalities"]),
+        modalities=route,
+        scored_by=predictor.router.describe(route, explained.attribution.method),
         prediction=_prediction(row, predictor.threshold),
-        severity=_severity(row),
+        severity=_severity(row, predictor),
+        guideline=rules.guideline,
         logit=logit,
-        shares=_shares(terms, explained.attribution.features, logit, calibrator),
-        features=_effects(explained, patient_id, logit, calibrator),
+        shares=_shares(predictor, row, terms, explained.attribution.features, logit),
+        features=_effects(explained, patient_id, logit, predictor, route),
         tabular_branch=_tabular_branch(explained, patient_id),
-        criteria=_criteria(cohort, patient_id, criteria_rules),
+        criteria=_criteria(cohort, patient_id, rules),
         images=_maps(predictor, cohort, patient_id, images, saliency, max_images),
         model_card=model_card_summary(predictor),
-        caveats=[DECISION_SUPPORT_TEXT, *CAVEATS, *_part_caveat(part)],
+        caveats=[DECISION_SUPPORT_TEXT, *run_caveats(predictor.branches), *_part_caveat(part)],
         in_training_data=part,
     )
 
@@ -238,13 +337,16 @@ def _float(value: Any) -> float | None:
     return float(value)
 
 
-def _risk_without(calibrator: Any, logit: float | None, terms: np.ndarray) -> list[float | None]:
-    """Calibrated risk with each term removed from the logit, one at a time."""
-    if logit is None or calibrator is None:
+def _risk_without(
+    predictor: Any, route: str, logit: float | None, terms: np.ndarray
+) -> list[float | None]:
+    """Calibrated risk with each term removed from the logit, one at a time, on the patient's
+    own route."""
+    if logit is None:
         return [None] * len(terms)
     from deeppcos.fusion.late import sigmoid
 
-    risks = calibrator.transform(sigmoid(logit - np.asarray(terms, dtype="float64")))
+    risks = predictor.calibrate(sigmoid(logit - np.asarray(terms, dtype="float64")), route)
     return [_float(r) for r in np.asarray(risks, dtype="float64")]
 
 
@@ -260,7 +362,10 @@ def _prediction(row: pd.Series, threshold: float | None) -> dict[str, Any]:
     }
 
 
-def _severity(row: pd.Series) -> dict[str, Any] | None:
+def _severity(row: pd.Series, predictor: Any) -> dict[str, Any] | None:
+    """``grade`` (the lowest, "none", unless the decision is positive), ``probabilities`` (every
+    grade, summing to 1, ``none`` = 1 − risk) and ``given_pcos`` (the PCOS grades' shares if she
+    has PCOS, summing to 1)."""
     if "severity" not in row.index or pd.isna(row["severity"]):
         return None
     probabilities = {
@@ -268,49 +373,69 @@ def _severity(row: pd.Series) -> dict[str, Any] | None:
         for k, v in row.items()
         if str(k).startswith("p_severity_")
     }
-    return {"grade": str(row["severity"]), "probabilities": probabilities}
+    from deeppcos.predictor import given_pcos
+
+    lowest = next(iter(probabilities))
+    return {
+        "grade": str(row["severity"]),
+        "no_disease_grade": lowest,
+        "probabilities": probabilities,
+        "given_pcos": given_pcos(probabilities),
+        "rule": f"graded only when flagged: '{lowest}' when the decision is negative, else "
+        "the most probable grade given PCOS",
+    }
 
 
 def _shares(
-    terms: pd.Series, features: list[str], logit: float | None, calibrator: Any
-) -> dict[str, float]:
+    predictor: Any, row: pd.Series, terms: pd.Series, features: list[str], logit: float | None
+) -> dict[str, Any]:
+    """The modalities' parts of the score in logit points. Only modalities the patient has
+    appear; with both, each one's "risk without it" is the risk the run's model for the other
+    modality alone gives her."""
     if logit is None:
         return {}
-    parts = {
-        "tabular_features": float(terms[features].sum()) if features else 0.0,
-        TABULAR_MISSING: float(terms[TABULAR_MISSING]),
-        TABULAR_ADJUSTMENT: float(terms[TABULAR_ADJUSTMENT]),
-    }
-    tabular = sum(parts.values())
-    ultrasound = float(terms[ULTRASOUND])
-    scale = abs(ultrasound) + abs(tabular)
-    without = _risk_without(calibrator, logit, np.array([ultrasound, tabular]))
-    return {
-        BIAS: float(terms[BIAS]),
-        ULTRASOUND: ultrasound,
-        "tabular": tabular,
-        **parts,
-        "ultrasound_fraction": abs(ultrasound) / scale if scale > 0 else float("nan"),
-        "risk_without_ultrasound": without[0],
-        "risk_without_tabular": without[1],
-        "logit": logit,
-    }
+    out: dict[str, Any] = {BIAS: float(terms[BIAS]), "logit": logit}
+    has_labs = bool(features) and bool(terms[features].notna().any())
+    has_images = not pd.isna(terms[ULTRASOUND])
+    if has_labs:
+        out["tabular_features"] = float(terms[features].sum())
+        out[TABULAR_ADJUSTMENT] = float(terms[TABULAR_ADJUSTMENT])
+        out["tabular"] = out["tabular_features"] + out[TABULAR_ADJUSTMENT]
+    if has_images:
+        out[ULTRASOUND] = float(terms[ULTRASOUND])
+    if has_labs and has_images:
+        scale = abs(out[ULTRASOUND]) + abs(out["tabular"])
+        out["ultrasound_fraction"] = abs(out[ULTRASOUND]) / scale if scale > 0 else None
+        out["risk_without_ultrasound"] = _single_route_risk(predictor, row, "tabular")
+        out["risk_without_tabular"] = _single_route_risk(predictor, row, "image")
+    return out
+
+
+def _single_route_risk(predictor: Any, row: pd.Series, modality: str) -> float | None:
+    """The calibrated risk of the run's model for one modality alone (None when the run has
+    no such route)."""
+    if modality not in predictor.router.routes or pd.isna(row.get(f"p_{modality}")):
+        return None
+    return _float(predictor.calibrate(float(row[f"p_{modality}"]), modality)[0])
 
 
 def _effects(
-    explained: ExplainedPredictions, patient_id: str, logit: float | None, calibrator: Any
+    explained: ExplainedPredictions,
+    patient_id: str,
+    logit: float | None,
+    predictor: Any,
+    route: str,
 ) -> list[FeatureEffect]:
     features = explained.attribution.features
     if logit is None or not features or explained.design is None:
         return []
-    no_labs = pd.isna(explained.predictions.loc[patient_id, "p_tabular"])
-    if explained.attribution.method == "late" and no_labs:
-        return []  # no tabular term at all: the "no labs" offset is in the shares
+    terms = explained.attribution.row(patient_id)[features].to_numpy(dtype="float64")
+    if np.isnan(terms).all():
+        return []  # no labs: the tabular data has no part in her score
     from deeppcos.tabular.features import is_ultrasound_feature
 
-    terms = explained.attribution.row(patient_id)[features].to_numpy(dtype="float64")
     values = explained.design.loc[patient_id, features]
-    risks = _risk_without(calibrator, logit, terms)
+    risks = _risk_without(predictor, route, logit, terms)
     effects = [
         FeatureEffect(
             name=name,
@@ -344,6 +469,7 @@ def _tabular_branch(explained: ExplainedPredictions, patient_id: str) -> dict[st
 
 
 def _criteria(cohort: Any, patient_id: str, rules: Any) -> CriteriaChecklist | None:
+    """The checklist under ``rules`` (the run's guideline unless the caller chose another)."""
     patients = cohort.patients
     row = patients[patients["patient_id"].astype(str) == patient_id]
     return criteria_checklist(row.reset_index(drop=True), rules, source_format=cohort.spec.format)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-from deeppcos.explain.wording import format_value
-
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -21,25 +19,21 @@ LOWER = "#2471a3"  # lowers it
 NEUTRAL = "#7f8c8d"
 
 
-def _bars(expl: PatientExplanation, k: int) -> list[tuple[str, float, bool]]:
-    """(label, logit points, is the ultrasound bar) for the top ``k`` features, the
-    ultrasound images, and the rest of the features summed."""
+def _bars(expl: PatientExplanation, k: int) -> list[tuple[str, float, str]]:
+    """(label, logit points, kind) for the ultrasound images when she has them (kind
+    ``"image"``), the top ``k`` features (``"measured"``, or ``"absent"`` for a test not done)
+    and the rest of the features summed (``"rest"``)."""
     shares = expl.shares
-    bars: list[tuple[str, float, bool]] = []
-    if expl.prediction.get("p_image") is not None or shares.get("ultrasound"):
-        label = "Ultrasound images" if expl.prediction.get("p_image") is not None else "No scan"
-        bars.append((label, float(shares.get("ultrasound", 0.0)), True))
+    bars: list[tuple[str, float, str]] = []
+    if "ultrasound" in shares:
+        bars.append(("Ultrasound images", float(shares["ultrasound"]), "image"))
     top = expl.top_features(k)
-    for effect in top:
-        value = format_value(effect.name, effect.value)
-        bars.append((f"{effect.label} = {value}", effect.logit, False))
+    bars += [(e.display, e.logit, "measured" if e.measured else "absent") for e in top]
     shown = {e.name for e in top}
     rest = [e.logit for e in expl.features if e.name not in shown]
-    other = sum(rest) + shares.get("tabular_missing", 0.0) + shares.get("tabular_adjustment", 0.0)
+    other = sum(rest) + shares.get("tabular_adjustment", 0.0)
     if rest and abs(other) >= 0.005:
-        bars.append((f"{len(rest)} other tabular inputs", other, False))
-    elif shares.get("tabular_missing"):
-        bars.append(("No laboratory data", shares["tabular_missing"], False))
+        bars.append((f"{len(rest)} other tabular inputs", other, "rest"))
     return sorted(bars, key=lambda b: abs(b[1]))
 
 
@@ -55,9 +49,13 @@ def draw_contributions(ax: Axes, expl: PatientExplanation, k: int = 8) -> None:
     colours = [RAISE if v > 0 else LOWER for v in values]
     positions = range(len(bars))
     ax.barh(positions, values, color=colours, height=0.65)
-    for pos, (_, value, image) in zip(positions, bars, strict=True):
-        if image:
-            ax.barh(pos, value, color="none", edgecolor="black", hatch="//", height=0.65)
+    # The images' bar is hatched; a test not done is dotted: its bar is the effect of the
+    # absence, not a finding.
+    hatches = {"image": ("black", "//"), "absent": ("white", "..")}
+    for pos, (_, value, kind) in zip(positions, bars, strict=True):
+        if kind in hatches:
+            edge, hatch = hatches[kind]
+            ax.barh(pos, value, color="none", edgecolor=edge, hatch=hatch, height=0.65)
     ax.set_yticks(list(positions), labels, fontsize=8)
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_xlabel("contribution to the score (logit points; + raises, − lowers the risk)")
@@ -70,18 +68,23 @@ def draw_contributions(ax: Axes, expl: PatientExplanation, k: int = 8) -> None:
     ax.set_xlim(-1.15 * span, 1.15 * span)
 
 
+SHARE_NAMES = {"ultrasound": "Ultrasound images", "tabular": "Tabular data (labs, history, signs)"}
+
+
 def draw_shares(ax: Axes, expl: PatientExplanation) -> None:
-    """Two bars: the ultrasound images' and the labs' total contributions."""
+    """One bar per modality she has: its total contribution."""
     shares = expl.shares
-    names = ["Ultrasound images", "Tabular data (labs, history, signs)"]
-    values = [float(shares.get("ultrasound", 0.0)), float(shares.get("tabular", 0.0))]
+    present = [key for key in SHARE_NAMES if key in shares]
+    names = [SHARE_NAMES[key] for key in present]
+    values = [float(shares[key]) for key in present]
     colours = [RAISE if v > 0 else LOWER for v in values]
-    ax.barh([1, 0], values, color=colours, height=0.55)
-    ax.set_yticks([1, 0], names, fontsize=8)
+    positions = list(range(len(values)))[::-1]
+    ax.barh(positions, values, color=colours, height=0.55)
+    ax.set_yticks(positions, names, fontsize=8)
     ax.axvline(0.0, color="black", linewidth=0.8)
-    for y, v in zip([1, 0], values, strict=True):
+    for y, v in zip(positions, values, strict=True):
         ax.text(v, y, f" {v:+.2f} ", va="center", ha="left" if v >= 0 else "right", fontsize=8)
-    span = max(abs(v) for v in values) or 1.0
+    span = max((abs(v) for v in values), default=0.0) or 1.0
     ax.set_xlim(-1.4 * span, 1.4 * span)
     ax.set_xlabel("logit points")
     ax.grid(axis="x", alpha=0.3)

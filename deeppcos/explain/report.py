@@ -24,7 +24,12 @@ from deeppcos.explain.wording import format_percent
 if TYPE_CHECKING:
     from deeppcos.explain.patient import PatientExplanation
 
-__all__ = ["render_html", "write_pdf", "write_report"]
+__all__ = ["GUIDELINE_NAMES", "render_html", "write_pdf", "write_report"]
+
+GUIDELINE_NAMES = {
+    "rotterdam-2003": "Rotterdam 2003 (ESHRE/ASRM)",
+    "2023-international": "2023 International evidence-based guideline",
+}
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1c2833;
@@ -72,6 +77,18 @@ def _decision_text(expl: PatientExplanation) -> tuple[str, str]:
     return "Below threshold", f"not flagged ({at})"
 
 
+def _scores_text(expl: PatientExplanation) -> str:
+    """Which data scored her and each model's own probability (only the models that ran)."""
+    p = expl.prediction
+    parts = [expl.modality_summary()]
+    if p.get("p_image") is not None:
+        parts.append(f"image model {format_percent(p['p_image'])}")
+    if p.get("p_tabular") is not None:
+        parts.append(f"tabular model {format_percent(p['p_tabular'])}")
+    parts.append(f"score before calibration {format_percent(p.get('probability'))}")
+    return " · ".join(parts)
+
+
 def _summary(expl: PatientExplanation) -> str:
     p = expl.prediction
     title, detail = _decision_text(expl)
@@ -79,20 +96,10 @@ def _summary(expl: PatientExplanation) -> str:
         ("Calibrated risk", format_percent(p.get("risk")), "probability of PCOS after calibration"),
         ("Decision", title, detail),
     ]
-    if expl.severity:
-        probs = ", ".join(
-            f"{k} {format_percent(v)}" for k, v in expl.severity["probabilities"].items()
-        )
-        cards.append(("Severity grade", expl.severity["grade"], probs))
-    cards.append(
-        (
-            "Modalities used",
-            expl.modalities,
-            f"image model {format_percent(p.get('p_image'))} · tabular model "
-            f"{format_percent(p.get('p_tabular'))} · fused (uncalibrated) "
-            f"{format_percent(p.get('probability'))}",
-        )
-    )
+    severity = expl.severity_summary()
+    if severity is not None:
+        cards.append(("Severity grade", *severity))
+    cards.append(("Modalities used", expl.modalities, _scores_text(expl)))
     return (
         '<div class="cards">'
         + "".join(
@@ -116,10 +123,12 @@ def _contributions(expl: PatientExplanation, k: int) -> str:
         for f in expl.top_features(k)
     )
     intro = (
-        f"<p class='small'>The fused score is {expl.logit:+.2f} logit points (probability "
-        f"{format_percent(expl.prediction.get('probability'))} before calibration). It is the "
-        f"baseline ({expl.shares.get('bias', 0.0):+.2f}) plus the contributions below, exactly. "
-        "Red raised the risk, blue lowered it.</p>"
+        f"<p class='small'>The score is {expl.logit:+.2f} logit points (probability "
+        f"{format_percent(expl.prediction.get('probability'))} before calibration), from "
+        f"{_e(expl.modality_summary())}. It is the baseline "
+        f"({expl.shares.get('bias', 0.0):+.2f}) plus the contributions below, exactly. Red "
+        "raised the risk, blue lowered it; a dotted bar is the effect of a test that was not "
+        "done, not a finding.</p>"
     )
     listing = f"<ul>{items}</ul>" if items else "<p>No tabular data contributed.</p>"
     return intro + chart + "<h3 style='font-size:14px'>Top tabular features</h3>" + listing
@@ -130,6 +139,8 @@ def _shares(expl: PatientExplanation) -> str:
     if not s:
         return "<p>No prediction.</p>"
     chart = _img(plots.png(plots.shares_figure(expl)), "modality shares", "chart")
+    if "ultrasound" not in s or "tabular" not in s:
+        return chart + f"<p class='small'>Only {_e(expl.modality_summary())}.</p>"
     fraction = s.get("ultrasound_fraction")
     part = (
         f"The images account for {format_percent(fraction)} of the size of the two modalities' "
@@ -146,25 +157,23 @@ def _shares(expl: PatientExplanation) -> str:
         for n, v, r in rows
     )
     notes = []
-    if abs(s.get("tabular_missing", 0.0)) > 0:
-        notes.append(
-            f"No laboratory data: the model's offset for that is {s['tabular_missing']:+.2f}."
-        )
     if abs(s.get("tabular_adjustment", 0.0)) >= 1e-3:
         notes.append(
             f"{s['tabular_adjustment']:+.2f} of the tabular share is the fusion's cap on a "
             "branch's score (|logit| ≤ 9.2), not any one feature."
         )
     return (
-        chart
-        + "<table><tr><th>Modality</th><th>Logit points</th><th>Calibrated risk without it</th>"
+        chart + "<table><tr><th>Modality</th><th>Logit points</th><th>Calibrated risk without it "
+        "(the other modality's model alone)</th>"
         + f"</tr>{table}</table><p class='small'>{_e(part)} {_e(' '.join(notes))}</p>"
     )
 
 
 def _images(expl: PatientExplanation) -> str:
     if not expl.images:
-        return "<p>No ultrasound images were explained for this patient.</p>"
+        if expl.prediction.get("p_image") is None:
+            return "<p>This patient has no ultrasound images.</p>"
+        return "<p>No image maps were drawn for this report.</p>"
     method = {
         "gradcam": "Grad-CAM (where the image model found evidence for PCOS)",
         "gradient_shap": "SHAP expected gradients (pixels that raised the image model's output)",
@@ -203,7 +212,8 @@ def _criteria(expl: PatientExplanation) -> str:
     phenotype = f"; phenotype {c.phenotype}" if c.phenotype else ""
     caveats = "".join(f"<li>{_e(x)}</li>" for x in c.caveats)
     return (
-        f"<p>Guideline: {_e(c.guideline)}. {c.n_met} of 3 criteria met, {c.n_known} known: "
+        f"<p>Guideline: <b>{_e(GUIDELINE_NAMES.get(c.guideline, c.guideline))}</b> (the run's). "
+        f"{c.n_met} of 3 criteria met, {c.n_known} known: "
         f"<b>Rotterdam criteria {_e(c.rotterdam_pcos)}</b> ({_e(verdict)}{_e(phenotype)}).</p>"
         "<table><tr><th>Criterion</th><th>State</th><th>Rule</th><th>Data</th></tr>"
         f"{rows}</table><details><summary class='small'>Notes on the rules</summary>"
@@ -338,15 +348,11 @@ def _pdf_page_one(expl: PatientExplanation, top: int) -> Any:
     lines = [
         "Decision support, not a diagnosis.",
         f"Calibrated risk {format_percent(p.get('risk'))} — {title}: {detail}.",
-        f"Modalities used: {expl.modalities} (image model {format_percent(p.get('p_image'))}, "
-        f"tabular model {format_percent(p.get('p_tabular'))}, fused before calibration "
-        f"{format_percent(p.get('probability'))}).",
+        f"Modalities used: {expl.modalities} ({_scores_text(expl)}).",
     ]
-    if expl.severity:
-        probs = ", ".join(
-            f"{k} {format_percent(v)}" for k, v in expl.severity["probabilities"].items()
-        )
-        lines.append(f"Severity grade: {expl.severity['grade']} ({probs}).")
+    severity = expl.severity_summary()
+    if severity is not None:
+        lines.append(f"Severity grade: {severity[0]} ({severity[1]}).")
     y = _text_block(figure, 0.92, lines, size=9.5)
     if expl.logit is not None:
         axes = figure.add_axes((0.36, y - 0.36, 0.58, 0.32))
@@ -361,6 +367,10 @@ def _pdf_page_one(expl: PatientExplanation, top: int) -> Any:
         ["Top tabular features:"] + ["• " + f.sentence(expl.risk) for f in expl.top_features(top)],
     )
     return figure
+
+
+def p_image_missing(expl: PatientExplanation) -> bool:
+    return expl.prediction.get("p_image") is None
 
 
 def _pdf_page_images(expl: PatientExplanation) -> Any:
@@ -383,7 +393,12 @@ def _pdf_page_images(expl: PatientExplanation) -> Any:
             fontsize=7.5,
         )
     if not expl.images:
-        figure.text(0.07, 0.9, "No ultrasound images were explained for this patient.")
+        text = (
+            "This patient has no ultrasound images."
+            if p_image_missing(expl)
+            else "No image maps were drawn for this report."
+        )
+        figure.text(0.07, 0.9, text)
     return figure
 
 
@@ -396,7 +411,8 @@ def _pdf_page_text(expl: PatientExplanation) -> Any:
     c = expl.criteria
     if c is not None:
         lines.append(
-            f"Rotterdam criteria ({c.guideline}) from the data present: {c.rotterdam_pcos} — "
+            f"Rotterdam criteria ({GUIDELINE_NAMES.get(c.guideline, c.guideline)}, the run's "
+            f"guideline) from the data present: {c.rotterdam_pcos} — "
             f"{c.n_met} of 3 met, {c.n_known} known"
             + (f"; phenotype {c.phenotype}" if c.phenotype else "")
         )

@@ -9,9 +9,18 @@ cross-validation.
   the grades were derived by the labeller, the columns it read — and the features derived from
   them — are removed from the head's inputs; otherwise the head would simply relearn the rule
   (``CriteriaResult.exclude_from_inputs``).
+* **Severity agrees with presence.** The lowest grade means "no PCOS"; the head learns the
+  grade *given PCOS* (mild < moderate < severe), from the development patients whose label is
+  PCOS and whose grade is a PCOS grade. A patient's severity output then combines it with the
+  calibrated presence risk (``deeppcos.predictor.severity_columns``): P(none) = 1 − risk,
+  P(g) = risk × P(g | PCOS), and the reported grade is "none" unless the decision is positive,
+  else the most probable grade given PCOS. Rows whose label and grade contradict each other
+  (a PCOS label graded "none", or no PCOS with a PCOS grade, as the criteria labeller produces
+  on real tables) are left out of the head's training and counted (:func:`label_grade_conflicts`).
 * **Honest figures.** The head is cross-validated over the development part's patient-grouped
-  folds (its image input is already out of fold), giving out-of-fold grades for quadratic
-  weighted kappa and macro F1; the saved head is then fitted on every graded development patient.
+  folds (its image input is already out of fold) and combined with the out-of-fold risk and
+  decision, giving out-of-fold grades for quadratic weighted kappa and macro F1 over every
+  graded patient; the saved head is then fitted on every PCOS-graded development patient.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ __all__ = [
     "IMAGE_INPUT",
     "SeverityTargets",
     "cross_val_severity",
+    "grades_given_pcos",
+    "label_grade_conflicts",
     "severity_inputs",
     "severity_targets",
 ]
@@ -101,6 +112,64 @@ def _criteria_targets(cohort: Cohort, guideline: str) -> SeverityTargets:
         guideline=guideline,
         criteria=criteria_summary(result, label=label),
     )
+
+
+def with_no_disease_level(targets: SeverityTargets, labels: pd.Series) -> SeverityTargets:
+    """``targets`` whose lowest level means "no PCOS".
+
+    The criteria labeller's and the synthetic cohort's grades start with ``none``. A cohort whose
+    own grades are PCOS grades only (label-0 patients ungraded) gets a ``none`` level below them.
+    A cohort whose patients without PCOS mostly hold a grade other than the lowest cannot be
+    read as presence plus severity: that is an error naming the counts.
+    """
+    grades = targets.grades
+    negatives = grades[labels.reindex(grades.index).eq(0).fillna(False)].dropna()
+    if negatives.empty:
+        if "none" in targets.levels:
+            raise SchemaError(
+                f"severity grades {targets.levels}: no patient without PCOS is graded, yet a "
+                "'none' grade exists above the lowest; order the grades lowest (no PCOS) first"
+            )
+        levels = ["none", *targets.levels]
+        dtype = pd.CategoricalDtype(levels, ordered=True)
+        return SeverityTargets(
+            grades=grades.astype(str).where(grades.notna()).astype(dtype),
+            source=targets.source,
+            levels=levels,
+            excluded_inputs=targets.excluded_inputs,
+            guideline=targets.guideline,
+            criteria=targets.criteria,
+        )
+    lowest = targets.levels[0]
+    share = float((negatives.astype(str) == str(lowest)).mean())
+    if share < 0.5:
+        raise SchemaError(
+            f"severity grades {targets.levels}: only {share:.0%} of the {len(negatives)} graded "
+            f"patients without PCOS hold the lowest grade {lowest!r}; the lowest grade must mean "
+            "'no PCOS' (or leave patients without PCOS ungraded)"
+        )
+    return targets
+
+
+def grades_given_pcos(grades: pd.Series, labels: pd.Series, levels: list[str]) -> pd.Series:
+    """The grades the head learns: a PCOS grade of a patient labelled PCOS; missing for the
+    rest (no PCOS, ungraded, or a label and grade that contradict each other)."""
+    pcos_levels = levels[1:]
+    label = labels.reindex(grades.index)
+    keep = label.eq(1).fillna(False) & grades.astype(str).isin(pcos_levels) & grades.notna()
+    dtype = pd.CategoricalDtype(pcos_levels, ordered=True)
+    return grades.astype(str).where(keep).astype(dtype)
+
+
+def label_grade_conflicts(grades: pd.Series, labels: pd.Series, levels: list[str]) -> dict:
+    """Counts of graded, labelled patients whose label and grade disagree."""
+    label = labels.reindex(grades.index)
+    graded = grades.notna() & label.notna()
+    lowest = grades.astype(str) == str(levels[0])
+    return {
+        "pcos_label_graded_none": int((graded & label.eq(1) & lowest).sum()),
+        "no_pcos_label_with_pcos_grade": int((graded & label.eq(0) & ~lowest).sum()),
+    }
 
 
 def severity_inputs(

@@ -1,26 +1,17 @@
 """Late fusion: a logistic meta-learner stacked on the branches' out-of-fold probabilities.
 
-Input: a frame with ``p_tabular`` and ``p_image`` (either may be NaN, or its column absent, for a
-patient missing that modality). Features of the meta-learner, per modality m:
-
-* ``logit_m`` — ``logit(clip(p_m, 1e-4, 1 − 1e-4))``, or **0** when the modality is missing;
-* ``m_missing`` — 1 when the modality is missing, else 0.
+Input: a frame with ``p_tabular`` and ``p_image`` (NaN, or the column absent, for a patient
+missing that modality). The meta-learner's features are the branches' logits,
+``logit_m = logit(clip(p_m, 1e-4, 1 − 1e-4))``, one per modality it was fitted with.
 
 Why this design:
 
-* **One model serves every modality pattern.** A patient without images has ``logit_image = 0``
-  (the image term vanishes) and ``image_missing = 1``, so her logit is
-  ``intercept + w_tab · logit_tabular + v_image_missing``: the tabular path, with its own learned
-  offset (patients without a scan may differ in prevalence, and a tabular score alone is less
-  certain). Separate per-pattern models would each see only a fraction of an already small set.
-  Missing indicators rather than "present" ones (equivalent: present = 1 − missing, the difference
-  is absorbed by the intercept) make the intercept the both-present baseline and each indicator
-  the adjustment for a missing modality, which is how the decomposition below reads best. A
-  pattern never seen in training (e.g. no patient lacked images) has an indicator weight of 0, so
-  it is scored as if the missing branch had said 0.5; ``n_train_by_pattern_`` records what was
-  seen. A branch with no prediction in any training row (disabled) is left out altogether:
-  ``modalities_`` lists the branches the model uses, and a later prediction from another branch
-  is ignored (an image-only row is then ``"none"``).
+* **Only patients with every modality.** The model scores a patient who has all of its
+  modalities and nobody else (NaN otherwise): a patient missing one is routed to the other
+  branch alone by :mod:`deeppcos.fusion.routing`, because a missing scan is not evidence about
+  PCOS and must not move anyone's score. It is fitted on such patients only, so its weights
+  describe how the branches combine when both speak. In a run with one branch it is a logistic
+  recalibration of that branch's logit.
 * **Logits, not probabilities**, because a logistic model is additive on the logit scale: with
   calibrated branches that are conditionally independent given the label, the Bayes-optimal
   fusion is the sum of their logits minus the prior log-odds — this model with both weights 1;
@@ -28,14 +19,11 @@ Why this design:
   bounds a branch's influence (|logit| ≤ 9.2).
 * **Plain L2 logistic regression** (``C`` = 1 by default, no class weighting so its
   probabilities stay on the cohort's prevalence; no feature scaling, so each weight multiplies a
-  logit and the decomposition stays in the units a reader knows). Five parameters cannot overfit
-  a few hundred patients the way a booster would.
+  logit and the decomposition stays in the units a reader knows). Three parameters cannot
+  overfit a few hundred patients the way a booster would.
 * **Exact decomposition.** :meth:`LateFusion.contributions` splits each patient's logit into the
-  intercept, the tabular term, the image term and the missing-indicator terms; the columns sum to
-  :meth:`LateFusion.decision_function` — the whole explanation of the fusion step, no
-  approximation.
-* **No prediction without any input.** A patient with neither modality gets NaN and the routing
-  label ``"none"``; the caller must report that no prediction is possible.
+  intercept and one term per branch; the columns sum to :meth:`LateFusion.decision_function` —
+  the whole explanation of the fusion step, no approximation.
 
 **Leakage.** The meta-learner must be fitted on *out-of-fold* branch predictions
 (``oof_predictions.csv``), never on predictions of branch models that saw the patient. Its own
@@ -66,20 +54,19 @@ __all__ = ["MODALITIES", "LateFusion", "cross_val_fusion_oof", "modality_label"]
 MODALITIES: tuple[str, ...] = ("tabular", "image")
 COLUMNS = {m: f"p_{m}" for m in MODALITIES}
 # Coefficient names, in the order of the meta-learner's feature matrix.
-TERMS: tuple[str, ...] = (*MODALITIES, *(f"{m}_missing" for m in MODALITIES))
+TERMS: tuple[str, ...] = MODALITIES
 CLIP = 1e-4
 META_FILE = "late_fusion.json"
 FORMAT = "deeppcos.late_fusion"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: no missing-modality terms (routing scores those patients)
 
 
 class LateFusion:
     """Stacking of the branches' probabilities by one logistic regression (see module notes).
 
-    Fitted attributes: ``intercept_``, ``coef_`` (``{term: weight}`` over ``TERMS``),
-    ``modalities_`` (those present in at least one training row; any other is ignored, its
-    weights fixed at 0), ``n_train_`` (rows used) and ``n_train_by_pattern_`` (rows per
-    modality pattern).
+    Fitted attributes: ``intercept_``, ``coef_`` (``{term: weight}`` over ``TERMS``; 0 for a
+    modality the model does not use), ``modalities_`` (those present in at least one labelled
+    training row; a row must have all of them to be scored), ``n_train_`` (rows used).
     """
 
     def __init__(self, C: float = 1.0, class_weight: str | None = None) -> None:
@@ -90,19 +77,21 @@ class LateFusion:
         return {"C": self.C, "class_weight": self.class_weight}
 
     def fit(self, frame: pd.DataFrame, y: Any) -> LateFusion:
-        """Fit on the rows with a label and at least one modality (``y`` matched by position)."""
+        """Fit on the rows with a label and every modality (``y`` matched by position)."""
         _check_params(self.get_params())
         labels = as_labels(y, len(frame))
-        seen = _design(frame, MODALITIES)[1][~np.isnan(labels)].any(axis=0)
-        # A branch absent from training (e.g. disabled) gets all-zero columns, hence weights of
-        # exactly 0 under L2, rather than a constant indicator that competes with the intercept.
+        seen = _present(frame)[~np.isnan(labels)].any(axis=0)
+        # A branch absent from training (e.g. disabled) gets an all-zero column, hence a weight
+        # of exactly 0 under L2.
         self.modalities_ = [m for m, s in zip(MODALITIES, seen, strict=True) if s]
-        x, present = _design(frame, self.modalities_)
-        keep = ~np.isnan(labels) & present.any(axis=1)
+        if not self.modalities_:
+            raise SchemaError("late fusion needs at least one branch prediction among the rows")
+        x, complete = _design(frame, self.modalities_)
+        keep = ~np.isnan(labels) & complete
         labels = labels[keep]
         if len(np.unique(labels)) < 2:
             raise SchemaError(
-                f"late fusion needs both classes among the rows with a label and a branch "
+                f"late fusion needs both classes among the rows with a label and every branch "
                 f"prediction; {int(keep.sum())} such rows hold {np.unique(labels).tolist()}"
             )
         model = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=1000)
@@ -110,39 +99,32 @@ class LateFusion:
         self.intercept_ = float(model.intercept_[0])
         self.coef_ = {t: float(w) for t, w in zip(TERMS, model.coef_[0], strict=True)}
         self.n_train_ = int(keep.sum())
-        routes = pd.Series(_routes(present[keep]))
-        self.n_train_by_pattern_ = {str(k): int(v) for k, v in routes.value_counts().items()}
         return self
 
     # --- prediction --------------------------------------------------------------------------
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Additive terms of each row's logit: ``intercept``, ``tabular``, ``image``,
-        ``tabular_missing``, ``image_missing``; rows sum to :meth:`decision_function`.
+        """Additive terms of each row's logit: ``intercept``, ``tabular``, ``image``; rows sum
+        to :meth:`decision_function`.
 
-        All NaN for a row with neither modality. Same index as ``frame``.
+        All NaN for a row that lacks one of the model's modalities. Same index as ``frame``.
         """
         self._check_fitted()
-        x, present = _design(frame, self.modalities_)
+        x, complete = _design(frame, self.modalities_)
         # "+ 0.0" turns the −0.0 of a negative weight times an absent term into a plain 0.
         terms = x * np.array([self.coef_[t] for t in TERMS]) + 0.0
         table = np.column_stack([np.full(len(x), self.intercept_), terms])
-        table[~present.any(axis=1)] = np.nan
+        table[~complete] = np.nan
         return pd.DataFrame(table, columns=["intercept", *TERMS], index=frame.index)
 
     def decision_function(self, frame: pd.DataFrame) -> np.ndarray:
-        """The meta-learner's logit per row (NaN where no modality is present)."""
+        """The meta-learner's logit per row (NaN where a modality is missing)."""
         # Summed from the contributions themselves, so the decomposition is exact by construction.
         return self.contributions(frame).to_numpy().sum(axis=1)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(label = 1) per row; NaN where neither modality is present (no prediction)."""
+        """P(label = 1) per row; NaN where a modality is missing (routed elsewhere)."""
         return sigmoid(self.decision_function(frame))
-
-    def modalities_used(self, frame: pd.DataFrame) -> list[str]:
-        """Per row: ``"tabular+image"``, ``"tabular"``, ``"image"`` or ``"none"``."""
-        self._check_fitted()
-        return _routes(_design(frame, self.modalities_)[1])
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
@@ -165,7 +147,6 @@ class LateFusion:
             "intercept": self.intercept_,
             "coef": dict(self.coef_),
             "n_train": self.n_train_,
-            "n_train_by_pattern": dict(self.n_train_by_pattern_),
         }
 
     @classmethod
@@ -181,9 +162,6 @@ class LateFusion:
             coef = data["coef"]
             model.coef_ = {t: float(coef[t]) for t in TERMS}
             model.n_train_ = int(data["n_train"])
-            model.n_train_by_pattern_ = {
-                str(k): int(v) for k, v in dict(data["n_train_by_pattern"]).items()
-            }
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise SchemaError(f"invalid late fusion parameters: {exc!r}") from exc
         return model
@@ -273,15 +251,25 @@ def modality_label(tabular: np.ndarray, image: np.ndarray) -> list[str]:
     return [names[(bool(t), bool(i))] for t, i in zip(tabular, image, strict=True)]
 
 
-def _routes(present: np.ndarray) -> list[str]:
-    return modality_label(present[:, 0], present[:, 1])
-
-
 def _design(frame: pd.DataFrame, modalities: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Feature matrix (columns as ``TERMS``) and the boolean "present" matrix (rows × modality).
+    """Feature matrix (columns as ``TERMS``: logits, 0 for a modality not used) and whether each
+    row has every modality in ``modalities``."""
+    probabilities = _probability_matrix(frame)
+    present = ~np.isnan(probabilities)
+    used = np.array([m in modalities for m in MODALITIES])
+    logits = np.where(present & used, _logit(np.where(present, probabilities, 0.5)), 0.0)
+    complete = present[:, used].all(axis=1) if used.any() else np.zeros(len(frame), dtype=bool)
+    return logits, complete
 
-    A modality not in ``modalities`` counts as absent and gets all-zero columns (no indicator).
-    """
+
+def _present(frame: pd.DataFrame) -> np.ndarray:
+    """Rows × modality: whether the branch gave a probability."""
+    return ~np.isnan(_probability_matrix(frame))
+
+
+def _probability_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """Rows × modality probabilities; a branch that was not trained (column absent) is a
+    modality missing for everyone."""
     if not isinstance(frame, pd.DataFrame):
         raise SchemaError(f"late fusion expects a DataFrame; got {type(frame).__name__}")
     if not any(c in frame for c in COLUMNS.values()):
@@ -289,13 +277,7 @@ def _design(frame: pd.DataFrame, modalities: Sequence[str]) -> tuple[np.ndarray,
             f"the frame has none of the branch columns {list(COLUMNS.values())}; it has "
             f"{list(frame.columns)[:10]}"
         )
-    # A branch that was not trained (column absent) is a modality missing for everyone.
-    probabilities = np.column_stack([_probabilities(frame, COLUMNS[m]) for m in MODALITIES])
-    used = np.array([m in modalities for m in MODALITIES])
-    present = ~np.isnan(probabilities) & used
-    logits = np.where(present, _logit(np.where(present, probabilities, 0.5)), 0.0)
-    missing = (~present & used).astype("float64")
-    return np.hstack([logits, missing]), present
+    return np.column_stack([_probabilities(frame, COLUMNS[m]) for m in MODALITIES])
 
 
 def _probabilities(frame: pd.DataFrame, column: str) -> np.ndarray:

@@ -15,6 +15,10 @@ wins on validation can be chosen honestly (``deeppcos train`` with ``fusion.meth
   every development patient for the final intermediate model: cross-validation measures that
   same procedure.
 
+Either method models only the patients who have *every* modality of the run (the full route
+of :mod:`deeppcos.fusion.routing`): it is fitted on them and scores them, and a patient missing a
+modality gets NaN here, because she is scored by the other branch alone.
+
 The branch outputs are collected by ``deeppcos.training.collect_fusion_inputs``; this module
 only needs frames, so tuning can re-score the fusion many times without retraining a branch.
 """
@@ -73,6 +77,11 @@ class FusionInputs:
     def folds(self) -> np.ndarray:
         return self.oof["fold"].to_numpy()
 
+    @property
+    def complete(self) -> np.ndarray:
+        """Whether each patient has every branch's prediction (the fusion's patients)."""
+        return self.oof[[f"p_{b}" for b in self.branches]].notna().all(axis=1).to_numpy()
+
 
 def available_methods(inputs: FusionInputs) -> list[str]:
     """Late fusion always; intermediate fusion needs both tabular features and embeddings."""
@@ -101,7 +110,8 @@ def fusion_oof(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> np.ndarray:
-    """Out-of-fold fused probabilities of the development patients (order of ``inputs.oof``)."""
+    """Out-of-fold fused probabilities of the development patients (order of ``inputs.oof``);
+    NaN for a patient who lacks a modality (see the module notes)."""
     if method not in available_methods(inputs):
         raise ConfigError(
             f"fusion method {method!r} is not available here; choose one of "
@@ -124,12 +134,16 @@ def _intermediate_oof(
     if missing:
         raise SchemaError(f"no image embeddings for fold(s) {missing}")
 
+    complete = inputs.complete
+
     def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
         embeddings = inputs.fold_embeddings[folds[test[0]]].reindex(inputs.oof.index)
+        train = train[complete[train]]
         model = intermediate_model(params, seed).fit(
             tabular.iloc[train], embeddings.iloc[train], labels[train]
         )
-        return np.asarray(model.predict_proba(tabular.iloc[test], embeddings.iloc[test]))
+        p = np.asarray(model.predict_proba(tabular.iloc[test], embeddings.iloc[test]))
+        return np.where(complete[test], p, np.nan)
 
     return out_of_fold(folds, len(tabular), fit_predict)
 

@@ -94,15 +94,17 @@ def test_uploads_are_trusted_by_content_and_cleaned_up(tmp_path: Path) -> None:
 
 
 class _Effect:
-    def __init__(self, name: str, logit: float) -> None:
+    def __init__(self, name: str, logit: float, measured: bool = True) -> None:
         self.name, self.label, self.value_text, self.logit = name, name, "1", logit
+        self.measured = measured
+        self.display = f"{name} = 1" if measured else f"{name}: not measured"
 
 
 class _Explanation:
     """The fields of a PatientExplanation the charts read."""
 
     def __init__(self) -> None:
-        self.features = [_Effect("a", 0.8), _Effect("b", -0.3), _Effect("c", 0.01)]
+        self.features = [_Effect("a", 0.8), _Effect("b", -0.3, False), _Effect("c", 0.01)]
         self.shares = {"bias": -0.5, "ultrasound": 0.4, "tabular": 0.51}
         self.prediction = {"p_image": 0.6}
         self.logit = -0.5 + 0.4 + 0.51
@@ -114,8 +116,14 @@ class _Explanation:
 def test_waterfall_adds_up_to_the_score() -> None:
     expl = _Explanation()
     trace = figures.waterfall_figure(expl, top=2).data[0]  # type: ignore[arg-type]
-    assert list(trace.y) == ["baseline", "ultrasound images", "a = 1", "b = 1",
+    assert list(trace.y) == ["baseline", "ultrasound images", "a = 1", "b: not measured",
                              "all other tabular inputs", "score"]  # fmt: skip
     steps = np.array(trace.x[:-1], dtype=float)
     assert steps.sum() == pytest.approx(expl.logit)
     assert trace.measure[-1] == "total"
+    # A patient without images has no ultrasound step at all (not a "no scan" one).
+    del expl.shares["ultrasound"]
+    expl.logit -= 0.4
+    trace = figures.waterfall_figure(expl, top=2).data[0]  # type: ignore[arg-type]
+    assert "ultrasound images" not in list(trace.y)
+    assert np.array(trace.x[:-1], dtype=float).sum() == pytest.approx(expl.logit)

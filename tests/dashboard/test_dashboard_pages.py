@@ -218,7 +218,8 @@ def test_a_tabular_only_unevaluated_run(app: Any, tabular_run: Path) -> None:
     at.run()
     no_exception(at)
     assert {m.label: m.value for m in at.metric}["Modalities used"] == "tabular"
-    assert "No ultrasound image was explained" in texts(at)
+    assert "Grad-CAM" not in texts(at)  # a run without an image model: no image section, caveat
+    assert "laboratory data only" in texts(at)
     page(at, "predict")
     assert not at.get("file_uploader") and "no image branch" in texts(at)
     at.number_input(key="lab-amh_ng_ml").set_value(9.5).run()

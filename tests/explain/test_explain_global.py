@@ -27,17 +27,17 @@ def test_importance_and_shares(explanation: Any, predictor: Any) -> None:
     assert set(predictor.branches["tabular"].feature_names_) <= set(table.index)
     fused = table["mean_abs_fused"].to_numpy()
     assert np.all(np.diff(fused) <= 0)  # sorted
-    # Under late fusion a feature's fused contribution is the tabular weight times its SHAP value,
-    # averaged over every scored patient (zero for those without labs).
+    # A feature's contribution is the late fusion's tabular weight times its SHAP value for a
+    # patient with images too, the SHAP value itself for one scored by the labs alone; the mean
+    # is over the patients who have labs (a patient without labs has no tabular term at all).
     branch = explanation.tabular_shap
-    attribution = explanation.explained.attribution
-    scored = attribution.frame.dropna(how="all")
-    weight = abs(predictor.fusion.coef_["tabular"])
-    share = len(branch.values) / len(scored)
+    routes = explanation.explained.predictions["modalities"]
+    with_labs = routes[explanation.explained.predictions["p_tabular"].notna()].to_numpy()
+    weight = np.where(with_labs == "tabular+image", abs(predictor.fusion.coef_["tabular"]), 1.0)
+    assert (with_labs == "tabular").any()
+    expected = (np.abs(np.asarray(branch.values)) * weight[:, None]).mean(axis=0)
     np.testing.assert_allclose(
-        table.loc[list(branch.feature_names), "mean_abs_fused"],
-        weight * table.loc[list(branch.feature_names), "mean_abs_shap"] * share,
-        rtol=1e-9,
+        table.loc[list(branch.feature_names), "mean_abs_fused"], expected, rtol=1e-9
     )
     summary = explanation.modality_summary()
     assert summary["patients"] == len(explanation.labels) == 80

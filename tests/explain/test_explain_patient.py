@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deeppcos.cli import app
-from deeppcos.data.criteria import label_criteria
+from deeppcos.data.criteria import CriteriaRules, label_criteria
 from deeppcos.exceptions import SchemaError
 from deeppcos.explain.patient import PatientExplanation, explain_patient
 from deeppcos.explain.report import render_html, write_report
@@ -51,8 +51,12 @@ def test_explanation_matches_the_prediction(
     assert explanation.prediction["threshold"] == predictor.threshold
     assert explanation.modalities == "tabular+image" == row["modalities"]
     if "severity" in row.index and row["severity"] == row["severity"]:
-        assert explanation.severity["grade"] == str(row["severity"])
-        assert sum(explanation.severity["probabilities"].values()) == pytest.approx(1, abs=1e-6)
+        severity = explanation.severity
+        assert severity["grade"] == str(row["severity"])
+        assert sum(severity["probabilities"].values()) == pytest.approx(1, abs=1e-6)
+        assert severity["probabilities"]["none"] == pytest.approx(1 - row["risk"])
+        assert (severity["grade"] == "none") == (not row["decision"])
+        assert sum(severity["given_pcos"].values()) == pytest.approx(1, abs=1e-9)
     shares = explanation.shares
     assert shares["bias"] + shares["ultrasound"] + shares["tabular"] == pytest.approx(
         explanation.logit, abs=1e-9
@@ -69,9 +73,9 @@ def test_effects_in_plain_language(explanation: PatientExplanation, predictor: A
     top = explanation.top_features(5)
     assert top and all(f.direction in ("raised", "lowered") for f in top)
     effect = top[0]
-    # The risk without one contribution is the calibrated sigmoid of the logit without it.
-    expected = predictor.calibrator.transform(
-        np.array([1 / (1 + np.exp(-(explanation.logit - effect.logit)))])
+    # The risk without one contribution is the route's calibrated sigmoid of the logit without it.
+    expected = predictor.calibrate(
+        1 / (1 + np.exp(-(explanation.logit - effect.logit))), explanation.modalities
     )[0]
     assert effect.risk_without == pytest.approx(expected)
     sentence = effect.sentence(explanation.risk)
@@ -83,10 +87,15 @@ def test_effects_in_plain_language(explanation: PatientExplanation, predictor: A
         assert amh.value_text.endswith("ng/mL")
 
 
-def test_criteria_and_images(explanation: PatientExplanation, cohort: Any, patient: str) -> None:
+def test_criteria_and_images(
+    explanation: PatientExplanation, cohort: Any, patient: str, predictor: Any
+) -> None:
+    guideline = predictor.config.severity.guideline  # the run's, everywhere
     row = cohort.patients[cohort.patients["patient_id"] == patient]
-    labelled = label_criteria(row).frame.iloc[0]
+    labelled = label_criteria(row, CriteriaRules(guideline=guideline)).frame.iloc[0]
     checklist = explanation.criteria
+    assert checklist.guideline == explanation.guideline == guideline == "rotterdam-2003"
+    assert "Rotterdam 2003" in render_html(explanation)
     state = {item.key: item.state for item in checklist.items}
     words = {True: "met", False: "not met"}
     for key in ("ovulatory_dysfunction", "hyperandrogenism", "pcom"):
@@ -115,14 +124,56 @@ def test_unknown_patient_names_the_run_and_how_to_find_ids(predictor: Any, cohor
     assert str(cohort.patients["patient_id"].iloc[0]) in message and "patient_id" in message
 
 
-def test_patient_without_labs_and_without_images(predictor: Any, cohort: Any) -> None:
+def test_patient_without_labs_gets_no_tabular_share(predictor: Any, cohort: Any) -> None:
     no_labs = predictor.branches["tabular"].predict_proba(cohort)
     patient = str(no_labs[no_labs.isna()].index[0])
     explanation = explain_patient(predictor, patient, cohort, saliency=None)
+    assert explanation.modalities == "image" and explanation.scored_by == "the image model alone"
     assert explanation.features == [] and explanation.tabular_branch is None
-    assert explanation.shares["tabular_missing"] != 0 and explanation.images == []
+    shares = explanation.shares
+    assert "tabular" not in shares and "risk_without_tabular" not in shares
+    assert "ultrasound_fraction" not in shares
+    assert shares["bias"] + shares["ultrasound"] == pytest.approx(explanation.logit, abs=1e-9)
     html = render_html(explanation)
-    assert "No laboratory data" in html
+    assert "ultrasound images only" in html and "Calibrated risk without it" not in html
+
+
+def test_patient_without_images_is_scored_from_her_labs_alone(
+    predictor: Any, cohort: Any
+) -> None:
+    """No share, percentage or "risk without it" for the scan she does not have; her risk is
+    the tabular model's own, with its own calibrator."""
+    with_images = set(cohort.images["patient_id"])
+    labs = predictor.branches["tabular"].predict_proba(cohort).dropna()
+    patient = next(str(p) for p in labs.index if p not in with_images)
+    explanation = explain_patient(predictor, patient, cohort)
+    assert explanation.modalities == "tabular" and explanation.images == []
+    assert explanation.prediction["risk"] == pytest.approx(
+        predictor.calibrate(labs[patient], "tabular")[0], abs=1e-12
+    )
+    shares = explanation.shares
+    assert not {"ultrasound", "ultrasound_fraction", "risk_without_ultrasound"} & set(shares)
+    assert shares["bias"] + shares["tabular"] == pytest.approx(explanation.logit, abs=1e-9)
+    html = render_html(explanation)
+    for absent in ("No scan", "The images account for", "Ultrasound images</td>"):
+        assert absent not in html
+    assert "has no ultrasound images" in html and "not used as evidence" in html
+    from deeppcos.explain.plots import _bars
+
+    assert all(kind != "image" for _, _, kind in _bars(explanation, 8))
+
+
+def test_a_test_not_done_is_worded_as_an_absence(predictor: Any, cohort: Any) -> None:
+    design = predictor.branches["tabular"].design_matrix(cohort)
+    partial = design.isna().any(axis=1) & design.notna().any(axis=1)
+    patient = str(design.index[partial.to_numpy()][0])
+    explanation = explain_patient(predictor, patient, cohort, saliency=None)
+    absent = [f for f in explanation.features if not f.measured and f.direction != "no effect"]
+    assert absent, "the tiny cohort has missing lab values with an effect"
+    sentence = absent[0].sentence(explanation.risk)
+    assert "not measured" in sentence and "absence of this measurement" in sentence
+    assert "not a finding" in sentence and absent[0].display.endswith(": not measured")
+    assert absent[0].to_dict()["measured"] is False
 
 
 def test_html_report_is_self_contained(

@@ -48,52 +48,34 @@ def test_beats_each_single_modality_on_held_out_rows(fitted, data):
     for column in ("p_tabular", "p_image"):
         single = roc_auc_score(y[both], test.loc[both, column])
         assert auc_fused > single + 0.02, (column, auc_fused, single)
-    # Over every row with some input, against each branch with its gaps filled by 0.5.
-    scored = test.notna().any(axis=1).to_numpy()
-    auc_all = roc_auc_score(y[scored], fused[scored])
-    for column in ("p_tabular", "p_image"):
-        filled = test[column].fillna(0.5)[scored]
-        assert auc_all > roc_auc_score(y[scored], filled) + 0.02
 
 
-def test_routes_each_modality_pattern(fitted, data):
+def test_scores_only_patients_with_every_modality(fitted, data):
+    """A patient missing a modality is the router's to send to the other branch alone: the
+    fusion gives no score at all, rather than one moved by the absence."""
     test = data["test"]
-    routes = np.array(fitted.modalities_used(test))
     proba = fitted.predict_proba(test)
-    no_image = test["p_image"].isna() & test["p_tabular"].notna()
-    no_tab = test["p_tabular"].isna() & test["p_image"].notna()
-    neither = test.isna().all(axis=1)
-    assert no_image.any() and no_tab.any() and neither.any()
-    assert set(routes[no_image.to_numpy()]) == {"tabular"}
-    assert set(routes[no_tab.to_numpy()]) == {"image"}
-    assert set(routes[neither.to_numpy()]) == {"none"}
-    assert set(routes[test.notna().all(axis=1).to_numpy()]) == {"tabular+image"}
-    assert np.isnan(proba[neither.to_numpy()]).all()
-    assert np.isfinite(proba[~neither.to_numpy()]).all()
-    # Without images the score is intercept + tabular term + "image missing" term.
-    logit = np.log(test.loc[no_image, "p_tabular"] / (1 - test.loc[no_image, "p_tabular"]))
-    expected = fitted.intercept_ + fitted.coef_["tabular"] * logit + fitted.coef_["image_missing"]
-    np.testing.assert_allclose(proba[no_image.to_numpy()], 1 / (1 + np.exp(-expected)), rtol=1e-12)
-
-
-def test_a_frame_without_the_image_column_goes_the_tabular_path(fitted, data):
-    tab_only = data["test"][["p_tabular"]]
-    routes = set(fitted.modalities_used(tab_only))
-    assert routes == {"tabular", "none"}
-    dropped = data["test"].assign(p_image=np.nan)
-    np.testing.assert_array_equal(fitted.predict_proba(tab_only), fitted.predict_proba(dropped))
+    both = test.notna().all(axis=1).to_numpy()
+    assert (~both).any()
+    assert np.isnan(proba[~both]).all() and np.isfinite(proba[both]).all()
+    # It learned from those with both only: the rows missing a modality change nothing.
+    complete_only = LateFusion().fit(
+        data["train"][data["train"].notna().all(axis=1)],
+        data["y_train"][data["train"].notna().all(axis=1).to_numpy()],
+    )
+    assert complete_only.coef_ == fitted.coef_ and complete_only.intercept_ == fitted.intercept_
+    assert fitted.n_train_ == int(data["train"].notna().all(axis=1).sum())
 
 
 def test_a_branch_absent_from_training_is_ignored(data):
     model = LateFusion().fit(data["train"][["p_tabular"]], data["y_train"])
     assert model.modalities_ == ["tabular"]
-    assert model.coef_["image"] == 0 and model.coef_["image_missing"] == 0
+    assert model.coef_["image"] == 0
     test = data["test"]
-    routes = np.array(model.modalities_used(test))
-    assert set(routes) == {"tabular", "none"}
-    image_only = (test["p_tabular"].isna() & test["p_image"].notna()).to_numpy()
-    assert set(routes[image_only]) == {"none"}
-    assert np.isnan(model.predict_proba(test)[image_only]).all()
+    has_labs = test["p_tabular"].notna().to_numpy()
+    proba = model.predict_proba(test)  # an image probability it never learned is ignored
+    assert np.isfinite(proba[has_labs]).all() and np.isnan(proba[~has_labs]).all()
+    np.testing.assert_array_equal(proba, model.predict_proba(test[["p_tabular"]]))
     again = LateFusion.from_dict(json.loads(json.dumps(model.to_dict())))
     assert again.modalities_ == ["tabular"]
 
@@ -101,13 +83,7 @@ def test_a_branch_absent_from_training_is_ignored(data):
 def test_contributions_sum_to_the_logit_exactly(fitted, data):
     test = data["test"]
     parts = fitted.contributions(test)
-    assert list(parts.columns) == [
-        "intercept",
-        "tabular",
-        "image",
-        "tabular_missing",
-        "image_missing",
-    ]
+    assert list(parts.columns) == ["intercept", "tabular", "image"]
     assert parts.index.equals(test.index)
     logit = fitted.decision_function(test)
     scored = ~np.isnan(logit)
@@ -115,10 +91,6 @@ def test_contributions_sum_to_the_logit_exactly(fitted, data):
     proba = fitted.predict_proba(test)[scored]
     np.testing.assert_allclose(np.log(proba / (1 - proba)), logit[scored], atol=1e-9)
     assert parts[~scored].isna().all().all()
-    # Absent modalities contribute nothing; present ones carry no missing term.
-    no_image = test["p_image"].isna().to_numpy() & scored
-    assert (parts.loc[no_image, "image"] == 0).all()
-    assert (parts.loc[test["p_tabular"].notna(), "tabular_missing"] == 0).all()
 
 
 def test_contributions_match_sklearn_on_the_same_features(data):
@@ -128,12 +100,11 @@ def test_contributions_match_sklearn_on_the_same_features(data):
     from deeppcos.fusion.late import _design
 
     model = LateFusion(C=0.5).fit(data["train"], data["y_train"])
-    x, present = _design(data["train"], ["tabular", "image"])
-    keep = present.any(axis=1)
-    reference = LogisticRegression(C=0.5, max_iter=1000).fit(x[keep], data["y_train"][keep])
+    x, complete = _design(data["train"], ["tabular", "image"])
+    reference = LogisticRegression(C=0.5, max_iter=1000).fit(x[complete], data["y_train"][complete])
     np.testing.assert_allclose(
-        model.decision_function(data["train"])[keep],
-        reference.decision_function(x[keep]),
+        model.decision_function(data["train"])[complete],
+        reference.decision_function(x[complete]),
         atol=1e-10,
     )
 
@@ -149,8 +120,7 @@ def test_round_trips_give_identical_predictions(fitted, data, tmp_path):
         pd.testing.assert_frame_equal(
             model.contributions(data["test"]), fitted.contributions(data["test"])
         )
-    assert loaded.n_train_by_pattern_ == fitted.n_train_by_pattern_
-    assert sum(fitted.n_train_by_pattern_.values()) == fitted.n_train_
+    assert loaded.n_train_ == fitted.n_train_
 
 
 def test_cross_val_fusion_oof_uses_only_other_folds(data):
@@ -158,15 +128,14 @@ def test_cross_val_fusion_oof_uses_only_other_folds(data):
     folds = np.arange(len(frame)) % 4
     oof = cross_val_fusion_oof(frame, y, folds, LateFusion)
     assert oof.shape == (len(frame),)
-    neither = frame.isna().all(axis=1).to_numpy()
-    assert np.isnan(oof[neither]).all() and np.isfinite(oof[~neither]).all()
+    both = frame.notna().all(axis=1).to_numpy()
+    assert np.isnan(oof[~both]).all() and np.isfinite(oof[both]).all()
     held = folds == 2
     manual = LateFusion().fit(frame[~held], y[~held]).predict_proba(frame[held])
     np.testing.assert_array_equal(oof[held], manual)
     # Out-of-fold stacking is honest: no better than in-sample on the same rows.
     in_sample = LateFusion().fit(frame, y).predict_proba(frame)
-    ok = ~neither
-    assert roc_auc_score(y[ok], oof[ok]) <= roc_auc_score(y[ok], in_sample[ok]) + 1e-3
+    assert roc_auc_score(y[both], oof[both]) <= roc_auc_score(y[both], in_sample[both]) + 1e-3
 
 
 def test_cross_val_fusion_oof_checks_folds(data):
