@@ -61,6 +61,15 @@ def bench(name: str, work: Path) -> dict:
             for method, entry in metrics.get("fusion", {}).get("methods", {}).items()
         },
         "fusion_kept": metrics.get("fusion", {}).get("method"),
+        "routes": {
+            route: {
+                "scored_by": entry["scored_by"],
+                "patients": entry["patients"],
+                "oof_roc_auc": (entry.get("oof") or {}).get("roc_auc"),
+            }
+            for route, entry in metrics.get("fusion", {}).get("routes", {}).items()
+        },
+        "missing_modalities": metrics.get("fusion", {}).get("missing_modalities"),
         "severity": _severity(metrics.get("severity"), test.get("severity")),
         "seconds": seconds,
         "development_patients": metrics["development_patients"],
@@ -89,13 +98,25 @@ def _paired(run: Path) -> dict:
 def _severity(trained: dict | None, tested: dict | None) -> dict | None:
     if not trained or "oof" not in trained:
         return None
-    out = {"source": trained["source"], "guideline": trained.get("guideline")}
-    for part, scores in (("oof", trained["oof"]), ("locked_test", tested or {})):
+    out = {
+        "source": trained["source"],
+        "guideline": trained.get("guideline"),
+        "label_grade_conflicts": trained.get("label_grade_conflicts"),
+    }
+    tested = tested or {}
+    parts = (
+        ("oof", trained["oof"], trained.get("oof_given_pcos", {}), trained),
+        ("locked_test", tested, tested.get("given_pcos", {}), tested),
+    )
+    for part, scores, given, whole in parts:
         if "quadratic_kappa" in scores:
             out[part] = {
                 "n": scores["n"],
                 "quadratic_kappa": scores["quadratic_kappa"],
                 "macro_f1": scores["macro_f1"],
+                "confusion": scores.get("confusion"),
+                "given_pcos": {k: given.get(k) for k in ("n", "quadratic_kappa", "macro_f1")},
+                "presence_agreement": whole.get("presence_agreement"),
             }
     return out
 
@@ -114,7 +135,7 @@ def main() -> None:
         for name in args.configs:
             results[name] = bench(name, Path(tmp))
             print(name, json.dumps(results[name]), flush=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+            args.out.write_text(json.dumps(results, indent=1) + "\n")  # after each config
     print(f"wrote {args.out}")
 
 
