@@ -464,7 +464,7 @@ def _distributed(
     total: int | None,
 ) -> int:
     """One Dask task per chunk, at most ``max_in_flight`` at once, written in input order."""
-    own, cluster = _client(client, scheduler)
+    own, cluster = dask_client(client, scheduler)
     try:
         workers = max(1, len(own.scheduler_info(n_workers=-1).get("workers", {})))
         window = max_in_flight or 2 * workers
@@ -485,7 +485,9 @@ def _distributed(
                 cluster.close()
 
 
-def _client(client: Any, scheduler: str | None) -> tuple[Any, Any]:
+def dask_client(client: Any, scheduler: str | None) -> tuple[Any, Any]:
+    """(client, cluster to close or None) from a client, or a scheduler address, a scheduler
+    file or ``local[:N]`` (a local cluster of N processes, one thread each)."""
     if client is not None:
         return client, None
     from distributed import Client, LocalCluster

@@ -165,6 +165,10 @@ REPORT_ACTIONS = {
     "recoded": ("code recoded", "codes recoded"),
     "excluded_row": ("patient row left out", "patient rows left out"),
     "excluded_image": ("image left out", "images left out"),
+    "conflicting_copy": (
+        "identical copy with the opposite label",
+        "identical copies with opposite labels",
+    ),
     "unknown_column": ("unknown column", "unknown columns"),
     "note": ("note", "notes"),
 }
@@ -761,6 +765,53 @@ def _predict_in_chunks(
     console.print(f"load report ({report}): {result.report_csv}", highlight=False, markup=False)
 
 
+# --- embed ----------------------------------------------------------------------------------
+
+
+@app.command()
+def embed(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="run config YAML with image.mode: frozen")
+    ],
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            help="embed on a Dask cluster, one task per chunk: scheduler address "
+            "(tcp://host:8786), scheduler file (.json) or local[:N]"
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="images per chunk (default: the config's image.chunk_size)"),
+    ] = None,
+) -> None:
+    """Embed every image of a config's cohort into the frozen-mode cache, ahead of training."""
+    from deeppcos.config import load_config
+    from deeppcos.exceptions import ConfigError
+    from deeppcos.image.frozen import precompute
+    from deeppcos.training import cohort_for, resolve_branch_params
+
+    with _errors_as_messages():
+        cfg = load_config(config)
+        params = resolve_branch_params(cfg).get("image")
+        if params is None or not params.frozen:
+            raise ConfigError(
+                f"{config}: embed needs an enabled image branch with image.params.mode: frozen"
+            )
+        if chunk_size is not None:
+            params = params.model_copy(update={"chunk_size": chunk_size})
+        with _progress("loading the cohort") as progress:
+            cohort = cohort_for(cfg, progress)
+        with _progress("embedding images") as progress:
+            done = precompute(cohort, params, scheduler=dask, progress=progress)
+    speed = f" ({done.images_per_second:.0f} images/s)" if done.embedded else ""
+    console.print(
+        f"{done.images} images: {done.cached_before} already cached, {done.embedded} embedded in "
+        f"{done.seconds:.1f} s{speed} on {done.workers} worker(s); cache: {done.cache}",
+        soft_wrap=True,
+    )
+
+
 # --- tune and studies ------------------------------------------------------------------------
 
 
@@ -1107,14 +1158,35 @@ def demo(
     dashboard: Annotated[
         bool, typer.Option("--dashboard", help="then serve the dashboard on the run (Ctrl-C stops)")
     ] = False,
+    image_mode: Annotated[
+        str | None,
+        typer.Option(
+            help="image branch: frozen (ImageNet MobileNet embeddings + a logistic head; the "
+            "default when its weights are at hand), finetune, or scratch (a compact CNN; the "
+            "default otherwise)"
+        ),
+    ] = None,
 ) -> None:
     """The embedded default, end to end: synthetic cohort → audit → train → evaluate."""
     from deeppcos.data.audit import audit_cohort
     from deeppcos.evaluate import evaluate_run
-    from deeppcos.training import cohort_for, demo_config
+    from deeppcos.training import DEMO_IMAGE_PARAMS, cohort_for, demo_config, demo_image_mode
     from deeppcos.training import train as train_run
 
-    config = demo_config(out.resolve(), patients=patients, seed=seed)
+    if image_mode is not None and image_mode not in DEMO_IMAGE_PARAMS:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(DEMO_IMAGE_PARAMS)}", param_hint="--image-mode"
+        )
+    mode, fallback = demo_image_mode(image_mode)
+    if fallback:
+        err_console.print(
+            f"[yellow]note:[/] the demo's image branch trains a compact CNN from scratch: the "
+            f"ImageNet weights of its default (frozen MobileNet embeddings) are not at hand. "
+            f"{fallback}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    config = demo_config(out.resolve(), patients=patients, seed=seed, image_mode=mode)
     with _errors_as_messages():
         with _progress("writing the synthetic cohort") as progress:
             cohort = cohort_for(config, progress)

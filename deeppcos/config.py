@@ -38,6 +38,14 @@ class SplitConfig(_Strict):
     group_duplicates: bool = Field(
         True, description="keep patients linked by duplicate images in one part (audit)"
     )
+    near_duplicate_bits: int = Field(
+        2,
+        ge=0,
+        le=32,
+        description="perceptual-hash distance (of 64 bits) at which two images count as near "
+        "copies for grouping; 2 is safe for still images (deeppcos.data.audit), video frames "
+        "need more (PCOSGen: 8, evidence in its config)",
+    )
 
 
 class BranchConfig(_Strict):

@@ -76,18 +76,65 @@ def _synthetic_spec(config: RunConfig, progress: Callable[[int, int], None] | No
     return spec
 
 
-def demo_config(out: Path, *, patients: int = 600, seed: int = 0) -> RunConfig:
+# The demo's image branch per mode: sized so that `deeppcos demo` stays quick on 2 cores (the
+# README gives each mode's time and image AUC, measured by benchmarks/bench_image_modes.py).
+DEMO_IMAGE_PARAMS: dict[str, dict[str, Any]] = {
+    "frozen": {
+        "backbone": "mobilenet",
+        "width": 0.25,
+        "weights": "imagenet",
+        "mode": "frozen",
+        "image_size": 128,
+    },
+    "finetune": {
+        "backbone": "mobilenet",
+        "width": 0.25,
+        "weights": "imagenet",
+        "mode": "finetune",
+        "image_size": 96,
+        "epochs_head": 4,
+        "epochs_finetune": 3,
+    },
+    "scratch": {"backbone": "compact", "weights": None, "image_size": 96},
+}
+
+
+def demo_image_mode(requested: str | None = None) -> tuple[str, str | None]:
+    """The demo's image mode and, when it had to fall back, why: ``frozen`` (the best within the
+    demo's time, see DEMO_IMAGE_PARAMS) when the ImageNet file is in the Keras cache or can be
+    downloaded, else ``scratch``. A mode asked for explicitly is used as is (and fails loudly
+    when its weights are missing)."""
+    if requested is not None:
+        return requested, None
+    from deeppcos.image.backbones import ensure_imagenet_weights
+    from deeppcos.image.specs import SPECS
+
+    try:
+        ensure_imagenet_weights(SPECS["mobilenet"], DEMO_IMAGE_PARAMS["frozen"]["width"])
+    except ConfigError as exc:
+        return "scratch", str(exc)
+    return "frozen", None
+
+
+def demo_config(
+    out: Path, *, patients: int = 600, seed: int = 0, image_mode: str = "scratch"
+) -> RunConfig:
     """The embedded default (``configs/synthetic.yaml`` in code): a synthetic cohort in
-    ``out/cohort`` and both branches, sized for a 2-core CPU."""
+    ``out/cohort`` and both branches, sized for a 2-core CPU; the image branch per
+    ``image_mode`` (``DEMO_IMAGE_PARAMS``)."""
     from deeppcos.config import BranchConfig, SyntheticSource
 
+    if image_mode not in DEMO_IMAGE_PARAMS:
+        raise ConfigError(
+            f"image mode must be one of {list(DEMO_IMAGE_PARAMS)}; got {image_mode!r}"
+        )
     return RunConfig(
         name="demo",
-        description="deeppcos demo: synthetic cohort, image and tabular branches, the fusion "
-        "method chosen on validation, calibrated",
+        description=f"deeppcos demo: synthetic cohort, image ({image_mode}) and tabular "
+        "branches, the fusion method chosen on validation, calibrated",
         seed=seed,
         synthetic=SyntheticSource(patients=patients, seed=seed, folder=out / "cohort"),
-        image=BranchConfig(params={"backbone": "compact", "weights": None, "image_size": 96}),
+        image=BranchConfig(params=dict(DEMO_IMAGE_PARAMS[image_mode])),
         base_dir=out,
     )
 
@@ -136,8 +183,11 @@ def _new_branch(name: str, params: Any, seed: int) -> Any:
 
 def early_stops(name: str, params: Any) -> bool:
     """Whether a branch holds patients out to stop on: a booster set to a fixed number of rounds
-    (``early_stopping_rounds: null``) trains on every training patient instead."""
-    return name != "tabular" or params.early_stopping_rounds is not None
+    (``early_stopping_rounds: null``) and a frozen-embedding image head train on every training
+    patient instead."""
+    if name == "tabular":
+        return params.early_stopping_rounds is not None
+    return not params.frozen
 
 
 def fit_split(
@@ -237,7 +287,12 @@ def cross_validate_branch(
             progress(f"{name}: fold {k + 1}/{len(folds)}", k, len(folds) + 1)
         fit_ids, val_ids = fit_split(name, params, train_ids, labels, groups, seed + k)
         branch = _new_branch(name, params, seed + k)
-        branch.fit(cohort, fit_ids, val_ids or None)
+        if name == "image" and progress:
+            step = "images embedded" if params.frozen else "epochs"
+            stage = f"{name}: fold {k + 1}/{len(folds)}, {step}"
+            branch.fit(cohort, fit_ids, val_ids or None, lambda d, t, s=stage: progress(s, d, t))
+        else:
+            branch.fit(cohort, fit_ids, val_ids or None)
         if name == "image":  # one pass over the images: probabilities and embeddings
             scored = split.development_ids if embed_all else predict_ids
             p_scored, embedded = branch.predict_patients(cohort, scored)
@@ -664,6 +719,13 @@ def grade(
         }, None
     index = inputs.oof.index
     labels = inputs.oof["label"]
+    graded = targets.grades.reindex(index).dropna()
+    if graded.nunique() < 2:
+        return {
+            **targets.describe(),
+            "skipped": f"fewer than 2 distinct grades among {len(graded)} graded development "
+            "patients",
+        }, None
     targets = with_no_disease_level(targets, labels)
     p_image = inputs.oof.get("p_image")
     x = severity_inputs(inputs.tabular, p_image, targets.excluded_inputs, index)
@@ -777,7 +839,9 @@ def _duplicate_groups(
     from deeppcos.data.audit import duplicate_patient_groups
 
     return duplicate_patient_groups(
-        cohort, progress=lambda d, t: progress and progress("duplicate check", d, t)
+        cohort,
+        near_duplicate_threshold=config.split.near_duplicate_bits,
+        progress=lambda d, t: progress and progress("duplicate check", d, t),
     )
 
 

@@ -20,6 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Frozen-mode embeddings go to a folder of this test session, never the user's cache."""
+    os.environ["DEEPPCOS_CACHE"] = str(tmp_path_factory.mktemp("deeppcos-cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -88,13 +88,31 @@ def test_synth_then_audit_writes_reports_and_honours_fail_on(tmp_path: Path) -> 
     result = runner.invoke(app, ["audit", spec, "--html", str(html), "--json", str(js)])
     assert result.exit_code == 0, result.output
     assert "Verdicts" in html.read_text() and json.loads(js.read_text())["findings"]
-    # Plant an exact duplicate across two patients: 'high' now, so --fail-on high exits 4.
+    # Plant an exact duplicate across two patients with the same label: a 'warning' (one person
+    # under two ids, or a copied file), so --fail-on warning exits 4.
+    label = pd.read_csv(out / "patients.csv").set_index("patient_id")["pcos"]
     images = sorted((out / "images").glob("*.png"))
-    other = next(i for i in images if i.name[:9] != images[0].name[:9])  # another patient
-    other.write_bytes(images[0].read_bytes())
-    result = runner.invoke(app, ["audit", spec, "--fail-on", "high"])
+    first = images[0].name[:9]
+
+    def another(same: bool) -> Path:
+        return next(
+            i for i in images if i.name[:9] != first and (label[i.name[:9]] == label[first]) == same
+        )
+
+    original = another(True).read_bytes()
+    another(True).write_bytes(images[0].read_bytes())
+    assert runner.invoke(app, ["audit", spec, "--fail-on", "high"]).exit_code == 0
+    result = runner.invoke(app, ["audit", spec, "--fail-on", "warning"])
     assert result.exit_code == 4
     assert "byte-identical" in result.output
+    # With the opposite label the copies cannot both be right: left out at load, said so, and
+    # still 'high' (the labelling itself is in doubt).
+    another(True).write_bytes(original)
+    another(False).write_bytes(images[0].read_bytes())
+    result = runner.invoke(app, ["audit", spec, "--json", "-", "--fail-on", "high"])
+    assert result.exit_code == 4
+    findings = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
+    assert findings["labels.conflicting_copies"]["figures"]["excluded"] == 2
 
 
 def test_audit_rejects_an_unknown_fail_on(tmp_path: Path) -> None:

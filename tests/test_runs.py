@@ -46,11 +46,13 @@ def test_shipped_configs_load() -> None:
     from deeppcos.tuning.spaces import load_tuning_settings
 
     for path in sorted((REPO / "configs").glob("*.yaml")):
-        if path.name == "tuning.yaml":  # search spaces for `deeppcos tune`, not a run config
+        if path.name.startswith("tuning"):  # search spaces for `deeppcos tune`, not run configs
             assert load_tuning_settings(path).tabular.space
             continue
         config = load_config(path)
         assert config.tabular.enabled or config.image.enabled, path
+    frozen = load_tuning_settings(REPO / "configs" / "tuning-image-frozen.yaml")
+    assert set(frozen.image.space) == {"head_c", "image_size", "tta"}
 
 
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:

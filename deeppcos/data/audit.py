@@ -1502,9 +1502,49 @@ def _check_labels(ctx: _Context, probes: list[dict[str, Any]]) -> list[Finding]:
             )
         ]
     findings = [_label_balance(ctx, patients), _label_missing(ctx, patients)]
+    conflicts = _conflicting_copies(ctx)
+    if conflicts is not None:
+        findings.append(conflicts)
     if "group" in patients and patients["group"].notna().any():
         findings.append(_label_groups(ctx, patients, probes))
     return findings
+
+
+def _conflicting_copies(ctx: _Context) -> Finding | None:
+    """Byte-identical files labelled both ways, as loading found them (``conflicting_copy``
+    entries of the load report): they are gone from the cohort when the spec excludes them, so
+    only the report still knows."""
+    entries = [e for e in ctx.cohort.report if e.action == "conflicting_copy"]
+    if not entries:
+        return None
+    excluded = sum(e.level == "excluded" for e in entries)
+    kept = len(entries) - excluded
+    title = f"{len(entries)} images are byte-identical copies of others with the opposite label"
+    detail = (
+        f"{len(entries)} image files are exact copies of another file of this cohort that "
+        "carries the opposite label: label noise that no model can fit. "
+        + (
+            f"{excluded} were left out at load (images.conflicting_copies: exclude). "
+            if excluded
+            else ""
+        )
+        + (f"{kept} were kept as labelled (images.conflicting_copies: keep). " if kept else "")
+        + "The load report lists each copy."
+    )
+    # High even when they were left out: files labelled both ways say the labelling itself is
+    # unreliable here (their near copies may disagree too), which a reader must weigh.
+    return Finding(
+        "labels.conflicting_copies",
+        "high",
+        title,
+        detail,
+        figures={
+            "images": len(entries),
+            "excluded": excluded,
+            "kept": kept,
+            "examples": [e.found for e in entries[:10]],
+        },
+    )
 
 
 def _label_balance(ctx: _Context, patients: pd.DataFrame) -> Finding:

@@ -393,10 +393,90 @@ def attach_images(
         file,
     )
     max_pixels = cohort.spec.images.max_pixels if cohort.spec.images else 60_000_000
-    cohort.images = probe_images(images, cohort.report, max_pixels, progress, file).reset_index(
-        drop=True
-    )
+    images = probe_images(images, cohort.report, max_pixels, progress, file)
+    rule = cohort.spec.images.conflicting_copies if cohort.spec.images else "exclude"
+    images = _resolve_conflicting_copies(cohort, images, rule, file)
+    cohort.images = images.reset_index(drop=True)
+    if cohort.spec.patients is None:  # an image-only cohort: a patient is her images
+        _refresh_image_only_patients(cohort)
     return cohort
+
+
+def _image_labels(cohort: Cohort, images: pd.DataFrame) -> pd.Series:
+    """Each image's label: its own where the manifest gives one, else its patient's."""
+    patient = images["patient_id"].map(cohort.patients.set_index("patient_id")["label"])
+    if "label" not in images:
+        return patient.astype("Float64")
+    return images["label"].astype("Float64").fillna(patient.astype("Float64"))
+
+
+def _resolve_conflicting_copies(
+    cohort: Cohort, images: pd.DataFrame, rule: str, file: str | None
+) -> pd.DataFrame:
+    """Byte-identical files (same SHA-256) whose labels disagree cannot both be right: with
+    ``rule`` "exclude" every copy is left out, with "keep" they stay with a warning. Each copy
+    is listed in the load report, naming the other copies. Rows that share one file (the frames
+    of a DICOM clip) are one copy."""
+    if images.empty or "sha256" not in images or "label" not in cohort.patients:
+        return images
+    labels = _image_labels(cohort, images)
+    known = images[labels.notna()]
+    per_hash = labels[labels.notna()].groupby(known["sha256"]).nunique()
+    conflicting = images["sha256"].isin(per_hash[per_hash > 1].index) & labels.notna()
+    if not conflicting.any():
+        return images
+    for row, record in images[conflicting].iterrows():
+        others = images.loc[
+            conflicting
+            & (images["sha256"] == record["sha256"])
+            & (images["path"] != record["path"]),
+            "image_id",
+        ]
+        message = f"byte-identical to {', '.join(map(str, others.head(3)))} with the opposite label"
+        if rule == "exclude":
+            message += "; every copy left out (images.conflicting_copies: exclude)"
+        else:
+            message += "; kept as labelled (images.conflicting_copies: keep)"
+        cohort.report.add(
+            "excluded" if rule == "exclude" else "warning",
+            "conflicting_copy",
+            message,
+            file=file or record["path"],
+            row=row if file else None,
+            column="label",
+            found=str(record["image_id"]),
+        )
+    return images[~conflicting] if rule == "exclude" else images
+
+
+def _refresh_image_only_patients(cohort: Cohort) -> None:
+    """In an image-only cohort a patient is her images: one whose every image was left out has
+    no data left and is left out too; a patient label derived from her images (positive if any
+    is) follows the images that remain. The report says both."""
+    kept = cohort.patients["patient_id"].isin(set(cohort.images["patient_id"]))
+    for patient in cohort.patients.loc[~kept, "patient_id"]:
+        cohort.report.add(
+            "excluded",
+            "excluded_row",
+            "every image of this patient was left out (see the image entries): no data left",
+            row=str(patient),
+            column="patient_id",
+        )
+    patients = cohort.patients[kept].reset_index(drop=True)
+    if "label" in cohort.images and "label" in patients:
+        remaining = cohort.images.groupby("patient_id")["label"].max()
+        updated = patients["patient_id"].map(remaining).astype("Int8")
+        changed = updated.ne(patients["label"]).fillna(False)
+        for patient in patients.loc[changed, "patient_id"]:
+            cohort.report.add(
+                "warning",
+                "note",
+                "patient label recomputed from the images left in (positive if any is)",
+                row=str(patient),
+                column="label",
+            )
+        patients["label"] = updated
+    cohort.patients = patients
 
 
 # --- summary --------------------------------------------------------------------------------

@@ -97,8 +97,41 @@ def read_manifest(
                 raise SchemaError(f"{file}: images.{key} names {column!r}, which is not a column")
             out[target] = raw[column].astype("string")
     if ispec.label_column:
-        out["label"] = parse_binary_label(raw[ispec.label_column], file, ispec.label_column, report)
+        if ispec.label_column not in raw:
+            raise SchemaError(
+                f"{file}: images.label_column names {ispec.label_column!r}, which is not a column"
+            )
+        labels = raw[ispec.label_column]
+        if ispec.label_map is not None:
+            labels = _mapped_labels(labels, ispec.label_map, file, ispec.label_column)
+        out["label"] = parse_binary_label(labels, file, ispec.label_column, report)
     return out[~empty], file
+
+
+def _mapped_labels(values: pd.Series, mapping: dict[str, int], file: str, column: str) -> pd.Series:
+    """Source label values -> 0/1 through the spec's ``label_map`` (keys compared as text, so
+    1, 1.0 and "1" in the file all match the key "1"); an unmapped value is an error naming rows."""
+    table = {str(k).strip(): int(v) for k, v in mapping.items()}
+    if set(table.values()) - {0, 1}:
+        raise ConfigError(f"images.label_map must map to 0 or 1; got {mapping}")
+
+    def key(value: object) -> str | None:
+        if value is None or pd.isna(value):
+            return None
+        number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+        if pd.notna(number) and float(number).is_integer():
+            return str(int(number))
+        return str(value).strip()
+
+    keys = values.map(key)
+    bad = keys[keys.notna() & ~keys.isin(list(table))]
+    if len(bad):
+        shown = ", ".join(f"row {r}: {v!r}" for r, v in bad.head(5).items())
+        raise SchemaError(
+            f"{file}: label column {column!r} holds values the spec's label_map "
+            f"{sorted(table)} does not name: {shown}"
+        )
+    return keys.map(table)
 
 
 def _patients_from_images(spec: CohortSpec, images: pd.DataFrame, report: LoadReport) -> Cohort:

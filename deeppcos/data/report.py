@@ -26,6 +26,7 @@ ACTIONS = (
     "recoded",  # categorical code mapped (e.g. cycle code 5 -> irregular)
     "excluded_row",  # a patient row left out of the cohort
     "excluded_image",  # an image left out of the cohort
+    "conflicting_copy",  # a byte-identical copy of another image file with the opposite label
     "unknown_column",  # a column the spec and catalog do not know
     "note",  # anything else worth knowing
 )

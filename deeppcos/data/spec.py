@@ -53,6 +53,16 @@ class ImagesSpec(_Strict):
     side_column: str | None = None
     view_column: str | None = None
     label_column: str | None = Field(None, description="image-level label, if any")
+    label_map: dict[str, int] | None = Field(
+        None,
+        description="image-level label values -> 0/1, when the file does not hold 0/1 as meant "
+        "(PCOSGen's 'Healthy' column: {'1': 0, '0': 1}); a value not in the map is an error",
+    )
+    conflicting_copies: Literal["exclude", "keep"] = Field(
+        "exclude",
+        description="byte-identical image files whose labels disagree: 'exclude' leaves every "
+        "copy out, 'keep' keeps them with a warning; both list each copy in the load report",
+    )
     class_map: dict[str, int] | None = Field(
         None, description="image-folder format: subfolder name -> label (0/1)"
     )

@@ -140,7 +140,7 @@ def _shares(expl: PatientExplanation) -> str:
         return "<p>No prediction.</p>"
     chart = _img(plots.png(plots.shares_figure(expl)), "modality shares", "chart")
     if "ultrasound" not in s or "tabular" not in s:
-        return chart + f"<p class='small'>Only {_e(expl.modality_summary())}.</p>"
+        return chart + f"<p class='small'>Scored from {_e(expl.modality_summary())}.</p>"
     fraction = s.get("ultrasound_fraction")
     part = (
         f"The images account for {format_percent(fraction)} of the size of the two modalities' "
@@ -236,7 +236,7 @@ def _card(expl: PatientExplanation) -> str:
         (
             "Model",
             f"branches {', '.join(m.get('branches', []))}; {m.get('fusion_method')} fusion; "
-            f"{m.get('calibration')} calibration",
+            f"{m.get('calibration')} calibration" + _routes_text(m.get("routes") or {}),
         ),
         (
             "Decision threshold",
@@ -255,6 +255,18 @@ def _card(expl: PatientExplanation) -> str:
         rows.append(("Full model card", f"{m['model_card']} in the run folder"))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
+
+
+def _routes_text(routes: dict[str, str]) -> str:
+    """How patients missing a modality are scored, for a run with more than one route."""
+    single = {k: v for k, v in routes.items() if "+" not in k}
+    if len(routes) < 2 or not single:
+        return ""
+    parts = [f"{ROUTE_NAMES.get(k, k)}: {v}" for k, v in single.items()]
+    return "; patients " + ", ".join(parts) + " (a missing modality is not evidence)"
+
+
+ROUTE_NAMES = {"tabular": "without images", "image": "without laboratory data"}
 
 
 def _figures(figures: dict[str, Any] | None) -> str:
@@ -304,7 +316,7 @@ def render_html(expl: PatientExplanation, top: int = 8) -> str:
         f"<style>{CSS}</style></head><body><main>"
         f"<h1>Explanation of a PCOS risk prediction</h1><div class='meta'>Patient "
         f"<b>{_e(expl.patient_id)}</b> · cohort {_e(expl.cohort)}{_e(part)} · run "
-        f"{_e(expl.run)} · {_e(expl.fusion_method)} fusion · {_e(expl.created)}</div>"
+        f"{_e(expl.run)} · scored by {_e(expl.scored_by)} · {_e(expl.created)}</div>"
         "<div class='banner'><b>Decision support, not a diagnosis.</b> Read with the history, "
         "examination, laboratory results and imaging.</div>"
         f"{body}<footer>deeppcos · research software for decision support; it does not "
@@ -339,7 +351,7 @@ def _pdf_page_one(expl: PatientExplanation, top: int) -> Any:
         0.07,
         0.945,
         f"Patient {expl.patient_id} · cohort {expl.cohort} · run {expl.run} · "
-        f"{expl.fusion_method} fusion · {expl.created}",
+        f"scored by {expl.scored_by} · {expl.created}",
         fontsize=8.5,
         color="#566573",
     )

@@ -76,8 +76,11 @@ class SpeckleNoise(keras.layers.Layer):
 def build_augmentation(strength: float = 1.0, seed: int = 0) -> keras.Sequential:
     """The augmentation stack; ``strength`` scales every range (0 = identity, 1 = default).
 
-    At strength 1: flip left-right, rotate ±10°, zoom ±10%, contrast ±20%, gamma e^±0.25,
-    speckle σ up to 0.1. Each layer has its own seed derived from ``seed``.
+    At strength 1: flip left-right, rotate ±10°, zoom ±10%, shift ±10% of the width and of the
+    height, shear ±0.1, contrast ±20%, gamma e^±0.25, speckle σ up to 0.1. Each layer has its own
+    seed derived from ``seed``. The shift and shear are the geometric augmentations of the chest
+    X-ray transfer-learning recipes (Keras' ``width_shift_range``/``height_shift_range`` and
+    ``shear_range`` at 0.1); like rotation and zoom they fill with black.
     """
     if strength < 0:
         raise ValueError(f"augmentation strength must be >= 0, got {strength}")
@@ -92,6 +95,16 @@ def build_augmentation(strength: float = 1.0, seed: int = 0) -> keras.Sequential
         ),
         keras.layers.RandomZoom(
             min(0.1 * s, 0.5), fill_mode="constant", seed=seed + 2, name="zoom"
+        ),
+        keras.layers.RandomTranslation(
+            min(0.1 * s, 0.4),
+            min(0.1 * s, 0.4),
+            fill_mode="constant",
+            seed=seed + 6,
+            name="shift",
+        ),
+        keras.layers.RandomShear(
+            min(0.1 * s, 0.5), min(0.1 * s, 0.5), fill_mode="constant", seed=seed + 7, name="shear"
         ),
         keras.layers.RandomContrast(
             min(0.2 * s, 0.9), value_range=(0, 255), seed=seed + 3, name="contrast"

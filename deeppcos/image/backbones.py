@@ -10,10 +10,15 @@ Weights policy (``weights``):
 - ``None``: random initialisation (the only choice for ``compact``);
 - ``"imagenet"``: the no-top ImageNet file from the Keras cache (``$KERAS_HOME/models`` or
   ``~/.keras/models``), downloaded when absent; where it is absent and cannot be downloaded
-  (offline), a ``ConfigError`` says which file to place in which folder;
+  (offline), a ``ConfigError`` says which file to place in which folder. MobileNet v1 takes its
+  width (``alpha``) from ``width`` and always loads the 224-px file of that width (convolution
+  weights do not depend on the input size);
 - a path to a local ``.h5``, ``.weights.h5`` or ``.keras`` file holding the backbone's weights
-  (no top), loaded into the backbone after it is built. For EfficientNetB0 prefer placing the
-  ImageNet file in the cache: Keras adds a rescaling step only when it loads "imagenet" itself.
+  (no top), loaded into the backbone after it is built. A file that does not fit — another
+  backbone or width, not HDF5, or a Keras 2 file named ``.weights.h5`` (Keras 3 reads that suffix
+  with its own format) — is a ``ConfigError`` that says which. For EfficientNetB0 prefer placing
+  the ImageNet file in the cache: Keras adds a rescaling step only when it loads "imagenet"
+  itself.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from deeppcos.image.specs import (
     WEIGHT_SUFFIXES,
     BackboneSpec,
     ImagenetWeights,
+    imagenet_weights,
 )
 
 __all__ = [
@@ -108,6 +114,24 @@ def gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def accelerators() -> list[str]:
+    """The logical accelerator devices training may spread over (GPUs)."""
+    import tensorflow as tf
+
+    return [device.name for device in tf.config.list_logical_devices("GPU")]
+
+
+def training_strategy() -> Any:
+    """``tf.distribute.MirroredStrategy`` over the accelerators when there are two or more
+    (each batch split between them, gradients summed), else None (the default strategy)."""
+    import tensorflow as tf
+
+    devices = accelerators()
+    if len(devices) < 2:
+        return None
+    return tf.distribute.MirroredStrategy(devices)
+
+
 @contextlib.contextmanager
 def dtype_policy(name: str | None) -> Iterator[None]:
     """Build layers under a dtype policy, then restore the global one (Keras applications read
@@ -171,7 +195,7 @@ def _offline_help(spec: BackboneSpec, weights: ImagenetWeights, folder: Path) ->
     )
 
 
-def ensure_imagenet_weights(spec: BackboneSpec) -> Path:
+def ensure_imagenet_weights(spec: BackboneSpec, width: float = 1.0) -> Path:
     """The path of the backbone's ImageNet file in the Keras cache, downloading it if absent.
 
     Raises ConfigError (no traceback needed) when the file is absent and cannot be fetched,
@@ -180,13 +204,17 @@ def ensure_imagenet_weights(spec: BackboneSpec) -> Path:
     if spec.imagenet is None:
         raise ConfigError(
             f"backbone {spec.name!r} has no ImageNet weights; use weights: null (train from "
-            "scratch) or an ImageNet backbone such as 'mobilenetv3small' or 'efficientnetb0'"
+            "scratch) or an ImageNet backbone such as 'mobilenet' or 'efficientnetb0'"
         )
-    weights = spec.imagenet
+    try:
+        weights = imagenet_weights(spec, width)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    assert weights is not None
     folder = keras_cache_dir()
     path = folder / weights.file_name
     if path.is_file():
-        if _md5(path) == weights.md5:
+        if weights.md5 is None or _md5(path) == weights.md5:
             return path
         raise ConfigError(
             f"the ImageNet weights file {str(path)!r} is incomplete or corrupt (MD5 "
@@ -203,6 +231,25 @@ def ensure_imagenet_weights(spec: BackboneSpec) -> Path:
         ) from None
 
 
+def weights_sha256(path: Path) -> str:
+    """The SHA-256 of a weights file: what a cache of embeddings is keyed by."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_weights(backbone: str, weights: str | None, width: float = 1.0) -> Path | None:
+    """The file a backbone's weights come from (None for random initialisation): the ImageNet
+    file in the Keras cache (fetched when absent) or the local file named."""
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        return ensure_imagenet_weights(_spec(backbone), width)
+    return _check_local_weights(weights)
+
+
 def _check_local_weights(weights: str) -> Path:
     path = Path(weights).expanduser()
     if not str(path).endswith(WEIGHT_SUFFIXES):
@@ -216,13 +263,71 @@ def _check_local_weights(weights: str) -> Path:
 
 
 def _load_local_weights(backbone: keras.Model, path: Path, spec: BackboneSpec) -> None:
+    layout = _weights_layout(path)
+    if layout == "not hdf5" and path.suffix != ".keras":
+        raise ConfigError(
+            f"{str(path)!r} is not an HDF5 weights file (its first bytes are not HDF5's "
+            "signature); give the backbone's no-top weights as .h5 (Keras 2) or .weights.h5 "
+            "(Keras 3)"
+        )
+    if layout == "keras2" and path.name.endswith(".weights.h5"):
+        raise ConfigError(
+            f"{str(path)!r} holds Keras 2 weights (a 'layer_names' list) under a .weights.h5 "
+            "name, which Keras 3 reads with its own format and cannot load; rename it to end in "
+            f"'.h5' only (e.g. {path.name.removesuffix('.weights.h5')}.h5)"
+        )
     try:
         backbone.load_weights(str(path))
     except Exception as exc:  # Keras raises ValueError, OSError, KeyError… for mismatches
+        found = _first_kernel_shape(path) if layout == "keras2" else None
+        hint = ""
+        if found is not None:
+            own = _own_first_kernel_shape(backbone)
+            hint = (
+                f" Its first convolution has shape {found}, the backbone's {own}: a different "
+                "backbone or width (MobileNet's width multiplier sets the number of filters)."
+            )
         raise ConfigError(
-            f"could not load {str(path)!r} into backbone {spec.name!r}: {exc}. The file must "
-            f"hold weights of the {spec.name} backbone without its classification top"
+            f"could not load {str(path)!r} into backbone {spec.name!r}: {exc}.{hint} The file "
+            f"must hold weights of the {spec.name} backbone without its classification top"
         ) from None
+
+
+def _weights_layout(path: Path) -> str:
+    """"keras2" (a ``layer_names`` attribute), "keras3" (``layers``/``vars`` groups), "not hdf5"
+    or "unknown"."""
+    import h5py
+
+    with path.open("rb") as handle:
+        if handle.read(8) != b"\x89HDF\r\n\x1a\n":
+            return "not hdf5"
+    with h5py.File(path, "r") as handle:
+        if "layer_names" in handle.attrs:
+            return "keras2"
+        if "layers" in handle or "vars" in handle:
+            return "keras3"
+    return "unknown"
+
+
+def _first_kernel_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape of the first 4-D kernel in a Keras 2 weights file (the stem convolution)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        for raw in handle.attrs["layer_names"]:
+            group = handle[raw.decode() if isinstance(raw, bytes) else raw]
+            for name in group.attrs.get("weight_names", []):
+                data = group[name.decode() if isinstance(name, bytes) else name]
+                if len(data.shape) == 4:
+                    return tuple(int(d) for d in data.shape)
+    return None
+
+
+def _own_first_kernel_shape(backbone: keras.Model) -> tuple[int, ...] | None:
+    for weight in backbone.weights:
+        if len(weight.shape) == 4:
+            return tuple(int(d) for d in weight.shape)
+    return None
 
 
 # --- backbones ----------------------------------------------------------------------------------
@@ -255,11 +360,15 @@ def _compact(input_shape: tuple[int, int, int], seed: int) -> keras.Model:
 
 
 def _application(
-    spec: BackboneSpec, input_shape: tuple[int, int, int], imagenet: bool
+    spec: BackboneSpec, input_shape: tuple[int, int, int], imagenet: bool, width: float = 1.0
 ) -> keras.Model:
     constructor = getattr(keras.applications, spec.constructor)
+    extra = {"alpha": width} if spec.widths else {}
     return constructor(
-        include_top=False, weights="imagenet" if imagenet else None, input_shape=input_shape
+        include_top=False,
+        weights="imagenet" if imagenet else None,
+        input_shape=input_shape,
+        **extra,
     )
 
 
@@ -278,20 +387,24 @@ def _spec(backbone: str) -> BackboneSpec:
 
 
 def build_backbone(
-    backbone: str, image_size: int, weights: str | None, seed: int = 0
+    backbone: str, image_size: int, weights: str | None, seed: int = 0, width: float = 1.0
 ) -> keras.Model:
     """The backbone alone (include_top=False), weights loaded per the policy above."""
     spec = _spec(backbone)
     check_input_size(spec, image_size)
     shape = (image_size, image_size, spec.channels)
-    if weights == "imagenet":
+    if weights == "imagenet" and not spec.widths:
         ensure_imagenet_weights(spec)  # ConfigError with instructions when offline
         return _application(spec, shape, imagenet=True)
-    local = _check_local_weights(weights) if weights is not None else None
+    # MobileNet's ImageNet file is read here, whatever the input size (see the module notes).
+    source = resolve_weights(backbone, weights, width)
     keras.utils.set_random_seed(seed)  # application constructors take no seed
-    model = _compact(shape, seed) if spec.name == "compact" else _application(spec, shape, False)
-    if local is not None:
-        _load_local_weights(model, local, spec)
+    if spec.name == "compact":
+        model = _compact(shape, seed)
+    else:
+        model = _application(spec, shape, False, width)
+    if source is not None:
+        _load_local_weights(model, source, spec)
     return model
 
 
@@ -302,6 +415,7 @@ def build_model(
     dropout: float = 0.3,
     seed: int = 0,
     *,
+    width: float = 1.0,
     mixed_precision: bool = False,
 ) -> tuple[keras.Model, str]:
     """(classification model, name of the embedding layer) for one backbone.
@@ -313,7 +427,7 @@ def build_model(
     spec = _spec(backbone)
     check_input_size(spec, image_size)
     with dtype_policy("mixed_float16" if mixed_precision else None):
-        base = build_backbone(backbone, image_size, weights, seed)
+        base = build_backbone(backbone, image_size, weights, seed, width)
         if weights is not None:
             for layer in base.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):

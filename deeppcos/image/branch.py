@@ -5,6 +5,10 @@ Training
 --------
 * Per-image labels: the images table's own ``label`` where present, else the patient's label;
   images without either are skipped.
+* ``mode: frozen`` (:mod:`deeppcos.image.frozen`): the pretrained backbone embeds every image
+  once (cached on disk by content), a logistic head is fitted on the training images'
+  embeddings, and its weights become the model's last layer; no network is trained, and no
+  images are held out for early stopping.
 * Pretrained backbones (``weights`` not null) train in two phases: (1) the backbone frozen, a new
   head trained at ``learning_rate`` for ``epochs_head`` epochs; (2) the top blocks unfrozen
   (rule in ``deeppcos.image.specs``), ``epochs_finetune`` more at ``finetune_learning_rate``.
@@ -17,7 +21,8 @@ Training
   epochs (measured on the synthetic cohort: without it, noisy first epochs stopped the compact
   CNN after 4 epochs at held-out AUC 0.68; with it, 0.76-0.86 over four seeds).
 * Class weights n / (2·n_class) from the training images (``class_weight``); seeds fixed with
-  ``keras.utils.set_random_seed``; "mixed_float16" only where a GPU is visible.
+  ``keras.utils.set_random_seed``; "mixed_float16" only where a GPU is visible; with more than
+  one accelerator, ``tf.distribute.MirroredStrategy`` over all of them (``replicas_``).
 
 Aggregation
 -----------
@@ -29,6 +34,7 @@ get NaN, which the fusion treats as "image modality missing".
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +56,7 @@ if TYPE_CHECKING:  # TensorFlow loads only when a branch trains or predicts
 __all__ = ["ImageBranch", "ImageParams"]
 
 MODEL_FILE = "model.keras"
+OUTPUT_LAYER = "p_image"  # backbones.OUTPUT_LAYER (not imported: it would load Keras)
 META_FILE = "image_branch.json"
 FORMAT = "deeppcos-image-branch"
 FORMAT_VERSION = 1
@@ -100,6 +107,8 @@ class ImageBranch:
         p = self.params
         keras.utils.set_random_seed(self.seed)
         _deterministic_ops()
+        if p.frozen:
+            return self._fit_frozen(cohort, train_ids, progress)
         train = pipeline.labelled_table(cohort, train_ids, "training")
         self._check_training_labels(train)
         val = pipeline.labelled_table(cohort, val_ids, "validation") if val_ids else None
@@ -110,14 +119,21 @@ class ImageBranch:
                 pipeline.check_files(table)
 
         self.mixed_precision_ = backbones.gpu_available()
-        model, embedding = backbones.build_model(
-            p.backbone,
-            p.image_size,
-            p.weights,
-            p.dropout,
-            self.seed,
-            mixed_precision=self.mixed_precision_,
-        )
+        strategy = backbones.training_strategy()
+        self.replicas_ = strategy.num_replicas_in_sync if strategy is not None else 1
+        def scope() -> Any:  # a context manager serves one ``with``: a fresh one each time
+            return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+        with scope():
+            model, embedding = backbones.build_model(
+                p.backbone,
+                p.image_size,
+                p.weights,
+                p.dropout,
+                self.seed,
+                width=p.width,
+                mixed_precision=self.mixed_precision_,
+            )
         self.model_ = model
         self.embedding_layer_name_ = embedding
         self.backbone_layer_name_ = backbones.backbone_of(model).name
@@ -151,13 +167,88 @@ class ImageBranch:
                     val, cfg, p.batch_size, space=space, role="val", shuffle=False
                 )
             )
-            self._run_phases(train_ds, val_ds, progress)
+            with scope():  # optimizers are made per phase: in the strategy's scope too
+                self._run_phases(train_ds, val_ds, progress)
         except BaseException:
             del self.model_  # a failed or interrupted fit leaves the branch unfitted
             raise
         finally:
             space.close()
         return self
+
+    def _fit_frozen(
+        self, cohort: Cohort, train_ids: Sequence[str], progress: Progress | None
+    ) -> ImageBranch:
+        """Embed the training images (cache first), fit the logistic head, put it in the model."""
+        from deeppcos.image import backbones, frozen, pipeline
+
+        p = self.params
+        train = pipeline.labelled_table(cohort, train_ids, "training")
+        self._check_training_labels(train)
+        pipeline.check_files(train)
+        self.embedding_key_ = self.embedding_key()
+        self.model_, self.embedding_layer_name_ = backbones.build_model(
+            p.backbone, p.image_size, p.weights, p.dropout, self.seed, width=p.width
+        )
+        self.backbone_layer_name_ = backbones.backbone_of(self.model_).name
+        self.class_weight_ = None
+        self.monitor_ = None
+        self.n_train_images_, self.n_val_images_ = len(train), 0
+        self.unfrozen_blocks_, self.history_ = [], {}
+        self.mixed_precision_, self.replicas_ = False, 1
+        self._inference = None
+        x = self._embed(train, progress)
+        assert train.labels is not None
+        weights, bias = frozen.fit_head(x, train.labels, p.head_c, p.class_weight, self.seed)
+        self.model_.get_layer(OUTPUT_LAYER).set_weights(
+            [weights.reshape(-1, 1).astype(np.float32), np.array([bias], np.float32)]
+        )
+        return self
+
+    def embedding_key(self) -> Any:
+        """Frozen mode: the cache key of these settings (the weights file is hashed)."""
+        from deeppcos.image import backbones, frozen
+
+        p = self.params
+        source = backbones.resolve_weights(p.backbone, p.weights, p.width)
+        if source is None or not p.frozen:
+            raise DeepPCOSError("embedding keys are for frozen mode with pretrained weights")
+        return frozen.EmbeddingKey(
+            backbone=p.backbone,
+            width=p.width,
+            weights_sha256=backbones.weights_sha256(source),
+            preprocess=self.preprocess_config.model_dump_json(),
+            tta=p.tta,
+        )
+
+    def embedding_cache(self) -> Any:
+        """Frozen mode: the on-disk cache these settings read and fill."""
+        from deeppcos.image import frozen
+
+        return frozen.EmbeddingCache(
+            frozen.cache_root(self.params.embedding_cache), self.embedding_key_
+        )
+
+    def _embed(self, table: ImageTable, progress: Progress | None = None) -> np.ndarray:
+        """Frozen mode: the images' embeddings, through the on-disk cache."""
+        import keras
+
+        from deeppcos.image import frozen
+
+        if getattr(self, "_embedder", None) is None:
+            layer = self.model_.get_layer(self.embedding_layer_name_)
+            self._embedder = keras.Model(self.model_.input, layer.output)
+        p = self.params
+        return frozen.embed_table(
+            table,
+            self._embedder,
+            self.preprocess_config,
+            batch_size=p.batch_size,
+            tta=p.tta,
+            cache=self.embedding_cache(),
+            chunk_size=p.chunk_size,
+            progress=progress,
+        )
 
     def _check_training_labels(self, train: ImageTable) -> None:
         if len(train) == 0:
@@ -297,6 +388,8 @@ class ImageBranch:
 
         from deeppcos.image import pipeline
 
+        if self.params.frozen:
+            return self._forward_frozen(table)
         model = self._inference_model()
         width = int(model.outputs[1].shape[-1])
         if len(table) == 0:
@@ -312,6 +405,17 @@ class ImageBranch:
             np.asarray(probability, np.float32).reshape(-1),
             np.asarray(embedding, np.float32),
         )
+
+    def _forward_frozen(self, table: ImageTable) -> tuple[np.ndarray, np.ndarray]:
+        """Frozen mode: cached embeddings through the model's last layer (the head)."""
+        from deeppcos.image import frozen, pipeline
+
+        if len(table):
+            pipeline.check_files(table)
+        embedding = self._embed(table)
+        kernel, bias = self.model_.get_layer(OUTPUT_LAYER).get_weights()
+        probability = frozen.head_probability(embedding, kernel[:, 0], float(bias[0]))
+        return probability.astype(np.float32), embedding
 
     def _images(self, cohort: Cohort, patient_ids: Sequence[str] | None) -> ImageTable:
         from deeppcos.image import pipeline
@@ -397,8 +501,11 @@ class ImageBranch:
             "n_train_images": self.n_train_images_,
             "n_val_images": self.n_val_images_,
             "mixed_precision": self.mixed_precision_,
+            "replicas": getattr(self, "replicas_", 1),
             "history": self.history_,
         }
+        if self.params.frozen:
+            fields["embedding_key"] = self.embedding_key_.to_dict()
         write_meta(folder / META_FILE, FORMAT, FORMAT_VERSION, fields)
         return folder
 
@@ -435,8 +542,18 @@ class ImageBranch:
         branch.n_train_images_ = int(meta.get("n_train_images", 0))
         branch.n_val_images_ = int(meta.get("n_val_images", 0))
         branch.mixed_precision_ = bool(meta.get("mixed_precision", False))
+        branch.replicas_ = int(meta.get("replicas", 1))
         branch.history_ = meta.get("history", {})
         branch._inference = None
+        if branch.params.frozen:
+            from deeppcos.image.frozen import EmbeddingKey
+
+            try:
+                branch.embedding_key_ = EmbeddingKey(**meta["embedding_key"])
+            except (KeyError, TypeError) as exc:
+                raise DataFileError(
+                    f"{folder / META_FILE}: a frozen-mode branch without a valid embedding_key"
+                ) from exc
         return branch
 
 

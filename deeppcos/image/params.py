@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deeppcos.image.preprocess import PreprocessConfig
@@ -18,6 +20,30 @@ class ImageParams(BaseModel):
     weights: str | None = Field(
         None, description="'imagenet', null (random init) or a local .h5/.weights.h5/.keras file"
     )
+    mode: Literal["frozen", "finetune", "scratch"] | None = Field(
+        None,
+        description="'frozen': a pretrained backbone embeds every image once (cached on disk) "
+        "and a logistic head trains per fold; 'finetune': a new head, then the top blocks "
+        "unfrozen; 'scratch': the whole network from random weights. Default: 'finetune' with "
+        "weights, 'scratch' without",
+    )
+    width: float = Field(
+        1.0, gt=0, le=2, description="width multiplier (Keras' alpha) of MobileNet v1"
+    )
+    head_c: float = Field(
+        1.0, gt=0, le=1e6, description="frozen mode: the logistic head's inverse L2 strength"
+    )
+    tta: Literal[1, 2, 4] = Field(
+        1,
+        description="frozen mode: views averaged per image embedding (1 = none, 2 = + a "
+        "left-right flip, 4 = + a 90% centre crop of each)",
+    )
+    embedding_cache: str | None = Field(
+        None,
+        description="frozen mode: folder of the embedding cache (default $DEEPPCOS_CACHE, else "
+        "~/.cache/deeppcos)",
+    )
+    chunk_size: int = Field(256, ge=1, le=100_000, description="frozen mode: images per chunk")
     image_size: int = Field(128, ge=16, le=1024)
     batch_size: int = Field(32, ge=1, le=4096)
     epochs_head: int = Field(8, ge=0, le=1000)
@@ -64,7 +90,26 @@ class ImageParams(BaseModel):
         if self.weights == "imagenet" and spec.imagenet is None:
             raise ValueError(
                 f"backbone {self.backbone!r} has no ImageNet weights; use weights: null "
-                "(train from scratch) or a pretrained backbone such as 'mobilenetv3small'"
+                "(train from scratch) or a pretrained backbone such as 'mobilenet'"
+            )
+        if not spec.widths and self.width != 1.0:
+            raise ValueError(f"backbone {self.backbone!r} has no width multiplier; drop 'width'")
+        if spec.widths and self.weights == "imagenet" and self.width not in spec.widths:
+            raise ValueError(
+                f"backbone {self.backbone!r} has ImageNet weights for widths "
+                f"{list(spec.widths)}; got width {self.width}"
+            )
+        if self.mode is None:
+            self.mode = "scratch" if self.weights is None else "finetune"
+        if self.mode in ("frozen", "finetune") and self.weights is None:
+            raise ValueError(
+                f"mode {self.mode!r} needs pretrained weights ('imagenet' or a file); with "
+                "weights: null use mode: scratch"
+            )
+        if self.mode == "scratch" and self.weights is not None:
+            raise ValueError(
+                "mode 'scratch' trains from random weights; drop 'weights' or use mode "
+                "'finetune' or 'frozen'"
             )
         self.preprocess = self.preprocess.model_copy(
             update={"image_size": self.image_size, "channels": spec.channels}
@@ -75,3 +120,8 @@ class ImageParams(BaseModel):
     def pretrained(self) -> bool:
         """Pretrained backbones train in two phases (frozen, then top blocks unfrozen)."""
         return self.weights is not None
+
+    @property
+    def frozen(self) -> bool:
+        """Embeddings of a pretrained backbone with a logistic head: no network training."""
+        return self.mode == "frozen"

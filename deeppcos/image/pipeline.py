@@ -44,6 +44,19 @@ class ImageTable:
     paths: list[str]
     frames: list[Any]
     labels: np.ndarray | None = None  # float32 0/1
+    hashes: list[str | None] | None = None  # SHA-256 of each file (probing), for caches
+
+    def subset(self, rows: Sequence[int]) -> ImageTable:
+        """The table restricted to ``rows`` (positions), in that order."""
+        pick = list(rows)
+        return ImageTable(
+            image_ids=[self.image_ids[k] for k in pick],
+            patient_ids=[self.patient_ids[k] for k in pick],
+            paths=[self.paths[k] for k in pick],
+            frames=[self.frames[k] for k in pick],
+            labels=None if self.labels is None else self.labels[pick],
+            hashes=None if self.hashes is None else [self.hashes[k] for k in pick],
+        )
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -104,12 +117,16 @@ def image_labels(cohort: Cohort, images: pd.DataFrame) -> pd.Series:
 
 def table_from(images: pd.DataFrame, labels: pd.Series | None = None) -> ImageTable:
     frames = images["frame"].tolist() if "frame" in images else [None] * len(images)
+    hashes = (
+        [None if pd.isna(h) else str(h) for h in images["sha256"]] if "sha256" in images else None
+    )
     return ImageTable(
         image_ids=images["image_id"].astype(str).tolist(),
         patient_ids=images["patient_id"].astype(str).tolist(),
         paths=images["path"].astype(str).tolist(),
         frames=[None if pd.isna(f) else int(f) for f in frames],
         labels=None if labels is None else labels.to_numpy(dtype=np.float32),
+        hashes=hashes,
     )
 
 

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ImagenetWeights:
-    """The no-top ImageNet weights file Keras downloads for a backbone."""
+    """The no-top ImageNet weights file Keras downloads for a backbone. ``md5`` is None where
+    Keras itself publishes no checksum (MobileNet v1); the file is then checked by loading it."""
 
     file_name: str
     url: str
-    md5: str
+    md5: str | None
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class BackboneSpec:
     block_pattern: str
     imagenet: ImagenetWeights | None
     description: str
+    # Width multipliers (Keras' ``alpha``) the ImageNet files exist for; empty for backbones
+    # without one. A file name and URL with "{alpha}" take the width as Keras spells it ("2_5").
+    widths: tuple[float, ...] = ()
 
 
 _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications"
@@ -59,6 +63,27 @@ SPECS: dict[str, BackboneSpec] = {
         imagenet=None,
         description="4 conv blocks (16-32-64-128) with BatchNorm and ReLU, ~98k parameters; "
         "trained from scratch, quick on CPU and small cohorts",
+    ),
+    "mobilenet": BackboneSpec(
+        name="mobilenet",
+        constructor="MobileNet",
+        channels=3,
+        min_size=32,
+        normalization="tf",  # mobilenet.preprocess_input: to [-1, 1]
+        block_rule="prefix",
+        # conv1 (the stem), then one block per depthwise-separable unit 1..13: conv_pad_k,
+        # conv_dw_k and conv_pw_k with their BatchNorm and ReLU.
+        block_pattern=r"^(?:conv_(?:dw|pw|pad)_)?(conv1|\d+)(?:_|$)",
+        # The 224-px file for every input size: convolution weights do not depend on it, and
+        # Keras has files for 128-224 px only.
+        imagenet=ImagenetWeights(
+            "mobilenet_{alpha}_224_tf_no_top.h5",
+            f"{_KERAS_APPS}/mobilenet/mobilenet_{{alpha}}_224_tf_no_top.h5",
+            None,
+        ),
+        description="MobileNet v1 with width multiplier `width` (0.25-1.0; 0.22M-3.2M "
+        "parameters); at width 0.25 about 50% ImageNet top-1, the smallest ImageNet backbone",
+        widths=(0.25, 0.5, 0.75, 1.0),
     ),
     "mobilenetv3small": BackboneSpec(
         name="mobilenetv3small",
@@ -139,6 +164,24 @@ SPECS: dict[str, BackboneSpec] = {
 
 BACKBONES: frozenset[str] = frozenset(SPECS)
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")
+
+
+def imagenet_weights(spec: BackboneSpec, width: float = 1.0) -> ImagenetWeights | None:
+    """The ImageNet file of a backbone at a width (``None`` when it has none)."""
+    if spec.imagenet is None:
+        return None
+    if not spec.widths:
+        return spec.imagenet
+    if width not in spec.widths:
+        raise ValueError(
+            f"backbone {spec.name!r} has ImageNet weights for widths {list(spec.widths)}; "
+            f"got width {width}"
+        )
+    alpha = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}[width]  # as Keras names them
+    weights = spec.imagenet
+    return ImagenetWeights(
+        weights.file_name.format(alpha=alpha), weights.url.format(alpha=alpha), weights.md5
+    )
 
 
 def backbone_spec(name: str) -> BackboneSpec:

@@ -307,7 +307,7 @@ class BranchEvaluator(Evaluator):
         early stopping, then refit on every training patient), so trials that stop early and
         trials with a fixed number of rounds are compared on the models each would deploy; a
         network keeps its inner validation part, as in training."""
-        from deeppcos.training import fit_booster_as_deployed, inner_validation
+        from deeppcos.training import fit_booster_as_deployed, fit_split
 
         seed, dev = self.seed + k, self.dev
         if self.target == "tabular":
@@ -317,7 +317,8 @@ class BranchEvaluator(Evaluator):
             )
         from deeppcos.image.branch import ImageBranch
 
-        fit_ids, val_ids = inner_validation(train_ids, dev.labels, dev.groups, seed)
+        # A network keeps an inner validation part to stop on; a frozen head trains on all.
+        fit_ids, val_ids = fit_split("image", params, train_ids, dev.labels, dev.groups, seed)
         branch = ImageBranch(params, seed=seed)
         extras = self._fit_extras(trial, k, prunable)
         return branch.fit(self.dev.cohort, fit_ids, val_ids or None, **extras)

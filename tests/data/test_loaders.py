@@ -342,3 +342,62 @@ def test_spec_errors_name_the_key(tmp_path: Path) -> None:
         load_spec(tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="a 'patients' section, an 'images' section"):
         spec_from_dict({"name": "nothing"})
+
+
+def _frames(tmp_path: Path, healthy: list[int]) -> Path:
+    """An image-only manifest in PCOSGen's layout: a file name and a 'Healthy' flag; frames 0
+    and 1 are byte-identical copies."""
+    for k in range(len(healthy)):
+        write_image(tmp_path / "frames" / f"f{k}.jpg", seed=0 if k < 2 else k)
+    pd.DataFrame(
+        {"imagePath": [f"f{k}.jpg" for k in range(len(healthy))], "Healthy": healthy}
+    ).to_csv(tmp_path / "labels.csv", index=False)
+    return tmp_path
+
+
+def _frames_spec(tmp_path: Path, **images) -> dict:
+    return _spec(
+        tmp_path,
+        patients=None,
+        images={
+            "manifest": "labels.csv",
+            "root": "frames",
+            "path_column": "imagePath",
+            "patient_column": "imagePath",
+            "label_column": "Healthy",
+            "label_map": {"1": 0, "0": 1},
+            **images,
+        },
+    )
+
+
+def test_identical_copies_with_opposite_labels_are_left_out_and_listed(tmp_path: Path) -> None:
+    _frames_spec(_frames(tmp_path, [1, 0, 0, 1]))
+    cohort = load_cohort(tmp_path / "cohort.yaml")
+    # The label map turns "healthy" into the label's 0; the conflicting pair is gone, and so
+    # are the two "patients" (each frame is its own) that had nothing else.
+    assert cohort.patients.set_index("patient_id")["label"].to_dict() == {"f2.jpg": 1, "f3.jpg": 0}
+    assert sorted(cohort.images["image_id"]) == ["f2.jpg", "f3.jpg"]
+    copies = cohort.report.by_action("conflicting_copy")
+    assert [e.found for e in copies] == ["f0.jpg", "f1.jpg"]
+    assert all(e.level == "excluded" and "opposite label" in e.message for e in copies)
+    assert "f1.jpg" in copies[0].message and copies[0].row is not None
+    dropped = cohort.report.by_action("excluded_row")
+    assert sorted(e.row for e in dropped) == ["f0.jpg", "f1.jpg"]
+
+
+def test_identical_copies_can_be_kept_with_a_warning(tmp_path: Path) -> None:
+    _frames_spec(_frames(tmp_path, [1, 0, 0]), conflicting_copies="keep")
+    cohort = load_cohort(tmp_path / "cohort.yaml")
+    assert len(cohort.images) == 3 and len(cohort.patients) == 3
+    copies = cohort.report.by_action("conflicting_copy")
+    assert len(copies) == 2 and all(e.level == "warning" for e in copies)
+    # Copies that agree are no conflict.
+    _frames_spec(_frames(tmp_path, [1, 1, 0]))
+    assert not load_cohort(tmp_path / "cohort.yaml").report.by_action("conflicting_copy")
+
+
+def test_a_label_outside_the_label_map_names_the_row(tmp_path: Path) -> None:
+    _frames_spec(_frames(tmp_path, [1, 0, 2]))
+    with pytest.raises(SchemaError, match=r"label_map \['0', '1'\] does not name: row 3: '2'"):
+        load_cohort(tmp_path / "cohort.yaml")

@@ -134,3 +134,40 @@ def test_chest_xray_any_finding_label_and_its_shortcuts() -> None:
     flagged = {f.check for f in result.findings if f.severity in ("warning", "high")}
     assert "shortcut.patient_age" in flagged
     assert result.by_check("shortcut.all_properties")[0].severity == "high"
+
+
+# --- PCOSGen ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pcosgen():
+    return load_cohort(REPO / "configs" / "pcosgen.yaml")
+
+
+def test_pcosgen_loads_with_its_conflicting_copies_left_out(pcosgen) -> None:
+    """3,200 frames; 32 pairs of byte-identical frames labelled both ways are left out, each
+    copy listed; 'Healthy' = 1 becomes label 0 (the label is 'unhealthy')."""
+    copies = pcosgen.report.by_action("conflicting_copy")
+    assert len(copies) == 64 and all(e.level == "excluded" for e in copies)
+    assert len(pcosgen.images) == len(pcosgen.patients) == 3200 - 64
+    assert pcosgen.patients["label"].value_counts().to_dict() == {1: 2265, 0: 871}
+    assert pcosgen.spec.label_name == "unhealthy"
+
+
+def test_pcosgen_audit_reports_the_copies_and_the_video_frame_clusters(pcosgen) -> None:
+    from deeppcos.data.audit import audit_cohort, duplicate_patient_groups
+    from deeppcos.training import development_split
+
+    result = audit_cohort(pcosgen, seed=0)
+    findings = {f.check: f for f in result.findings}
+    copies = findings["labels.conflicting_copies"]
+    assert copies.severity == "high" and copies.figures["excluded"] == 64
+    assert findings["near.phash"].severity == "high"
+    # At the config's 8 bits the neighbouring frames of a video share a group; never split.
+    groups = duplicate_patient_groups(pcosgen, near_duplicate_threshold=8)
+    assert groups.nunique() < groups.size / 5
+    from deeppcos.config import load_config
+
+    split, linked = development_split(load_config(REPO / "configs" / "pcosgen.yaml"), pcosgen)
+    parts = split.assignments.reindex(linked.index)
+    assert (parts.groupby(linked).nunique() == 1).all()

@@ -56,7 +56,22 @@ def test_stack_is_a_keras_sequential() -> None:
         "flip",
         "rotate",
         "zoom",
+        "shift",
+        "shear",
         "contrast",
         "gamma",
         "speckle",
     ]
+
+
+def test_shift_and_shear_move_content_only_in_training() -> None:
+    """A bright square: shifted or sheared in training (same total within the fill), untouched
+    at inference; the fill is black like the letterbox."""
+    x = np.zeros((8, 32, 32, 1), np.float32)
+    x[:, 12:20, 12:20] = 255.0
+    for name in ("shift", "shear"):
+        layer = build_augmentation(2.0, seed=4).get_layer(name)
+        np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+        moved = np.asarray(layer(x, training=True))
+        assert not np.allclose(moved, x), name
+        assert moved.min() >= 0.0 and moved[:, 0, 0].max() == 0.0  # corners stay black

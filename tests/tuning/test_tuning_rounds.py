@@ -30,8 +30,13 @@ def test_fixed_rounds_hold_no_patient_out(tiny_cohort: Path) -> None:
     assert fit_split("tabular", fixed, ids, labels, None, 0) == (ids, [])
     fit_ids, val_ids = fit_split("tabular", TabularParams(), ids, labels, None, 0)
     assert val_ids and sorted(fit_ids + val_ids) == ids
-    # A network always keeps its validation part: it stops on it.
-    assert fit_split("image", fixed, ids, labels, None, 0)[1]
+    # A network always keeps its validation part: it stops on it. A frozen head has nothing
+    # to stop: it trains on every patient.
+    from deeppcos.image.params import ImageParams
+
+    assert fit_split("image", ImageParams(), ids, labels, None, 0)[1]
+    frozen = ImageParams(backbone="mobilenet", weights="imagenet", width=0.25, mode="frozen")
+    assert fit_split("image", frozen, ids, labels, None, 0) == (ids, [])
 
     model = fit_booster_as_deployed(fixed, cohort, ids, None, 0)
     everyone = TabularBranch(fixed).fit(cohort, ids).n_train_  # those with tabular data
@@ -55,12 +60,17 @@ def test_search_over_the_stopping_rule_and_train_the_result(
     tmp_path: Path, tiny_cohort: Path
 ) -> None:
     config = write_config(tmp_path, tiny_cohort)
-    space = {**TINY_SETTINGS["tabular"]["space"],
-             "early_stopping_rounds": {"type": "categorical", "choices": [50, None]}}
+    space = {
+        **TINY_SETTINGS["tabular"]["space"],
+        "early_stopping_rounds": {"type": "categorical", "choices": [50, None]},
+    }
     settings = write_settings(
         tmp_path,
-        tabular={**TINY_SETTINGS["tabular"], "space": space,
-                 "selection": {"rule": "best", "confirm_repeats": 0, "n_boot": 200}},
+        tabular={
+            **TINY_SETTINGS["tabular"],
+            "space": space,
+            "selection": {"rule": "best", "confirm_repeats": 0, "n_boot": 200},
+        },
     )
     storage = str(tmp_path / "journal.log")
     (result,) = tune(config, "tabular", 6, space=settings, storage=storage)
