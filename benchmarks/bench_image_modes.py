@@ -21,9 +21,10 @@ The ImageNet weights must be in the Keras cache (``~/.keras/models``): copy
   preprocessed, chunked, cached) against raw ``model.predict`` on the same images already in
   memory, and the time of a fully cached re-run.
 
-Modes: ``scratch`` is each config's own image branch (a compact CNN from random weights);
-``frozen`` and ``finetune`` use MobileNet v1 at width 0.25 with ImageNet weights (the only
-pretrained weights at hand), at ``FROZEN_SIZE`` and ``FINETUNE_SIZE`` pixels.
+Modes: ``scratch`` is the compact CNN from random weights (at ``SCRATCH_SIZE``); ``frozen`` and
+``finetune`` use MobileNet v1 at width 0.25 with ImageNet weights (the only pretrained weights
+at hand), at ``FROZEN_SIZE`` and ``FINETUNE_SIZE`` pixels, ``frozen`` with the library's default
+head (``head_c`` 1); ``config`` is the shipped config's own image branch (its tuned head).
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ OUT = REPO / "benchmarks" / "results" / "image_modes.json"
 FROZEN_SIZE = 224
 FINETUNE_SIZE = 160
 MOBILENET = {"backbone": "mobilenet", "width": 0.25, "weights": "imagenet"}
+# The compact CNN from scratch at the sizes the configs used before the ImageNet modes.
+SCRATCH_SIZE = {"chestxr8": 128, "pcosgen": 128, "synthetic": 96}
 MODE_PARAMS: dict[str, dict[str, Any]] = {
+    "scratch": {"backbone": "compact", "weights": None, "mode": "scratch"},
     "frozen": {**MOBILENET, "mode": "frozen", "image_size": FROZEN_SIZE},
     "finetune": {
         **MOBILENET,
@@ -71,9 +75,14 @@ MODE_PARAMS: dict[str, dict[str, Any]] = {
 def _config(name: str, mode: str, cache: Path, **split: Any) -> Any:
     config = load_config(REPO / "configs" / f"{name}.yaml")
     image = config.image.model_copy(deep=True)
-    if mode != "scratch":
+    if mode == "config":  # the shipped config's own image branch
+        image.params = {**image.params, "embedding_cache": str(cache)}
+    else:
         keep = {k: v for k, v in image.params.items() if k == "preprocess"}
-        image.params = {**keep, **MODE_PARAMS[mode], "embedding_cache": str(cache)}
+        settings = MODE_PARAMS[mode]
+        if mode == "scratch":
+            settings = {**settings, "image_size": SCRATCH_SIZE.get(name, 128)}
+        image.params = {**keep, **settings, "embedding_cache": str(cache)}
     update: dict[str, Any] = {"image": image}
     if split:
         update["split"] = config.split.model_copy(update=split)

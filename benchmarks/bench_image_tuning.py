@@ -154,10 +154,10 @@ def bench(name: str, work: Path) -> dict[str, Any]:
         nested.append(
             {
                 "outer_fold": k,
-                "inner_best": list(best),
+                "inner_best": _plain(best),
                 "inner_gain": round(float(d.mean()), 4),
                 "inner_se": round(float(se), 4),
-                "chosen": list(chosen),
+                "chosen": _plain(chosen),
                 "kept_default": chosen == default,
                 "outer_auc_default": round(float(table.loc[default].iloc[k]), 4),
                 "outer_auc_tuned": round(float(score(chosen, train_ids, test_ids)), 4),
@@ -185,7 +185,7 @@ def bench(name: str, work: Path) -> dict[str, Any]:
             for c, s, v in grid
         ],
         "oracle": {
-            "point": list(oracle),
+            "point": _plain(oracle),
             "mean_gain_per_fold": round(float(gains.loc[oracle].mean()), 4),
             "folds_ahead": int((gains.loc[oracle] > 0).sum()),
         },
@@ -195,6 +195,11 @@ def bench(name: str, work: Path) -> dict[str, Any]:
             "kept_default": sum(n["kept_default"] for n in nested),
         },
     }
+
+
+def _plain(point: tuple) -> list:
+    """A grid point as JSON-ready numbers (pandas hands back numpy scalars)."""
+    return [v.item() if hasattr(v, "item") else v for v in point]
 
 
 def main() -> None:

@@ -154,7 +154,9 @@ def _given_pcos(
     from deeppcos.evaluation.metrics import ordinal_metrics
 
     pcos = levels[1:]
-    rows = (predictions["label"] == 1).to_numpy() & true.isin(pcos).to_numpy()
+    # A risk of 0 (isotonic) or none at all leaves no grade shares to read the head from.
+    scored = (predictions["risk"] > 0).fillna(False).to_numpy()
+    rows = (predictions["label"] == 1).to_numpy() & true.isin(pcos).to_numpy() & scored
     if not rows.any():
         return {"note": "no test patient labelled PCOS with a PCOS grade", "n": 0}
     columns = [f"p_severity_{g}" for g in pcos]
@@ -273,6 +275,35 @@ def _severity_limits(predictor: Predictor) -> list[str]:
     return [text + "."]
 
 
+def _branch_details(predictor: Predictor) -> dict[str, str]:
+    """What each branch is, in a line (the model card's "Model details")."""
+    out = {}
+    tabular = predictor.branches.get("tabular")
+    if tabular is not None:
+        out["Tabular branch"] = (
+            f"XGBoost, {getattr(tabular, 'n_trees_', '?')} trees of depth "
+            f"{tabular.params.max_depth}, on {len(tabular.feature_names_)} inputs"
+        )
+    image = predictor.branches.get("image")
+    if image is not None:
+        p = image.params
+        backbone = f"{p.backbone}" + (f" (width {p.width:g})" if p.backbone == "mobilenet" else "")
+        weights = {None: "random initialisation"}.get(p.weights, f"{p.weights} weights")
+        how = {
+            "frozen": f"frozen embeddings ({p.tta} view(s)) + a logistic head (C = {p.head_c:g})",
+            "finetune": "a new head, then the top blocks fine-tuned",
+            "scratch": "trained end to end from scratch",
+        }[p.mode or "scratch"]
+        out["Image branch"] = f"{backbone}, {weights}, {p.image_size} px: {how}"
+    if predictor.severity is not None:
+        grades = ", ".join(predictor.severity_levels()[1:])
+        out["Severity"] = (
+            f"ordinal head for the grade given PCOS ({grades}), combined with the presence "
+            f"risk; guideline {predictor.config.severity.guideline}"
+        )
+    return out
+
+
 def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: dict) -> None:
     from deeppcos.data.audit import audit_cohort
 
@@ -298,6 +329,7 @@ def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: di
         },
         subgroups=result["subgroups"],
         audit_findings=findings,
+        details=_branch_details(predictor),
         limits=[
             f"Decision threshold {predictor.threshold:.3f} was chosen on out-of-fold development "
             "predictions for the target sensitivity; sensitivity on new data may be lower.",

@@ -29,7 +29,7 @@ from deeppcos.data.spec import spec_from_dict
 from deeppcos.data.splits import CohortSplit, make_splits
 from deeppcos.evaluation.metrics import binary_metrics
 from deeppcos.evaluation.plots import plot_histories
-from deeppcos.exceptions import ConfigError
+from deeppcos.exceptions import ConfigError, SchemaError
 from deeppcos.fusion.stage import FusionInputs
 from deeppcos.runs import RunWriter
 
@@ -739,9 +739,13 @@ def grade(
         }, None
     params = dict(section.params)
     pcos_levels = targets.levels[1:]
-    given_oof = cross_val_severity(
-        x, given, inputs.folds, pcos_levels, section.kind, params, config.seed
-    )
+    try:
+        given_oof = cross_val_severity(
+            x, given, inputs.folds, pcos_levels, section.kind, params, config.seed
+        )
+    except SchemaError as exc:  # e.g. a training fold without any PCOS-graded patient
+        skipped = f"severity head not cross-validated: {exc}"
+        return {**targets.describe(), "skipped": skipped}, None
     risk = presence["risk"].reindex(index).to_numpy(dtype="float64")
     decision = pd.array([pd.NA if np.isnan(r) else r >= threshold for r in risk], dtype="boolean")
     combined = severity_columns(given_oof, risk, decision, targets.levels, pcos_levels)

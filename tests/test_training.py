@@ -216,3 +216,4 @@ def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
     assert tested["presence_agreement"]["contradictions"] == 0
     card = (run / "evaluation" / "model_card.md").read_text()
     assert "Severity grade" in card and "never disagree" in card
+    assert "| Tabular branch | XGBoost" in card and "guideline rotterdam-2003" in card

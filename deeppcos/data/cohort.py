@@ -420,18 +420,16 @@ def _resolve_conflicting_copies(
     if images.empty or "sha256" not in images or "label" not in cohort.patients:
         return images
     labels = _image_labels(cohort, images)
-    known = images[labels.notna()]
-    per_hash = labels[labels.notna()].groupby(known["sha256"]).nunique()
-    conflicting = images["sha256"].isin(per_hash[per_hash > 1].index) & labels.notna()
+    # One copy = one file and frame: the frames of a clip are different images.
+    frame = images["frame"].astype("string").fillna("") if "frame" in images else ""
+    copy = images["sha256"].astype("string") + "#" + frame
+    per_copy = labels[labels.notna()].groupby(copy[labels.notna()]).nunique()
+    conflicting = copy.isin(per_copy[per_copy > 1].index) & labels.notna()
     if not conflicting.any():
         return images
     for row, record in images[conflicting].iterrows():
-        others = images.loc[
-            conflicting
-            & (images["sha256"] == record["sha256"])
-            & (images["path"] != record["path"]),
-            "image_id",
-        ]
+        same = conflicting & (copy == copy[row]) & (images["image_id"] != record["image_id"])
+        others = images.loc[same, "image_id"]
         message = f"byte-identical to {', '.join(map(str, others.head(3)))} with the opposite label"
         if rule == "exclude":
             message += "; every copy left out (images.conflicting_copies: exclude)"

@@ -88,9 +88,10 @@ class GlobalExplanation:
             "patients": len(self.explained.predictions),
             "scored": len(shares),
             "modalities": {str(k): int(v) for k, v in routes.items()},
+            # None, not NaN (invalid JSON), for a modality the run or its patients lack.
             "mean_abs_logit": {
-                "ultrasound": float(shares[ULTRASOUND].abs().mean()),
-                "tabular": float(shares["tabular"].abs().mean()),
+                name: _finite(shares[column].abs().mean())
+                for name, column in (("ultrasound", ULTRASOUND), ("tabular", "tabular"))
             },
             "ultrasound_fraction": {
                 "median": float(fraction.median()) if len(fraction) else None,
@@ -281,3 +282,8 @@ def _dependence(branch: shap.Explanation, column: int, path: Path) -> Path:
     finally:
         plt.close(figure)
     return path
+
+
+def _finite(value: Any) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None

@@ -125,6 +125,8 @@ def with_no_disease_level(targets: SeverityTargets, labels: pd.Series) -> Severi
     grades = targets.grades
     negatives = grades[labels.reindex(grades.index).eq(0).fillna(False)].dropna()
     if negatives.empty:
+        if targets.levels[0] == "none":
+            return targets  # "none" already means no PCOS; those patients are just ungraded
         if "none" in targets.levels:
             raise SchemaError(
                 f"severity grades {targets.levels}: no patient without PCOS is graded, yet a "

@@ -168,20 +168,13 @@ class LateFusion:
 
     def save(self, folder: Path | str) -> Path:
         """Write ``late_fusion.json`` into ``folder``; return the folder."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1) + "\n"
-        (folder / META_FILE).write_text(text, encoding="utf-8")
-        return folder
+        write_json(Path(folder) / META_FILE, self.to_dict())
+        return Path(folder)
 
     @classmethod
     def load(cls, folder: Path | str) -> LateFusion:
         """Load what :meth:`save` wrote (plain JSON)."""
-        path = Path(folder) / META_FILE
-        try:
-            return cls.from_dict(read_json(path, "LateFusion.save()"))
-        except SchemaError as exc:
-            raise DataFileError(f"{path}: {exc}") from exc
+        return load_json(Path(folder) / META_FILE, cls.from_dict, "LateFusion.save()")
 
 
 # --- second-level cross-validation --------------------------------------------------------------
@@ -340,6 +333,20 @@ def check_format(data: Any, expected: str, version: int, what: str) -> None:
         raise SchemaError(
             f"{what} format version {data.get('format_version')!r}; this deeppcos reads {version}"
         )
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write a model's parameters as indented JSON (its folder made when missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def load_json(path: Path, from_dict: Callable[[Any], Any], writer: str) -> Any:
+    """``from_dict`` of the JSON at ``path``; a bad file is a DataFileError naming it."""
+    try:
+        return from_dict(read_json(path, writer))
+    except SchemaError as exc:
+        raise DataFileError(f"{path}: {exc}") from exc
 
 
 def read_json(path: Path, writer: str) -> Any:

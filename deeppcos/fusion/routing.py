@@ -33,7 +33,6 @@ counts); no pickle.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +42,15 @@ import numpy as np
 import pandas as pd
 
 import deeppcos
-from deeppcos.exceptions import DataFileError, SchemaError
+from deeppcos.exceptions import SchemaError
 from deeppcos.fusion.calibration import Calibrator, choose_calibrator
-from deeppcos.fusion.late import MODALITIES, check_format, modality_label, read_json
+from deeppcos.fusion.late import (
+    MODALITIES,
+    check_format,
+    load_json,
+    modality_label,
+    write_json,
+)
 
 __all__ = [
     "NONE",
@@ -230,19 +235,13 @@ class Router:
             raise SchemaError(f"invalid routing parameters: {exc!r}") from exc
 
     def save(self, folder: Path | str) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / ROUTES_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        path = Path(folder) / ROUTES_FILE
+        write_json(path, self.to_dict())
         return path
 
     @classmethod
     def load(cls, folder: Path | str) -> Router:
-        path = Path(folder) / ROUTES_FILE
-        try:
-            return cls.from_dict(read_json(path, "deeppcos train"))
-        except SchemaError as exc:
-            raise DataFileError(f"{path}: {exc}") from exc
+        return load_json(Path(folder) / ROUTES_FILE, cls.from_dict, "deeppcos train")
 
 
 def _route_model(scorer: str, labels: np.ndarray, p: np.ndarray, seed: int) -> RouteModel:

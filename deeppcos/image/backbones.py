@@ -233,11 +233,9 @@ def ensure_imagenet_weights(spec: BackboneSpec, width: float = 1.0) -> Path:
 
 def weights_sha256(path: Path) -> str:
     """The SHA-256 of a weights file: what a cache of embeddings is keyed by."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from deeppcos.data.imageio import file_sha256
+
+    return file_sha256(path)
 
 
 def resolve_weights(backbone: str, weights: str | None, width: float = 1.0) -> Path | None:
@@ -294,18 +292,23 @@ def _load_local_weights(backbone: keras.Model, path: Path, spec: BackboneSpec) -
 
 
 def _weights_layout(path: Path) -> str:
-    """"keras2" (a ``layer_names`` attribute), "keras3" (``layers``/``vars`` groups), "not hdf5"
-    or "unknown"."""
+    """The file's layout: "keras2" (a ``layer_names`` attribute), "keras3" (``layers``/``vars``
+    groups), "not hdf5" or "unknown"."""
     import h5py
 
     with path.open("rb") as handle:
         if handle.read(8) != b"\x89HDF\r\n\x1a\n":
             return "not hdf5"
-    with h5py.File(path, "r") as handle:
-        if "layer_names" in handle.attrs:
-            return "keras2"
-        if "layers" in handle or "vars" in handle:
-            return "keras3"
+    try:
+        with h5py.File(path, "r") as handle:
+            if "layer_names" in handle.attrs:
+                return "keras2"
+            if "layers" in handle or "vars" in handle:
+                return "keras3"
+    except OSError as exc:  # a truncated download, a damaged file
+        raise ConfigError(
+            f"{str(path)!r} is an HDF5 file that cannot be read ({exc}); download or copy it again"
+        ) from None
     return "unknown"
 
 

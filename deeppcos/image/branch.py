@@ -121,6 +121,7 @@ class ImageBranch:
         self.mixed_precision_ = backbones.gpu_available()
         strategy = backbones.training_strategy()
         self.replicas_ = strategy.num_replicas_in_sync if strategy is not None else 1
+
         def scope() -> Any:  # a context manager serves one ``with``: a fresh one each time
             return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
@@ -213,12 +214,16 @@ class ImageBranch:
         source = backbones.resolve_weights(p.backbone, p.weights, p.width)
         if source is None or not p.frozen:
             raise DeepPCOSError("embedding keys are for frozen mode with pretrained weights")
+        import deeppcos
+
         return frozen.EmbeddingKey(
             backbone=p.backbone,
             width=p.width,
             weights_sha256=backbones.weights_sha256(source),
             preprocess=self.preprocess_config.model_dump_json(),
             tta=p.tta,
+            deeppcos_version=deeppcos.__version__,
+            keras_version=_keras_version(),
         )
 
     def embedding_cache(self) -> Any:
@@ -226,7 +231,9 @@ class ImageBranch:
         from deeppcos.image import frozen
 
         return frozen.EmbeddingCache(
-            frozen.cache_root(self.params.embedding_cache), self.embedding_key_
+            frozen.cache_root(self.params.embedding_cache),
+            self.embedding_key_,
+            writable=getattr(self, "cache_writes", True),
         )
 
     def _embed(self, table: ImageTable, progress: Progress | None = None) -> np.ndarray:
@@ -545,6 +552,9 @@ class ImageBranch:
         branch.replicas_ = int(meta.get("replicas", 1))
         branch.history_ = meta.get("history", {})
         branch._inference = None
+        # A loaded branch reads the embedding cache but never writes it: predicting or serving
+        # new patients leaves nothing of their images on disk.
+        branch.cache_writes = False
         if branch.params.frozen:
             from deeppcos.image.frozen import EmbeddingKey
 

@@ -9,7 +9,8 @@ and image tuning becomes affordable on a CPU.
 **The cache** (:class:`EmbeddingCache`): one ``.npy`` vector per image under
 ``<root>/embeddings/<key>/<sha[:2]>/<sha>[-f<frame>].npy``. The key (:class:`EmbeddingKey`)
 covers everything that changes a vector: the backbone, its width, the SHA-256 of its weights
-file, the preprocessing (size, channels, crop, letterbox, …) and the test-time augmentation;
+file, the preprocessing (size, channels, crop, letterbox, …), the test-time augmentation and
+the deeppcos and Keras versions that compute it;
 the image is named by the SHA-256 of its file (found when the cohort is loaded), so a copied or
 renamed file is a cache hit and an edited one a miss. Writes go to a temporary file renamed
 into place, so concurrent workers never leave a half-written vector. ``key.json`` in each
@@ -37,6 +38,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -82,6 +84,10 @@ class EmbeddingKey:
     weights_sha256: str
     preprocess: str  # PreprocessConfig as JSON (size, channels, crop, letterbox, …)
     tta: int
+    # The code that computes a vector: another deeppcos (its preprocessing) or Keras (its
+    # layers) is another key, so an upgrade never reads vectors made the old way.
+    deeppcos_version: str = ""
+    keras_version: str = ""
 
     def digest(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True)
@@ -94,9 +100,10 @@ class EmbeddingKey:
 class EmbeddingCache:
     """One folder of vectors for one :class:`EmbeddingKey` (see the module notes)."""
 
-    def __init__(self, root: Path, key: EmbeddingKey) -> None:
+    def __init__(self, root: Path, key: EmbeddingKey, *, writable: bool = True) -> None:
         self.key = key
         self.folder = Path(root) / "embeddings" / key.digest()
+        self.writable = writable
 
     def _path(self, image: str) -> Path:
         return self.folder / image[:2] / f"{image}.npy"
@@ -110,7 +117,23 @@ class EmbeddingCache:
         return out
 
     def store(self, images: Sequence[str | None], vectors: np.ndarray) -> None:
-        """Write each vector atomically (a temporary file renamed into place)."""
+        """Write each vector atomically (a temporary file renamed into place). A read-only cache
+        writes nothing; a folder that cannot be written is a warning, not a failure: the
+        vectors were computed and are returned all the same."""
+        if not self.writable:
+            return
+        try:
+            self._write(images, vectors)
+        except OSError as exc:
+            self.writable = False
+            warnings.warn(
+                f"embedding cache {self.folder} cannot be written ({exc}); continuing without "
+                "caching",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _write(self, images: Sequence[str | None], vectors: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = self.folder / "key.json"
         if not meta.is_file():
@@ -375,11 +398,13 @@ def precompute(
         start = time.perf_counter()  # workers build their model inside their first task
         try:
             workers = max(1, len(own.scheduler_info(n_workers=-1).get("workers", {})))
-            source = resolve_weights(params.backbone, params.weights, params.width)
+            resolve_weights(params.backbone, params.weights, params.width)  # fail here, not there
+            # The setting itself ('imagenet' or a path), as the branch builds it: Keras adds
+            # layers to some backbones (EfficientNet's rescaling) only when it loads 'imagenet'.
             model = {
                 "backbone": params.backbone,
                 "width": params.width,
-                "weights": str(source),
+                "weights": params.weights,
                 "image_size": params.image_size,
                 "tta": params.tta,
             }

@@ -106,6 +106,11 @@ class ImageParams(BaseModel):
                 f"mode {self.mode!r} needs pretrained weights ('imagenet' or a file); with "
                 "weights: null use mode: scratch"
             )
+        if self.tta != 1 and self.mode != "frozen":
+            raise ValueError(
+                f"tta (views averaged per embedding) applies to mode 'frozen' only; got tta "
+                f"{self.tta} with mode {self.mode!r}"
+            )
         if self.mode == "scratch" and self.weights is not None:
             raise ValueError(
                 "mode 'scratch' trains from random weights; drop 'weights' or use mode "

@@ -71,9 +71,12 @@ def test_grades_without_a_no_disease_level_get_one() -> None:
     extended = with_no_disease_level(targets, labels)
     assert extended.levels == ["none", *levels]
     assert extended.grades.tolist()[0] == "mild" and pd.isna(extended.grades.iloc[1])
-    # Already starting with "no PCOS": unchanged.
+    # Already starting with "no PCOS": unchanged, whether or not those patients are graded.
     same = _targets(["none", "mild"])
     assert with_no_disease_level(same, pd.Series([0, 1], index=same.grades.index)) is same
+    ungraded = _targets([None, "mild"])
+    labels = pd.Series([0, 1], index=ungraded.grades.index)
+    assert with_no_disease_level(ungraded, labels) is ungraded
     # Patients without PCOS mostly holding another grade: not presence plus severity.
     odd = _targets(["severe", "severe", "mild"], levels)
     with pytest.raises(SchemaError, match="lowest grade must mean"):

@@ -136,6 +136,8 @@ def test_parameters_of_the_modes_are_checked() -> None:
         ImageParams(backbone="mobilenet", weights="imagenet", mode="scratch")
     with pytest.raises(ValueError, match="no width multiplier"):
         ImageParams(backbone="efficientnetb0", width=0.5)
+    with pytest.raises(ValueError, match="applies to mode 'frozen' only"):
+        _mobilenet(tta=2)
 
 
 def test_two_phase_finetuning_grad_cam_and_reloading_without_the_file(
@@ -199,11 +201,23 @@ def test_frozen_mode_embeds_each_image_once(
         .embedding_key_,
     )
     assert other.folder != cache.folder
-    # Saved and loaded, it predicts the same, through the same cache.
+    # Saved and loaded, it predicts the same, through the same cache, which it only reads:
+    # scoring new patients leaves nothing of their images on disk.
     loaded = ImageBranch.load(branch.save(tmp_path / "saved"))
     np.testing.assert_array_equal(
         loaded.predict_proba(cohort, held_out), branch.predict_proba(cohort, held_out)
     )
+    assert not loaded.embedding_cache().writable
+    loaded.params = loaded.params.model_copy(update={"embedding_cache": str(tmp_path / "new")})
+    loaded.predict_proba(cohort, held_out)
+    assert not (tmp_path / "new").exists()
+    # A cache folder that cannot be written costs the caching, not the prediction.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would go")
+    branch.params = branch.params.model_copy(update={"embedding_cache": str(blocked)})
+    with pytest.warns(RuntimeWarning, match="cannot be written"):
+        p_blocked = branch.predict_proba(cohort, held_out)
+    np.testing.assert_array_equal(p_blocked, loaded.predict_proba(cohort, held_out))
 
 
 def _pixels(branch: ImageBranch, table: Any) -> np.ndarray:
