@@ -215,7 +215,7 @@ class PatientExplanation:
         }
         if self.modalities not in kinds:
             return "no prediction: neither laboratory data nor images"
-        text = f"{kinds[self.modalities]}, scored by {self.scored_by}"
+        text = f"{kinds[self.modalities]} — {self.scored_by}"
         if self.modalities == "tabular" and "image" in self.model_card.get("routes", {}):
             text += " (no images: the missing scan is not used as evidence)"
         if self.modalities == "image" and "tabular" in self.model_card.get("routes", {}):
