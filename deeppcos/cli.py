@@ -950,10 +950,29 @@ def serve(
     max_request_mb: Annotated[
         float, typer.Option(min=0.001, help="largest request body accepted (413 beyond)")
     ] = 32.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="worker processes, each with its own copy of the model (about one per core)"
+        ),
+    ] = 1,
+    max_explained_patients: Annotated[
+        int, typer.Option(min=1, help="patients one explain: true request may ask for")
+    ] = 20,
 ) -> None:
-    """Serve a run over HTTP (FastAPI): /health, /model, /predict; OpenAPI at /docs."""
+    """Serve a run over HTTP (FastAPI): /health, /model, /predict; OpenAPI at /docs.
+
+    Concurrent requests are scored together (micro-batching); explanations run on their own
+    copy of the model, so a long one does not hold up predictions.
+    """
     from deeppcos.exceptions import ConfigError
-    from deeppcos.serve import ServiceLimits, create_app, resolve_api_key
+    from deeppcos.serve import (
+        SERVE_SETTINGS_ENV,
+        ServiceLimits,
+        create_app,
+        resolve_api_key,
+        serve_settings,
+    )
 
     try:
         key = resolve_api_key(host, api_key_env)
@@ -961,13 +980,32 @@ def serve(
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     with _errors_as_messages():
-        limits = ServiceLimits(max_request_bytes=int(max_request_mb * (1 << 20)))
+        limits = ServiceLimits(
+            max_request_bytes=int(max_request_mb * (1 << 20)),
+            max_explained_patients=max_explained_patients,
+        )
+        # Built here even with several workers: a broken run fails now, not in each worker.
         application = create_app(run, api_key=key, limits=limits)
     import uvicorn
 
-    auth = "an API key (X-API-Key)" if key else "no API key (loopback only)"
-    err_console.print(f"serving {run} on http://{host}:{port} with {auth}; docs at /docs")
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    auth = "an API key (X-API-Key, also for /docs)" if key else "no API key (loopback only)"
+    processes = f" in {workers} worker processes" if workers > 1 else ""
+    err_console.print(
+        f"serving {run} on http://{host}:{port}{processes} with {auth}; docs at /docs"
+    )
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning"}
+    if workers == 1:
+        uvicorn.run(application, access_log=False, **options)
+        return
+    del application
+    os.environ[SERVE_SETTINGS_ENV] = serve_settings(run, host, api_key_env, limits)
+    uvicorn.run(
+        "deeppcos.serve:app_from_environment",
+        factory=True,
+        workers=workers,
+        access_log=False,
+        **options,
+    )
 
 
 # --- explain ---------------------------------------------------------------------------------

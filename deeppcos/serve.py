@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import ipaddress
 import json
@@ -36,24 +37,29 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from deeppcos.batch import model_inputs
 from deeppcos.data.catalog import CATALOG
 from deeppcos.data.imageio import sniff_format
 from deeppcos.data.report import LoadReport
 from deeppcos.exceptions import ConfigError, DeepPCOSError
+from deeppcos.microbatch import MicroBatcher
 from deeppcos.predictor import given_pcos
 
-__all__ = ["ServiceLimits", "create_app", "resolve_api_key"]
+__all__ = ["ServiceLimits", "app_from_environment", "create_app", "resolve_api_key"]
 
 API_KEY_HEADER = "X-API-Key"
 DEFAULT_API_KEY_ENV = "DEEPPCOS_API_KEY"
@@ -70,6 +76,12 @@ class ServiceLimits(BaseModel):
     max_images_per_patient: int = Field(8, ge=0)
     max_patients: int = Field(1000, ge=1)
     max_pixels: int = Field(40_000_000, gt=0)
+    max_explained_patients: int = Field(
+        20, ge=1, description="patients one explain: true request may ask for"
+    )
+    batch_wait_ms: float = Field(
+        2.0, ge=0, description="longest wait for requests on their way into a shared batch"
+    )
 
 
 # --- request and response models --------------------------------------------------------------
@@ -82,7 +94,13 @@ class ImageIn(BaseModel):
     side: Literal["left", "right"] | None = Field(None, description="which ovary, if known")
 
 
-FeatureValue = Annotated[float, Field(allow_inf_nan=False)]
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read true as 1.0: a unit error in waiting
+        raise ValueError("a boolean is not a measurement; send the number in the catalog's unit")
+    return value
+
+
+FeatureValue = Annotated[float, BeforeValidator(_not_a_boolean), Field(allow_inf_nan=False)]
 
 
 class PatientIn(BaseModel):
@@ -239,11 +257,59 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+# --- the key check, before anything else -----------------------------------------------------
+
+
+class ApiKeyGate:
+    """ASGI middleware: with a key configured, every path but ``/health`` answers 401 to a
+    request without the right ``X-API-Key`` — before its body is read or parsed, and for the
+    OpenAPI pages too (``/docs``, ``/openapi.json``: fetch them with the header)."""
+
+    OPEN_PATHS = frozenset({"/health"})
+
+    def __init__(self, app: Any, api_key: str | None) -> None:
+        self.app = app
+        self.key = None if api_key is None else api_key.encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.key is None or scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", [])).get(API_KEY_HEADER.lower().encode())
+        if given is not None and hmac.compare_digest(given, self.key):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": f"missing or wrong {API_KEY_HEADER} header"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float spelled as JSON can carry it ("NaN", "Infinity",
+    "-Infinity"): a validation error echoes the input, and NaN is not JSON."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 # --- the app ----------------------------------------------------------------------------------
 
 
 class _Service:
-    """What the endpoints share: the predictor (loaded once) and a lock around it."""
+    """What the endpoints share: the predictor (loaded once), scored from one thread through a
+    micro-batcher, and a second copy of it for explanations behind its own lock — Keras and
+    XGBoost models are not promised thread-safe, and a long explanation must not hold up the
+    short predictions queued behind it."""
 
     def __init__(self, run: Path, limits: ServiceLimits) -> None:
         from deeppcos.predictor import load_run
@@ -252,10 +318,30 @@ class _Service:
         self.limits = limits
         self.predictor = load_run(run)
         self.record = self.predictor.record
-        self.lock = threading.Lock()  # Keras and XGBoost models are not promised thread-safe
         self.features: list[str] = model_inputs(self.predictor)
         self.uses_images = "image" in self.predictor.branches
+        self.batcher: MicroBatcher[Any, pd.DataFrame] = MicroBatcher(
+            self._score_batch, max_wait_s=limits.batch_wait_ms / 1000
+        )
+        self.explain_lock = threading.Lock()
+        self._explaining: Any = None  # the explanations' predictor, loaded at first use
         self.started = time.time()
+
+    def explaining_predictor(self) -> Any:
+        """Call with ``explain_lock`` held."""
+        if self._explaining is None:
+            from deeppcos.predictor import load_run
+
+            self._explaining = load_run(self.run)
+        return self._explaining
+
+    def _score_batch(self, cohorts: Sequence[Any]) -> list[pd.DataFrame]:
+        """Every request's predictions from one model call (on the batcher's thread)."""
+        if len(cohorts) == 1:
+            return [self.predictor.predict(cohorts[0])]
+        merged, parts = merge_cohorts(cohorts, self.features)
+        predictions = self.predictor.predict(merged)
+        return split_predictions(predictions, parts)
 
     @property
     def name(self) -> str:
@@ -275,6 +361,7 @@ def create_app(
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=service.limits.max_request_bytes)
+    app.add_middleware(ApiKeyGate, api_key=api_key)  # added last: runs first
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
     # A default, not an Annotated hint: hints are strings here (postponed annotations) and
@@ -284,6 +371,12 @@ def create_app(
             return
         if key is None or not hmac.compare_digest(key.encode(), api_key.encode()):
             raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))}
+        )
 
     @app.exception_handler(DeepPCOSError)
     async def _deeppcos_error(request: Request, exc: DeepPCOSError) -> JSONResponse:
@@ -305,6 +398,30 @@ def create_app(
         return _predict(service, request)
 
     return app
+
+
+SERVE_SETTINGS_ENV = "DEEPPCOS_SERVE_SETTINGS"
+
+
+def serve_settings(run: Path, host: str, api_key_env: str | None, limits: ServiceLimits) -> str:
+    """What a worker process needs to build the app, as JSON (never the key itself: each
+    worker reads it from the same environment variable)."""
+    return json.dumps(
+        {
+            "run": str(Path(run).resolve()),
+            "host": host,
+            "api_key_env": api_key_env,
+            "limits": limits.model_dump(),
+        }
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's app factory for ``deeppcos serve --workers N``: each worker process loads the
+    run itself, from the settings in ``$DEEPPCOS_SERVE_SETTINGS``."""
+    settings = json.loads(os.environ[SERVE_SETTINGS_ENV])
+    key = resolve_api_key(settings["host"], settings["api_key_env"])
+    return create_app(settings["run"], api_key=key, limits=ServiceLimits(**settings["limits"]))
 
 
 # --- /model -----------------------------------------------------------------------------------
@@ -423,28 +540,98 @@ def _unprocessable(loc: list[Any], message: str, kind: str = "value_error") -> H
 
 
 def _predict(service: _Service, request: PredictRequest) -> PredictResponse:
-    explainer = _explainer() if request.explain else None
-    with tempfile.TemporaryDirectory(prefix="deeppcos-request-") as folder:
-        if request.fhir is not None:
-            cohort = _fhir_cohort(service, request)
-        else:
-            cohort = _json_cohort(service, request.patients or [], Path(folder))
-        with service.lock:
-            predictions = service.predictor.predict(cohort)
-            explanations = (
-                {
-                    pid: explainer(service.predictor, cohort, pid)
-                    for pid in predictions["patient_id"]
-                }
-                if explainer is not None
-                else {}
+    if request.explain:
+        return _predict_explained(service, request)
+    with service.batcher.arrival() as arrival, ExitStack() as stack:
+        cohort = _request_cohort(service, request, stack)
+        predictions = arrival.submit(cohort, size=len(cohort.patients))
+    return _response(service, predictions, {}, cohort)
+
+
+def _predict_explained(service: _Service, request: PredictRequest) -> PredictResponse:
+    """Explanations take seconds per patient: they run on their own copy of the model, one
+    request at a time, and a request may ask for at most ``max_explained_patients``."""
+    explainer = _explainer()
+    limit = service.limits.max_explained_patients
+    with ExitStack() as stack:
+        cohort = _request_cohort(service, request, stack)
+        if len(cohort.patients) > limit:
+            raise _unprocessable(
+                ["explain"],
+                f"explanations for at most {limit} patients per request; this one has "
+                f"{len(cohort.patients)} (send explain: false for predictions alone, or split "
+                "the patients over several requests)",
             )
+        with service.explain_lock:
+            predictor = service.explaining_predictor()
+            predictions = predictor.predict(cohort)
+            explanations = {
+                pid: explainer(predictor, cohort, pid) for pid in predictions["patient_id"]
+            }
+    return _response(service, predictions, explanations, cohort)
+
+
+def _request_cohort(service: _Service, request: PredictRequest, stack: ExitStack):  # -> Cohort
+    """The request's patients as a cohort; a temporary folder for its images, when it has
+    any, lives as long as ``stack``."""
+    if request.fhir is not None:
+        return _fhir_cohort(service, request)
+    patients = request.patients or []
+    folder = None
+    if any(p.images for p in patients):
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deeppcos-request-")))
+    return _json_cohort(service, patients, folder)
+
+
+def _response(
+    service: _Service, predictions: pd.DataFrame, explanations: dict[str, Any], cohort: Any
+) -> PredictResponse:
     return PredictResponse(
         run=service.name,
         threshold=float(service.predictor.threshold),
-        predictions=[_prediction(row, explanations) for _, row in predictions.iterrows()],
+        predictions=[_prediction(row, explanations) for row in predictions.to_dict("records")],
         report=[_entry(e) for e in cohort.report],
     )
+
+
+def merge_cohorts(cohorts: Sequence[Any], features: list[str]) -> tuple[Any, list[list[str]]]:
+    """One cohort of every request's patients, for one model call, and each request's ids.
+
+    Two requests may use the same patient id: inside the batch each id is prefixed with its
+    request's position (``"3/P-1"``), and :func:`split_predictions` restores it.
+    """
+    from deeppcos.data.cohort import Cohort
+    from deeppcos.data.report import LoadReport
+
+    tables, images, parts = [], [], []
+    for k, cohort in enumerate(cohorts):
+        prefix = f"{k}/"
+        table = cohort.patients.reindex(columns=["patient_id", *features])
+        table["patient_id"] = prefix + table["patient_id"].astype(str)
+        tables.append(table)
+        if len(cohort.images):
+            own = cohort.images.copy()
+            own["patient_id"] = prefix + own["patient_id"].astype(str)
+            own["image_id"] = prefix + own["image_id"].astype(str)
+            images.append(own)
+        parts.append(list(cohort.patients["patient_id"].astype(str)))
+    patients = pd.concat(tables, ignore_index=True)
+    image_table = (
+        pd.concat(images, ignore_index=True) if images else cohorts[0].images.iloc[0:0].copy()
+    )
+    merged = Cohort(cohorts[0].spec, patients, image_table, list(features), LoadReport())
+    return merged, parts
+
+
+def split_predictions(predictions: pd.DataFrame, parts: list[list[str]]) -> list[pd.DataFrame]:
+    """Each request's rows of a merged prediction, in its own order, under its own ids."""
+    out, start = [], 0
+    for ids in parts:
+        own = predictions.iloc[start : start + len(ids)].copy()
+        own["patient_id"] = ids
+        out.append(own.reset_index(drop=True))
+        start += len(ids)
+    return out
 
 
 def _explainer() -> Any:
@@ -496,11 +683,10 @@ def _path(path: str) -> list[str | int]:
     return parts
 
 
-def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path):  # -> Cohort
+def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path | None):  # -> Cohort
     """The request's patients as a cohort: the values are numbers already (validated by the
     request model), so only ids and the catalog's plausible ranges are checked here."""
     from deeppcos.data.cohort import Cohort, attach_images, empty_images_table
-    from deeppcos.data.spec import spec_from_dict
     from deeppcos.data.tables import check_ranges
 
     limits = service.limits
@@ -517,19 +703,52 @@ def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path):  #
     frame.index = pd.RangeIndex(0, len(frame), name="row")  # row i = patients[i]
     report = LoadReport()
     check_ranges(frame, report, "request", "null", _outside(values, columns))
-    spec = spec_from_dict(
-        {
-            "name": "request",
-            "patients": {"label_column": None, "feature_columns": columns},
-            "images": {"max_pixels": limits.max_pixels},
-        }
+    _report_unused(service, given, report)
+    cohort = Cohort(
+        _request_spec(limits.max_pixels, tuple(columns)),
+        frame,
+        empty_images_table(),
+        columns,
+        report,
     )
-    cohort = Cohort(spec, frame, empty_images_table(), columns, report)
-    images, where = _images(patients, folder, limits)
+    images, where = _images(patients, folder, limits) if folder is not None else (None, {})
     if images is not None:
         cohort = attach_images(cohort, images, file="request")
         _refuse_bad_images(cohort.report, where)
     return cohort
+
+
+@functools.lru_cache(maxsize=64)
+def _request_spec(max_pixels: int, columns: tuple[str, ...]):  # -> CohortSpec
+    """The spec of a request cohort (cached: most requests send the same features)."""
+    from deeppcos.data.spec import spec_from_dict
+
+    return spec_from_dict(
+        {
+            "name": "request",
+            "patients": {"label_column": None, "feature_columns": list(columns)},
+            "images": {"max_pixels": max_pixels},
+        }
+    )
+
+
+def _report_unused(service: _Service, given: list[str], report: LoadReport) -> None:
+    """A catalog feature the model does not use is accepted, and said to be unused."""
+    from deeppcos.tabular.features import DERIVED_BY_NAME
+
+    used = set(service.features)
+    for name in service.features:
+        derived = DERIVED_BY_NAME.get(name)
+        used.update(derived.parts if derived else ())
+    unused = sorted(set(given) - used)
+    if unused:
+        report.add(
+            "warning",
+            "dropped_column",
+            f"{len(unused)} feature(s) sent are not inputs of this model and did not affect "
+            f"the predictions: {', '.join(unused)}",
+            file="request",
+        )
 
 
 def _outside(values: np.ndarray, columns: list[str]) -> list[str]:
@@ -633,7 +852,7 @@ def _number(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _prediction(row: pd.Series, explanations: dict[str, Any]) -> PredictionOut:
+def _prediction(row: dict[str, Any], explanations: dict[str, Any]) -> PredictionOut:
     grades = {
         str(k).removeprefix("p_severity_"): _number(v)
         for k, v in row.items()

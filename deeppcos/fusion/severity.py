@@ -351,7 +351,9 @@ def _as_matrix(
         if bad:
             raise SchemaError(f"X columns must be numeric; not numeric: {bad}")
         found_names: list[str] | None = [str(c) for c in X.columns]
-        matrix = X.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+        # to_numpy maps pandas' NA to NaN itself: no per-column astype (most of a small
+        # prediction's cost).
+        matrix = X.to_numpy(dtype="float64", na_value=np.nan)
     else:
         found_names = None
         try:

@@ -465,6 +465,8 @@ class ImageBranch:
         without images. Indexed by patient_id in the given order (all patients when None)."""
         self._check_fitted()
         ids = _ids(cohort, patient_ids)
+        if cohort.images.empty:  # nothing to read (a labs-only request): skip the pipeline
+            return self._without_images(ids)
         table = self._images(cohort, ids)
         probability, embedding = self._forward(table)
         per_image = pd.DataFrame(embedding.astype(float), columns=_emb_columns(embedding.shape[1]))
@@ -473,6 +475,18 @@ class ImageBranch:
         mean = per_image.groupby("patient_id", sort=False).mean().reindex(ids)
         mean.index = pd.Index(ids, name="patient_id")
         return mean["p_image"].astype(float), mean.drop(columns="p_image")
+
+    def embedding_width(self) -> int:
+        """The length of one image's embedding."""
+        if self.params.frozen:  # the head reads the backbone's pooled features
+            return int(self.model_.get_layer(OUTPUT_LAYER).get_weights()[0].shape[0])
+        return int(self._inference_model().outputs[1].shape[-1])
+
+    def _without_images(self, ids: list[str]) -> tuple[pd.Series, pd.DataFrame]:
+        index = pd.Index(ids, name="patient_id")
+        width = self.embedding_width()
+        embedding = pd.DataFrame(np.nan, index=index, columns=_emb_columns(width))
+        return pd.Series(np.nan, index=index, name="p_image"), embedding
 
     def predict_proba(self, cohort: Cohort, patient_ids: Sequence[str] | None = None) -> pd.Series:
         """P(label = 1) per patient, indexed by patient_id in the given order (all patients when

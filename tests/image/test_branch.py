@@ -69,6 +69,12 @@ def test_patient_without_images_gets_nan(fitted: ImageBranch, cohort: Cohort, sp
     assert embedding.loc[probability.notna().to_numpy()].notna().all().all()
     empty = fitted.predict_proba(lacking, [held[0]])
     assert empty.isna().all() and len(empty) == 1
+    # A cohort with no images at all (a labs-only request) skips the image pipeline and
+    # answers in the same shape.
+    no_images = replace(cohort, images=cohort.images.iloc[0:0])
+    p_image, emb = fitted.predict_patients(no_images, held)
+    assert p_image.isna().all() and p_image.name == "p_image" and list(p_image.index) == held
+    assert list(emb.columns) == list(embedding.columns) and emb.isna().all().all()
 
 
 def test_image_embeddings_average_to_transform(

@@ -211,7 +211,8 @@ def test_api_key_is_required_when_configured(tabular_run: Path) -> None:
     assert keyed.get("/model", headers={"X-API-Key": "wrong" * 5}).status_code == 401
     assert keyed.get("/model", headers={"X-API-Key": KEY}).status_code == 200
     assert keyed.post("/predict", json={"patients": [{"patient_id": "a"}]}).status_code == 401
-    security = keyed.get("/openapi.json").json()["components"]["securitySchemes"]
+    schema = keyed.get("/openapi.json", headers={"X-API-Key": KEY}).json()
+    security = schema["components"]["securitySchemes"]
     assert any(s.get("name") == "X-API-Key" for s in security.values())
 
 
@@ -284,7 +285,9 @@ def test_live_server_answers_with_the_key_only(live: str, tabular_run: Path) -> 
         bundle = json.loads(FHIR_EXAMPLE.read_text())
         fhir = http.post("/predict", json={"fhir": bundle}, headers={"X-API-Key": KEY})
         assert [p["patient_id"] for p in fhir.json()["predictions"]] == ["p1", "p2"]
-        assert http.get("/docs").status_code == 200
+        # With a key, the OpenAPI pages need it too.
+        assert http.get("/docs").status_code == 401
+        assert http.get("/openapi.json", headers={"X-API-Key": KEY}).status_code == 200
 
 
 @pytest.mark.slow

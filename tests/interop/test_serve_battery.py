@@ -1,0 +1,201 @@
+"""The service under bad input and load: what a careless or hostile client sends must get a 4xx
+that names the field, never a 500 or a dropped connection; concurrent requests are batched
+without mixing patients up; a long explanation does not hold up short predictions."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from deeppcos.microbatch import MicroBatcher
+from deeppcos.serve import ServiceLimits, create_app, merge_cohorts, split_predictions
+
+KEY = "k" * 24
+
+
+@pytest.fixture(scope="module")
+def client(tabular_run: Path) -> TestClient:
+    return TestClient(create_app(tabular_run), raise_server_exceptions=False)
+
+
+def _features(run: Path) -> tuple[str, dict[str, float]]:
+    table = pd.read_csv(run.parent / "cohort" / "patients.csv").head(1)
+    row = table.drop(columns=["pcos", "severity", "site"]).iloc[0]
+    pid = str(row.pop("patient_id"))
+    return pid, {k: float(v) for k, v in row.items() if pd.notna(v)}
+
+
+# --- numbers JSON cannot carry ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_non_finite_numbers_are_422_naming_the_field(client: TestClient, raw: str) -> None:
+    body = '{"patients": [{"patient_id": "a", "features": {"amh_ng_ml": %s}}]}' % raw
+    response = client.post(
+        "/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]  # the error body is valid JSON (no bare NaN)
+    assert detail[0]["loc"][-1] == "amh_ng_ml"
+    assert "finite" in detail[0]["msg"]
+
+
+def test_non_finite_window_is_422(client: TestClient) -> None:
+    body = '{"fhir": {"resourceType": "Bundle"}, "fhir_window_days": NaN}'
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "fhir_window_days"
+
+
+def test_a_boolean_is_not_a_measurement(client: TestClient) -> None:
+    body = {"patients": [{"patient_id": "a", "features": {"acne": True}}]}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422
+    detail = response.json()["detail"][0]
+    assert detail["loc"][-1] == "acne" and "boolean" in detail["msg"]
+
+
+def test_a_feature_the_model_does_not_use_is_reported(client: TestClient, tabular_run) -> None:
+    pid, features = _features(tabular_run)
+    features.pop("pulse_rate_bpm", None)
+    plain = client.post("/predict", json={"patients": [{"patient_id": pid, "features": features}]})
+    extra = {**features, "pulse_rate_bpm": 72.0}
+    sent = client.post("/predict", json={"patients": [{"patient_id": pid, "features": extra}]})
+    assert sent.status_code == 200
+    notes = [e for e in sent.json()["report"] if e["action"] == "dropped_column"]
+    assert len(notes) == 1 and "pulse_rate_bpm" in notes[0]["message"]
+    assert sent.json()["predictions"] == plain.json()["predictions"]  # and it changed nothing
+
+
+# --- the key, before anything else ------------------------------------------------------------
+
+
+def test_the_key_is_checked_before_the_body_is_read(tabular_run: Path) -> None:
+    keyed = TestClient(create_app(tabular_run, api_key=KEY))
+    broken = keyed.post(
+        "/predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 401  # not 422: an unauthenticated body is never parsed
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert keyed.get(path).status_code == 401, path
+    assert keyed.get("/openapi.json", headers={"X-API-Key": KEY}).status_code == 200
+    assert keyed.get("/health").status_code == 200
+
+
+# --- micro-batching ---------------------------------------------------------------------------
+
+
+def test_a_merged_batch_scores_each_request_as_alone(tabular_run: Path) -> None:
+    """Two requests using the same patient id for different patients get their own rows."""
+    from contextlib import ExitStack
+
+    from deeppcos.serve import PredictRequest, _request_cohort
+
+    app = create_app(tabular_run)
+    service = app.state.service
+    table = pd.read_csv(tabular_run.parent / "cohort" / "patients.csv").head(6)
+    table = table.drop(columns=["pcos", "severity", "site"])
+    requests = []
+    for start in (0, 3):
+        rows = table.iloc[start : start + 3]
+        patients = [
+            {
+                "patient_id": f"P{i}",  # the same ids in both requests
+                "features": {k: float(v) for k, v in row.items() if k != "patient_id" and v == v},
+            }
+            for i, (_, row) in enumerate(rows.iterrows())
+        ]
+        requests.append(PredictRequest.model_validate({"patients": patients}))
+    cohorts = [_request_cohort(service, r, ExitStack()) for r in requests]
+    alone = [service.predictor.predict(c) for c in cohorts]
+    merged, parts = merge_cohorts(cohorts, service.features)
+    together = split_predictions(service.predictor.predict(merged), parts)
+    for own, batched in zip(alone, together, strict=True):
+        pd.testing.assert_frame_equal(own.reset_index(drop=True), batched)
+    assert not np.allclose(alone[0]["risk"], alone[1]["risk"])  # different patients
+
+
+def test_the_batcher_groups_concurrent_jobs_and_isolates_a_failure() -> None:
+    seen: list[list[int]] = []
+    release = threading.Event()
+
+    def score(items):
+        seen.append(list(items))
+        if len(seen) == 1:
+            release.wait(5)  # hold the first batch so the others queue behind it
+        if -1 in items:
+            raise ValueError("bad item")
+        return [i * 10 for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(score, max_wait_s=0.05)
+    results: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        try:
+            results[i] = batcher.submit(i)
+        except ValueError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=call, args=(0,))]
+    threads[0].start()
+    time.sleep(0.2)  # the first job is being scored
+    for i in (1, 2, -1, 3):
+        threads.append(threading.Thread(target=call, args=(i,)))
+        threads[-1].start()
+    time.sleep(0.2)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    batcher.close()
+    assert results[0] == 0 and results[1] == 10 and results[2] == 20 and results[3] == 30
+    assert isinstance(results[-1], ValueError)
+    assert sorted(seen[1]) == [-1, 1, 2, 3]  # the four waiting jobs went in one batch
+    assert [-1] in seen  # which failed, then was scored alone
+
+
+def test_the_scorer_does_not_wait_when_no_request_is_on_its_way() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda items: list(items), max_wait_s=5.0)
+    start = time.perf_counter()
+    assert batcher.submit(7) == 7
+    assert time.perf_counter() - start < 1.0  # not the 5 s bound
+    batcher.close()
+
+
+# --- explanations beside predictions ----------------------------------------------------------
+
+
+def test_explanations_are_limited_per_request(tabular_run: Path) -> None:
+    pytest.importorskip("shap")
+    limited = TestClient(create_app(tabular_run, limits=ServiceLimits(max_explained_patients=1)))
+    pid, features = _features(tabular_run)
+    patients = [
+        {"patient_id": pid, "features": features},
+        {"patient_id": pid + "-b", "features": features},
+    ]
+    response = limited.post("/predict", json={"patients": patients, "explain": True})
+    assert response.status_code == 422
+    assert "at most 1 patients" in json.dumps(response.json())
+    ok = limited.post("/predict", json={"patients": patients})
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 2
+
+
+def test_a_long_explanation_does_not_block_predictions(tabular_run: Path) -> None:
+    pytest.importorskip("shap")
+    app = create_app(tabular_run)
+    service = app.state.service
+    client = TestClient(app)
+    pid, features = _features(tabular_run)
+    body = {"patients": [{"patient_id": pid, "features": features}]}
+    assert client.post("/predict", json=body).status_code == 200
+    with service.explain_lock:  # an explanation in progress, for as long as this block runs
+        start = time.perf_counter()
+        response = client.post("/predict", json=body)
+        waited = time.perf_counter() - start
+    assert response.status_code == 200 and waited < 2.0
