@@ -181,16 +181,19 @@ def embed_table(
     cache: EmbeddingCache | None = None,
     chunk_size: int = 256,
     progress: Progress | None = None,
+    run: Callable[[Any], Any] | None = None,
 ) -> np.ndarray:
     """(n, d) float32 embeddings of the table's images, in order: cached ones read, the rest
-    computed chunk by chunk (and cached). ``progress(done, total)`` counts images."""
+    computed chunk by chunk (and cached). ``progress(done, total)`` counts images. ``run``:
+    the compiled embedder from :func:`view_mean` (built here when not given; a caller that
+    embeds often keeps one, since each new one is traced again)."""
     keys = image_keys(table)
     found = cache.load(keys) if cache is not None else [None] * len(table)
     missing = [k for k, vector in enumerate(found) if vector is None]
     total, done = len(table), len(table) - len(missing)
     if progress:
         progress(done, total)
-    run = _view_mean(embedder, tta)
+    run = run or view_mean(embedder, tta)
     for start in range(0, len(missing), chunk_size):
         rows = missing[start : start + chunk_size]
         vectors = embed_chunk(table.subset(rows), run, cfg, batch_size)
@@ -213,12 +216,12 @@ def embed_chunk(
     from deeppcos.image import pipeline
 
     outputs = [
-        np.asarray(run(batch)) for batch in pipeline.inference_dataset(table, cfg, batch_size)
+        np.asarray(run(batch)) for batch in pipeline.inference_batches(table, cfg, batch_size)
     ]
     return np.concatenate(outputs).astype(np.float32)
 
 
-def _view_mean(embedder: keras.Model, tta: int) -> Callable[[Any], Any]:
+def view_mean(embedder: keras.Model, tta: int) -> Callable[[Any], Any]:
     """A compiled function: the mean embedding over ``tta`` views of a batch."""
     import tensorflow as tf
 
@@ -281,7 +284,7 @@ def _worker_embedder(
 
     model, embedding = build_model(backbone, image_size, weights, width=width)
     embedder = keras.Model(model.input, model.get_layer(embedding).output)
-    return _view_mean(embedder, tta)
+    return view_mean(embedder, tta)
 
 
 def _embed_task(
