@@ -27,6 +27,14 @@ class ImageError(DataFileError):
     """An image cannot be read safely (missing, zero bytes, not an image, corrupt, too large)."""
 
 
+class UnitError(DeepPCOSError, ValueError):
+    """A unit that is not understood, out of range, or not convertible into the one expected.
+
+    Also a ValueError, which it was before it joined this hierarchy, so callers that caught
+    ValueError keep working.
+    """
+
+
 class EmptyCohortError(SchemaError):
     """Nothing usable is left after loading."""
 
@@ -37,3 +45,8 @@ class SplitError(DeepPCOSError):
 
 class RunError(DeepPCOSError):
     """A run folder is missing, incomplete or was written by an incompatible version."""
+
+
+class LogIntegrityError(DataFileError):
+    """An append-only log (the reviewers' feedback log) was altered outside deeppcos: an entry
+    was changed, replaced or removed, so its hash chain no longer matches."""

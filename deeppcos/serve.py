@@ -804,8 +804,8 @@ def _images(
             if kind is None:
                 raise _unprocessable(
                     loc,
-                    f"not an image: the first bytes {content[:8]!r} match no PNG, JPEG, BMP, TIFF "
-                    "or DICOM signature",
+                    f"not an image: no PNG, JPEG, BMP, TIFF or DICOM signature in its "
+                    f"{len(content):,} bytes",  # never echo the bytes of what was sent
                 )
             path = folder / f"p{i}_i{j}{_EXTENSIONS[kind]}"
             path.write_bytes(content)

@@ -174,8 +174,18 @@ def _require_columns(raw: pd.DataFrame, columns: list[str], file: str, role: str
     if missing:
         raise SchemaError(
             f"{file}: the spec's {role} names column(s) {missing} that the table lacks; "
-            f"it has {list(raw.columns)}"
+            f"it has {list(raw.columns)}{_separator_hint(raw)}"
         )
+
+
+def _separator_hint(raw: pd.DataFrame) -> str:
+    """One column whose name holds ';', tab or '|' was read with the wrong separator."""
+    if len(raw.columns) != 1:
+        return ""
+    found = [sep for sep in (";", "\t", "|") if sep in str(raw.columns[0])]
+    if not found:
+        return ""
+    return f"; the columns look separated by {found[0]!r}: set sep: {found[0]!r} under patients"
 
 
 def _with_clean_ids(
@@ -345,11 +355,32 @@ def probe_images(
         )
     good = images[~failed].copy()
     probed = infos[~failed]
+    _report_extra_pages(good, probed, report, file)
     for column in PROBE_COLUMNS:
         good[column] = [getattr(i, column) for i in probed]
     if "frames" not in good and any(i.frames > 1 for i in probed):
         good["frames"] = [i.frames for i in probed]
     return good
+
+
+def _report_extra_pages(
+    images: pd.DataFrame, probed: pd.Series, report: LoadReport, file: str | None
+) -> None:
+    """A multi-page TIFF is read as its first page only (images have no pages, only DICOM
+    frames): say so for each such image rather than drop the other pages without a word."""
+    for (row, path), info in zip(images["path"].items(), probed, strict=True):
+        if info.pages > 1:
+            report.add(
+                "warning",
+                "note",
+                f"{Path(path).name} is a multi-page TIFF with {info.pages} pages; only page 1 "
+                f"is used, the other {info.pages - 1} are ignored",
+                file=file or path,
+                row=row if file else None,
+                column="path",
+                found=path,
+                expected="one image per file (split the pages into files to use them all)",
+            )
 
 
 def _exclude_images(

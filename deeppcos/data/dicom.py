@@ -451,7 +451,7 @@ def _report_not_dicom(path: Path, head: bytes, report: LoadReport) -> None:
             "file is named like DICOM but has no 'DICM' marker at byte 128; not a DICOM "
             "Part-10 file",
             file=str(path),
-            found=repr(head[:8]),
+            found=f"{len(head)} bytes read, no DICM marker",  # never the bytes: any file's
         )
     else:
         report.add("info", "note", "not a DICOM file; ignored", file=str(path))

@@ -2,8 +2,10 @@
 
 ``probe_image`` checks a file before anything trusts it: it exists, is not empty, its first
 bytes are an image signature that matches a format we read, its header's size is below the
-decompression-bomb limit, and it decodes. ``read_image`` returns the pixels as they are stored
-(uint8 or uint16; gray as H×W, colour as H×W×3 RGB), leaving normalisation to the image branch.
+decompression-bomb limit, and it decodes. Its messages never quote a file's bytes: the path may
+name any file, and messages reach the console and every report. ``read_image`` returns the
+pixels as they are stored (uint8 or uint16; gray as H×W, colour as H×W×3 RGB), leaving
+normalisation to the image branch.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ class ImageInfo:
     frames: int  # >1 only for multi-frame DICOM
     file_bytes: int
     sha256: str
+    # Pages in a multi-page TIFF. Only page 1 is decoded (OpenCV's imdecode reads the first);
+    # loaders report the rest rather than drop them silently.
+    pages: int = 1
+
+
+# A BMP's info header states its own size, one of these; "BM" alone is too weak a signature
+# (a text file starting "BMI 27" would pass it).
+_BMP_INFO_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -53,8 +63,14 @@ def sniff_format(head: bytes) -> str | None:
         return "DICOM"
     for magic, name in _SIGNATURES:
         if head.startswith(magic):
+            if name == "BMP" and not _is_bmp_header(head):
+                return None
             return name
     return None
+
+
+def _is_bmp_header(head: bytes) -> bool:
+    return len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_INFO_HEADER_SIZES
 
 
 def file_sha256(path: Path) -> str:
@@ -78,19 +94,24 @@ def probe_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     size = path.stat().st_size
     if size == 0:
         raise ImageError(f"{path}: image file is empty (0 bytes)")
-    with path.open("rb") as handle:
-        head = handle.read(132)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError as exc:  # unreadable (permissions, I/O error): excluded, not a crash
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from exc
     kind = sniff_format(head)
     if kind is None:
+        # Say what the file is not, never what it holds: a manifest can point at any file (a
+        # password file, patient notes), and this message reaches the console and every report.
         raise ImageError(
-            f"{path}: not an image: the first bytes {head[:8]!r} match no JPEG, PNG, BMP, TIFF "
-            "or DICOM signature, whatever the extension says"
+            f"{path}: not an image: no known signature of a PNG, JPEG, BMP, TIFF or DICOM file "
+            f"({size:,} bytes), whatever the extension says"
         )
     if kind == "DICOM":
         from deeppcos.data.dicom import probe_dicom
 
         return probe_dicom(path, max_pixels=max_pixels, file_bytes=size)
-    width, height, mode = _header_size(path, kind, max_pixels)
+    width, height, mode, pages = _header_size(path, kind, max_pixels)
     if width * height > max_pixels:
         raise ImageError(
             f"{path}: image is {width}×{height} = {width * height:,} pixels, over the limit of "
@@ -108,21 +129,30 @@ def probe_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
         frames=1,
         file_bytes=size,
         sha256=file_sha256(path),
+        pages=pages,
     )
 
 
-def _header_size(path: Path, kind: str, max_pixels: int) -> tuple[int, int, str]:
-    """Width, height and mode from the header alone: no pixels are decoded here."""
+def _header_size(path: Path, kind: str, max_pixels: int) -> tuple[int, int, str, int]:
+    """Width, height, mode and page count from the headers alone: no pixels are decoded here."""
     try:
         with warnings.catch_warnings():
             # Pillow warns between its limit and twice it; our own limit decides instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                return img.width, img.height, _mode_name(img.mode)
+                # Only TIFF pages are counted: n_frames walks the page directories, and for
+                # other formats (animated PNG, say) a frame is not a separate image.
+                pages = int(getattr(img, "n_frames", 1)) if kind == "TIFF" else 1
+                return img.width, img.height, _mode_name(img.mode), pages
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: image is too large to open safely ({exc})") from exc
     except Exception as exc:  # Pillow raises many types for broken headers
-        raise ImageError(f"{path}: {kind} header is corrupt or truncated ({exc})") from exc
+        # Pillow's own text can quote header bytes (a PNG chunk name, a BMP header field), and
+        # the file may be no image at all: name the exception type only.
+        raise ImageError(
+            f"{path}: {kind} header is corrupt or truncated (Pillow could not parse it: "
+            f"{type(exc).__name__})"
+        ) from exc
 
 
 def _mode_name(mode: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,9 +25,9 @@ from deeppcos.data.cohort import (
     parse_binary_label,
 )
 from deeppcos.data.imageio import IMAGE_EXTENSIONS
-from deeppcos.data.report import LoadReport
+from deeppcos.data.report import Level, LoadReport
 from deeppcos.data.spec import CohortSpec, ImagesSpec, PatientsSpec
-from deeppcos.data.tables import read_table
+from deeppcos.data.tables import read_patients_table, read_table
 from deeppcos.exceptions import ConfigError, DataFileError, EmptyCohortError, SchemaError
 
 
@@ -37,7 +38,7 @@ def load_tables(spec: CohortSpec, progress: Progress | None) -> Cohort:
         images, manifest_file = read_manifest(spec, spec.images, report)
     if spec.patients is not None:
         path = _required_path(spec, spec.patients.path, "patients.path")
-        cohort = build_patients(read_table(path, spec.patients.sheet), spec, report, str(path))
+        cohort = build_patients(read_patients_table(path, spec.patients), spec, report, str(path))
     elif images is not None:
         cohort = _patients_from_images(spec, images, report)
     else:  # the spec validator forbids this; kept for type checkers
@@ -85,7 +86,12 @@ def read_manifest(
         )
     out["image_id"] = raw["image_id"].astype(str) if "image_id" in raw else rel
     out["patient_id"] = raw[ispec.patient_column].map(id_text)
-    out["path"] = [str((root / p).resolve()) if p else "" for p in rel]
+    where = _Where(report, file, ispec.path_column)
+    roots = allowed_roots(spec, ispec, root)
+    out["path"] = [
+        "" if not text else _manifest_image_path(text, root, roots, where.at(row))
+        for row, text in rel.items()
+    ]
     out["frame"] = pd.array(
         pd.to_numeric(raw["frame"], errors="coerce") if "frame" in raw else [pd.NA] * len(raw),
         dtype="Int64",
@@ -105,7 +111,113 @@ def read_manifest(
         if ispec.label_map is not None:
             labels = _mapped_labels(labels, ispec.label_map, file, ispec.label_column)
         out["label"] = parse_binary_label(labels, file, ispec.label_column, report)
-    return out[~empty], file
+    return out[out["path"] != ""], file
+
+
+# --- image paths stay inside the cohort's folders -------------------------------------------
+# A manifest row, or a symlink in an image folder, can name any file on the machine
+# (../../../../etc/passwd, /home/someone/.ssh/id_rsa). Such a file must never be opened: not
+# even to find it is no image, since what probing reports about it reaches the console and every
+# report. Paths are resolved first (symlinks followed), then checked against the allowed roots.
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a path came from, for its load-report entries."""
+
+    report: LoadReport
+    file: str | None
+    column: str | None
+    row: int | str | None = None
+
+    def at(self, row: int | str | None) -> _Where:
+        return _Where(self.report, self.file, self.column, row)
+
+    def add(self, level: Level, action: str, message: str, found: object, **extra: str) -> None:
+        self.report.add(
+            level,
+            action,
+            message,
+            file=self.file,
+            row=self.row,
+            column=self.column,
+            found=found,
+            **extra,
+        )
+
+
+def allowed_roots(spec: CohortSpec, ispec: ImagesSpec, base: Path) -> list[Path]:
+    """Folders image paths may resolve into: ``base`` (the images root, the manifest's folder
+    or the image folder) and the spec's ``images.allowed_roots``, all resolved."""
+    named = [spec.resolve(extra) for extra in ispec.allowed_roots]
+    return [folder.resolve() for folder in (base, *named) if folder is not None]
+
+
+def _resolved(path: Path) -> Path | None:
+    """``path`` with symlinks followed; None when it cannot be resolved (a symlink loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # Python 3.11 raises RuntimeError on a symlink loop
+        return None
+
+
+def _inside(path: Path | None, roots: list[Path]) -> bool:
+    return path is not None and any(path.is_relative_to(folder) for folder in roots)
+
+
+def _exclude_outside(where: _Where, found: str, roots: list[Path]) -> None:
+    named = ", ".join(str(folder) for folder in roots)
+    plural = "s" if len(roots) > 1 else ""
+    where.add(
+        "excluded",
+        "excluded_image",
+        f"path resolves (symlinks followed) outside the allowed image root{plural} {named}; "
+        "the file was not opened. If it is a genuine image, move it under the root or list its "
+        "folder in images.allowed_roots in the spec",
+        found,
+        expected=f"a path inside {named}",
+    )
+
+
+def _manifest_image_path(text: str, root: Path, roots: list[Path], where: _Where) -> str:
+    """The resolved path of a manifest row's image, or "" when it is left out (reported)."""
+    if "\\" in text:
+        text = _with_forward_slashes(text, root, roots, where)
+    resolved = _resolved(root / text)
+    if not _inside(resolved, roots):
+        _exclude_outside(where, text, roots)
+        return ""
+    return str(resolved)
+
+
+def _with_forward_slashes(text: str, root: Path, roots: list[Path], where: _Where) -> str:
+    """A path holding backslashes, as a manifest written on Windows has them.
+
+    On POSIX a backslash is a legal file-name character, so the path is used as written when
+    that names a file; otherwise it is read with '/' as the separator (what a Windows user
+    meant) and the report says so. This resolves rather than excludes: the intent is
+    unambiguous, and nothing that loads today changes. Existence is only checked inside the
+    allowed roots, so no file outside them is ever touched.
+    """
+    as_written = _resolved(root / text)
+    if _inside(as_written, roots) and as_written is not None and as_written.exists():
+        return text
+    fixed = text.replace("\\", "/")
+    candidate = _resolved(root / fixed)
+    if not _inside(candidate, roots):
+        return fixed  # left out as outside the root, by the caller
+    if candidate is not None and candidate.exists():
+        message = f"path written with '\\' separators (Windows); read with '/' instead: {fixed}"
+        where.add("info", "note", message, text)
+    else:
+        where.add(
+            "warning",
+            "note",
+            "image file not found, neither as written nor with '/' in place of '\\'; "
+            "use / as the separator in manifest paths",
+            text,
+        )
+    return fixed
 
 
 def _mapped_labels(values: pd.Series, mapping: dict[str, int], file: str, column: str) -> pd.Series:
@@ -172,12 +284,17 @@ def load_image_folder(spec: CohortSpec, progress: Progress | None) -> Cohort:
         )
     pattern = spec.options.get("patient_id_pattern")
     report = LoadReport()
+    roots = allowed_roots(spec, ispec, root)
     rows = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in _folder_files(root, report):
         rel = path.relative_to(root)
         classes = [part for part in rel.parts[:-1] if part in class_map]
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             report.add("info", "note", "not an image extension; ignored", file=str(path))
+            continue
+        resolved = _resolved(path)
+        if not _inside(resolved, roots):  # a symlink out of the folder
+            _exclude_outside(_Where(report, str(path), None), str(path), roots)
             continue
         if not classes:
             report.add(
@@ -191,7 +308,7 @@ def load_image_folder(spec: CohortSpec, progress: Progress | None) -> Cohort:
             {
                 "image_id": rel.as_posix(),
                 "patient_id": _patient_from_name(rel, pattern),
-                "path": str(path.resolve()),
+                "path": str(resolved),
                 "frame": pd.NA,
                 "label": class_map[classes[-1]],
                 "folder": rel.parent.as_posix(),
@@ -204,6 +321,24 @@ def load_image_folder(spec: CohortSpec, progress: Progress | None) -> Cohort:
     images["label"] = images["label"].astype("Int8")
     cohort = _patients_from_images(spec, images, report)
     return attach_images(cohort, images, progress)
+
+
+def _folder_files(root: Path, report: LoadReport) -> list[Path]:
+    """The files under ``root``, sorted. Symlinked folders are not descended into (``rglob``
+    does not follow them), and each is reported rather than skipped without a word."""
+    files = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() and path.is_dir():
+            report.add(
+                "warning",
+                "note",
+                "symlinked folder; not followed (images must lie in the image folder itself, "
+                "or be listed in a manifest)",
+                file=str(path),
+            )
+        elif path.is_file():
+            files.append(path)
+    return files
 
 
 def _patient_from_name(rel: Path, pattern: str | None) -> str:
@@ -233,7 +368,7 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
     path = _required_path(spec, pspec.path, "patients.path")
     finding = spec.options.get("finding", "Cardiomegaly")
     report = LoadReport()
-    raw = read_table(path)
+    raw = read_patients_table(path, pspec)
     needed = [
         "Image Index",
         "Finding Labels",
@@ -254,11 +389,16 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
             f"(or use {ANY_FINDING!r}: any finding against 'No Finding')"
         )
     image_root = spec.resolve(spec.images.folder if spec.images else None) or path.parent / "images"
+    roots = allowed_roots(spec, spec.images or ImagesSpec(), image_root)
+    where = _Where(report, str(path), "Image Index")
     images = pd.DataFrame(
         {
             "image_id": raw["Image Index"].astype(str),
             "patient_id": raw["Patient ID"].map(id_text),
-            "path": [str(image_root / name) for name in raw["Image Index"].astype(str)],
+            "path": [
+                _nih_image_path(image_root, name, roots, where.at(row))
+                for row, name in raw["Image Index"].astype(str).items()
+            ],
             "frame": pd.array([pd.NA] * len(raw), dtype="Int64"),
             "label": findings.map(lambda labels: _has_finding(labels, finding)).astype("Int8"),
             "view": raw["View Position"].astype("string"),
@@ -289,6 +429,9 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
         "patient); patient_age = age at the first image",
         file=str(path),
     )
+    # Rows whose image left the folder stay patient data (as rows whose image is missing do);
+    # only the image is left out, and the report says so.
+    images = images[images["path"] != ""]
     cohort = Cohort(
         spec=spec,
         patients=patients,
@@ -300,6 +443,15 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
 
 
 ANY_FINDING = "any"
+
+
+def _nih_image_path(image_root: Path, name: str, roots: list[Path], where: _Where) -> str:
+    """The image file a Data_Entry row names, as given; "" when it leaves the image folder."""
+    path = image_root / name
+    if not _inside(_resolved(path), roots):
+        _exclude_outside(where, name, roots)
+        return ""
+    return str(path)
 
 
 def _has_finding(labels: list[str], finding: str) -> int:
@@ -328,7 +480,7 @@ def load_dicom(spec: CohortSpec, progress: Progress | None) -> Cohort:
     images = images.rename(columns={"laterality": "side"})
     if spec.patients is not None:
         path = _required_path(spec, spec.patients.path, "patients.path")
-        raw = read_table(path, spec.patients.sheet)
+        raw = read_patients_table(path, spec.patients)
         raw.columns = [c.strip() for c in raw.columns]
         id_col = spec.patients.id_column
         if id_col in raw:

@@ -7,11 +7,19 @@ paths are resolved against the folder of the YAML file that names them.
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from deeppcos.exceptions import ConfigError
 
@@ -40,6 +48,41 @@ class PatientsSpec(_Strict):
     group_column: str | None = Field(None, description="site or group, for subgroup metrics")
     rename: dict[str, str] = Field(default_factory=dict)
     drop_columns: list[str] = Field(default_factory=list)
+    # How to read a CSV/TSV that is not UTF-8, comma-separated with its header on line 1 (as
+    # European spreadsheet exports often are: Latin-1 or cp1252, ';', a title line on top).
+    encoding: str | None = Field(
+        None, description="text encoding of a CSV/TSV file (latin-1, cp1252, …); default UTF-8"
+    )
+    sep: str | None = Field(
+        None, description="column separator of a CSV/TSV file (';', '\\t', …); default by suffix"
+    )
+    header_row: int = Field(
+        1, ge=1, description="line (CSV/TSV) or row (XLSX) holding the column names; 1 = first"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown text encoding {value!r}; expected a codec name such as utf-8, "
+                    "latin-1 or cp1252"
+                ) from None
+        return value
+
+    @field_validator("sep")
+    @classmethod
+    def _single_character(cls, value: str | None) -> str | None:
+        # Longer separators make pandas treat them as regular expressions: refuse, not guess.
+        if value is not None and (len(value) != 1 or value in "\r\n\"'"):
+            raise ValueError(
+                f"separator {value!r} must be a single character such as ';', ',' or '\\t' "
+                "(not a quote or a line break)"
+            )
+        return value
 
 
 class ImagesSpec(_Strict):
@@ -47,7 +90,17 @@ class ImagesSpec(_Strict):
 
     manifest: Path | None = None
     folder: Path | None = None
-    root: Path | None = Field(None, description="base folder for relative paths in the manifest")
+    root: Path | None = Field(
+        None,
+        description="base folder for relative paths in the manifest (default: the manifest's "
+        "folder); every image path must resolve, symlinks followed, inside it or inside one of "
+        "allowed_roots, else the image is left out",
+    )
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="further folders that image paths may point into (absolute paths or '../' "
+        "in a manifest, symlinks in an image folder); nothing outside is ever opened",
+    )
     path_column: str = "path"
     patient_column: str = "patient_id"
     side_column: str | None = None

@@ -13,7 +13,8 @@ import pandas as pd
 
 from deeppcos.data.catalog import CATALOG
 from deeppcos.data.report import LoadReport
-from deeppcos.exceptions import DataFileError, SchemaError
+from deeppcos.data.spec import PatientsSpec
+from deeppcos.exceptions import ConfigError, DataFileError, SchemaError
 
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".xlsx": "xlsx"}
 
@@ -21,26 +22,35 @@ TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".xlsx": 
 MAX_TEXT_FRACTION = 0.5
 
 
-def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
-    """Read a table with every cell as found (object dtype where not typed by the format)."""
+def read_table(
+    path: Path,
+    sheet: str | None = None,
+    *,
+    encoding: str | None = None,
+    sep: str | None = None,
+    header_row: int = 1,
+    spec_section: str | None = None,
+) -> pd.DataFrame:
+    """Read a table with every cell as found (object dtype where not typed by the format).
+
+    ``encoding`` and ``sep`` apply to CSV/TSV (default UTF-8, and ',' or tab by suffix);
+    ``header_row`` is the line (CSV/TSV) or worksheet row (XLSX) holding the column names,
+    1 = the first. ``spec_section`` names the spec section these options live in (such as
+    "patients"), so error messages can say where to set them.
+    """
     if not path.is_file():
         raise DataFileError(f"{path}: table file not found")
     if path.stat().st_size == 0:
         raise DataFileError(f"{path}: table file is empty (0 bytes)")
     kind = TABLE_SUFFIXES.get(path.suffix.lower())
+    _check_options(path, kind, encoding, sep, header_row, spec_section)
     try:
         if kind in ("csv", "tsv"):
-            frame = pd.read_csv(
-                path,
-                dtype=str,
-                sep="\t" if kind == "tsv" else ",",
-                keep_default_na=False,
-                na_values=[""],
-            )
+            frame = _read_text(path, kind, encoding, sep, header_row, spec_section)
         elif kind == "parquet":
             frame = pd.read_parquet(path)
         elif kind == "xlsx":
-            frame = _read_xlsx(path, sheet)
+            frame = _read_xlsx(path, sheet, header_row)
         else:
             raise DataFileError(
                 f"{path}: unsupported table format {path.suffix!r}; expected one of "
@@ -57,7 +67,104 @@ def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
     return frame
 
 
-def _read_xlsx(path: Path, sheet: str | None) -> pd.DataFrame:
+def read_patients_table(path: Path, pspec: PatientsSpec) -> pd.DataFrame:
+    """The patients table, read with the spec's sheet, encoding, separator and header row."""
+    return read_table(
+        path,
+        pspec.sheet,
+        encoding=pspec.encoding,
+        sep=pspec.sep,
+        header_row=pspec.header_row,
+        spec_section="patients",
+    )
+
+
+def _check_options(
+    path: Path,
+    kind: str | None,
+    encoding: str | None,
+    sep: str | None,
+    header_row: int,
+    section: str | None,
+) -> None:
+    """Options that cannot apply to this kind of file are a spec mistake, not to be ignored."""
+    where = f"{section}." if section else ""
+    if kind in ("parquet", "xlsx") and (encoding is not None or sep is not None):
+        raise ConfigError(
+            f"{path}: {where}encoding and {where}sep apply to CSV/TSV files only; this is a "
+            f"{kind} file, which stores its own encoding and columns"
+        )
+    if kind == "parquet" and header_row != 1:
+        raise ConfigError(f"{path}: {where}header_row does not apply to a Parquet file")
+
+
+def _read_text(
+    path: Path,
+    kind: str,
+    encoding: str | None,
+    sep: str | None,
+    header_row: int,
+    section: str | None,
+) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype=str,
+            sep=sep or ("\t" if kind == "tsv" else ","),
+            encoding=encoding,
+            skiprows=header_row - 1,  # lines above the header (a title, an export banner)
+            keep_default_na=False,
+            na_values=[""],
+        )
+    except UnicodeDecodeError as exc:
+        raise DataFileError(_decoding_problem(path, encoding, section)) from exc
+    except pd.errors.ParserError as exc:
+        where = f" under {section}" if section else ""
+        raise DataFileError(
+            f"{path}: could not split the table into columns ({exc}); if the column names are "
+            f"not on the first line, set header_row{where} in the spec; if columns are "
+            f"separated by another character, set sep{where} (e.g. sep: ';')"
+        ) from exc
+    if not isinstance(frame.index, pd.RangeIndex):
+        # Rows with more fields than the header make pandas take the first fields as an index,
+        # which the 1-based row numbering then discards: columns would shift without a word.
+        where = f" under {section}" if section else ""
+        raise DataFileError(
+            f"{path}: rows have more fields than the header line ({len(frame.columns)} column "
+            f"name(s)); if the column names are not on line 1, set header_row{where} in the "
+            f"spec; if columns are separated by another character, set sep{where}; or remove "
+            "the separator at the end of each row"
+        )
+    return frame
+
+
+def _decoding_problem(path: Path, encoding: str | None, section: str | None) -> str:
+    """Where decoding fails (byte offset and line, counted in the file itself: pandas' own
+    position is within a buffer) and how to fix it. The bytes themselves are not shown."""
+    name = encoding or "utf-8"
+    data = path.read_bytes()  # only on this error path, to find the first bad byte
+    try:
+        data.decode(name)
+        position = ""
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        position = f" at byte {exc.start} (line {line})"
+    where = f"under {section} " if section else ""
+    if encoding is None:
+        fix = (
+            f"the file is probably in another encoding, such as Latin-1 or Windows-1252: set "
+            f"'encoding: latin-1' (or cp1252) {where}in the spec"
+            if section
+            else "the file is probably in another encoding, such as Latin-1: save it as UTF-8"
+        )
+        return f"{path}: not valid UTF-8 text{position}; {fix}"
+    return (
+        f"{path}: not valid {encoding} text{position}, the encoding the spec names {where}"
+        "(encoding); set the file's real encoding there"
+    )
+
+
+def _read_xlsx(path: Path, sheet: str | None, header_row: int = 1) -> pd.DataFrame:
     import openpyxl
 
     book = openpyxl.load_workbook(path, read_only=True, data_only=True)
@@ -70,7 +177,12 @@ def _read_xlsx(path: Path, sheet: str | None) -> pd.DataFrame:
         book.close()
     if not rows:
         raise DataFileError(f"{path}: worksheet {sheet or names[0]!r} is empty")
-    header, *body = rows
+    if len(rows) < header_row:
+        raise DataFileError(
+            f"{path}: worksheet {sheet or names[0]!r} has {len(rows)} row(s); expected the "
+            f"column names on row {header_row}"
+        )
+    header, *body = rows[header_row - 1 :]
     header = [f"Unnamed: {i}" if h is None else str(h) for i, h in enumerate(header)]
     # Trailing all-empty rows are spreadsheet padding, not patients.
     while body and all(v is None for v in body[-1]):

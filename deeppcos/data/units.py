@@ -18,8 +18,11 @@ equivalent by :func:`ucum_alias`; callers report that they did so.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+
+from deeppcos.exceptions import UnitError
 
 # Base dimensions: g (mass), mol (amount), IU (international unit), m (length), s (time),
 # mHg (pressure as a mercury column; kept apart from SI pressure on purpose).
@@ -73,11 +76,29 @@ ATOMS: dict[str, _Atom] = {
 
 _ANNOTATION = re.compile(r"\{[^{}]*\}")
 _EXPONENT = re.compile(r"^(.*?[^0-9+\-])([+-]?[0-9]+)$")
-_POWER_OF_TEN = re.compile(r"^10[*^]([+-]?[0-9]+)$")
+_POWER_OF_TEN = re.compile(r"^10[*^]([+-]?)([0-9]+)$")
+
+# Bounds on what a unit may say. Units arrive from files (FHIR bundles, tables), so a crafted
+# one must fail as a UnitError, not as an OverflowError, a 0.0 factor or a slow parse:
+# - 200 characters: real UCUM codes are far shorter (annotated ones such as mL/min/{1.73_m2}
+#   included), and the bound keeps parsing cheap whatever the input.
+MAX_UNIT_LENGTH = 200
+# - 10*±24: the SI prefixes span yocto (10^-24) to yotta (10^24); clinical counts need at most
+#   10*12/L. Beyond that it is a typo or an attack, and 10.0**999 overflows a float.
+MAX_POWER_OF_TEN = 24
+# - exponent ±4: no clinical or SI-derived unit needs more (s-3 in watts, s4 in farads), so
+#   digits glued to a unit (mL999999999) are refused rather than read as an absurd power.
+MAX_EXPONENT = 4
+# - a bare number (UCUM's integer factor, as in /100{cells}): at most 10^24, for the same reason.
+MAX_FACTOR_DIGITS = 25
+_SHOWN_CHARACTERS = 40
 
 
-class UnitError(ValueError):
-    """A unit that is not understood, or two units that cannot be converted into each other."""
+def _shown(text: str) -> str:
+    """A unit string for a message: quoted, and cut to 40 characters when longer."""
+    if len(text) <= _SHOWN_CHARACTERS:
+        return repr(text)
+    return f"{text[:_SHOWN_CHARACTERS]!r}… ({len(text):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -130,41 +151,100 @@ def _atom(symbol: str) -> tuple[float, dict[str, int]]:
         if symbol.startswith(prefix) and rest in ATOMS and ATOMS[rest].metric:
             atom = ATOMS[rest]
             return PREFIXES[prefix] * atom.factor, atom.dims
-    raise UnitError(f"unit symbol {symbol!r} is not one deeppcos understands")
+    raise UnitError(
+        f"symbol {_shown(symbol)} is not one deeppcos understands; expected a UCUM symbol such "
+        "as g, mol, [IU], L, m, s, min or m[Hg], optionally with a metric prefix (mg, nmol, uL)"
+    )
 
 
 def _component(text: str) -> tuple[float, dict[str, int]]:
+    """One term between '.' and '/': a power of ten, a number, or a symbol with an exponent.
+
+    Raises UnitError describing the term; :func:`parse_unit` adds the whole unit to it.
+    """
     stripped = _ANNOTATION.sub("", text)
     if stripped == "":
         if text == "":
-            raise UnitError("empty unit component")
+            raise UnitError(
+                "empty component (a '.' or '/' at the end or doubled); expected a unit symbol "
+                "after each '.' and '/'"
+            )
         return 1.0, {}  # a bare annotation such as {beats} is the unit 1
     power = _POWER_OF_TEN.match(stripped)
     if power:
-        return 10.0 ** int(power.group(1)), {}
+        return _power_of_ten(stripped, power.group(1), power.group(2)), {}
     if stripped.isdigit():
-        return float(stripped), {}
+        return _integer_factor(stripped), {}
     symbol, exponent = stripped, 1
     match = _EXPONENT.match(stripped)
     if match and not stripped.endswith("]"):
-        symbol, exponent = match.group(1), int(match.group(2))
+        symbol, exponent = match.group(1), _exponent(stripped, match.group(2))
     factor, dims = _atom(symbol)
     return factor**exponent, {k: v * exponent for k, v in dims.items()}
 
 
+def _power_of_ten(term: str, sign: str, digits: str) -> float:
+    # Check the digit count before int(): int() of thousands of digits is slow, then refused.
+    if len(digits) > 2 or int(digits) > MAX_POWER_OF_TEN:
+        raise UnitError(
+            f"power of ten {_shown(term)} is out of range; expected 10*n with n from "
+            f"-{MAX_POWER_OF_TEN} to {MAX_POWER_OF_TEN}"
+        )
+    return 10.0 ** int(sign + digits)
+
+
+def _integer_factor(term: str) -> float:
+    if len(term.lstrip("0")) > MAX_FACTOR_DIGITS or int(term) > 10**MAX_POWER_OF_TEN:
+        raise UnitError(
+            f"number {_shown(term)} is too large; expected an integer factor of at most "
+            f"10^{MAX_POWER_OF_TEN} (write large factors as 10*n)"
+        )
+    if int(term) == 0:
+        raise UnitError("the factor 0 makes every value zero; expected a positive integer")
+    return float(term)
+
+
+def _exponent(term: str, digits: str) -> int:
+    if len(digits.lstrip("+-")) > 1 or abs(int(digits)) > MAX_EXPONENT:
+        raise UnitError(
+            f"exponent in {_shown(term)} is out of range (digits glued to a unit are read as "
+            f"its power); expected an exponent from -{MAX_EXPONENT} to {MAX_EXPONENT}, as in "
+            "m2 or s-1"
+        )
+    return int(digits)
+
+
 def parse_unit(text: str) -> Unit:
-    """Parse a UCUM unit string (case-sensitive, as UCUM is); UnitError when not understood."""
+    """Parse a UCUM unit string (case-sensitive, as UCUM is); UnitError when not understood.
+
+    Every UnitError names the unit (cut to 40 characters) and what was expected.
+    """
     if not isinstance(text, str) or not text.strip():
-        raise UnitError(f"expected a unit string, found {text!r}")
+        found = _shown(text) if isinstance(text, str) else type(text).__name__
+        raise UnitError(f"expected a unit string, found {found}")
     text = text.strip()
+    if len(text) > MAX_UNIT_LENGTH:
+        raise UnitError(
+            f"unit {_shown(text)} is too long; expected a UCUM code of at most "
+            f"{MAX_UNIT_LENGTH} characters"
+        )
     if " " in text:
-        raise UnitError(f"unit {text!r} contains a space, which UCUM does not allow")
+        raise UnitError(f"unit {_shown(text)} contains a space, which UCUM does not allow")
     factor, dims = 1.0, {}
     for sign, component in _split_terms(text):
-        part_factor, part_dims = _component(component)
+        try:
+            part_factor, part_dims = _component(component)
+        except UnitError as exc:
+            raise UnitError(f"unit {_shown(text)}: {exc}") from None
         factor *= part_factor**sign
         for key, value in part_dims.items():
             dims[key] = dims.get(key, 0) + sign * value
+    # Terms within bounds can still multiply past a float's range (10*24.10*24.…).
+    if not (math.isfinite(factor) and factor > 0):
+        raise UnitError(
+            f"unit {_shown(text)} scales values beyond what a number can hold; expected a unit "
+            "of ordinary scale"
+        )
     return Unit(text=text, factor=factor, dims=_dims(dims))
 
 

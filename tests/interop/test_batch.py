@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,8 @@ def test_images_manifest_is_joined_per_chunk(tabular_run: Path, tmp_path: Path) 
     manifest = pd.read_csv(cohort / "images.csv")
     extra = pd.DataFrame([{"image_id": "x", "patient_id": "NOBODY", "path": manifest["path"][0]}])
     pd.concat([manifest, extra]).to_csv(tmp_path / "images.csv", index=False)
-    (tmp_path / "images").symlink_to(cohort / "images")
+    # A copy, not a symlink: images that resolve outside the manifest's folder are refused.
+    shutil.copytree(cohort / "images", tmp_path / "images")
     result = score_table(
         tabular_run,
         cohort / "patients.csv",

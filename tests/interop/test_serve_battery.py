@@ -37,10 +37,8 @@ def _features(run: Path) -> tuple[str, dict[str, float]]:
 
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
 def test_non_finite_numbers_are_422_naming_the_field(client: TestClient, raw: str) -> None:
-    body = '{"patients": [{"patient_id": "a", "features": {"amh_ng_ml": %s}}]}' % raw
-    response = client.post(
-        "/predict", content=body, headers={"content-type": "application/json"}
-    )
+    body = '{"patients": [{"patient_id": "a", "features": {"amh_ng_ml": RAW}}]}'.replace("RAW", raw)
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]  # the error body is valid JSON (no bare NaN)
     assert detail[0]["loc"][-1] == "amh_ng_ml"
