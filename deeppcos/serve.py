@@ -47,7 +47,7 @@ import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -394,8 +394,11 @@ def create_app(
         return model_summary(service)
 
     @app.post("/predict", response_model=PredictResponse, dependencies=[Depends(check_key)])
-    def predict(request: PredictRequest) -> PredictResponse:
-        return _predict(service, request)
+    def predict(request: PredictRequest) -> Response:
+        # Built as a PredictResponse (validated once, here) and sent as its JSON: returning the
+        # model would make FastAPI dump, validate and encode it a second time.
+        body = _predict(service, request).model_dump_json()
+        return Response(content=body, media_type="application/json")
 
     return app
 

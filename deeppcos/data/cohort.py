@@ -307,11 +307,20 @@ def _feature_columns(
 
 
 def empty_images_table() -> pd.DataFrame:
+    """A fresh images table with no rows (a copy of one built once: building it column by
+    column costs more than scoring a patient)."""
+    return _EMPTY_IMAGES.copy()
+
+
+def _build_empty_images_table() -> pd.DataFrame:
     columns = {"image_id": "string", "patient_id": "string", "path": "string", "frame": "Int64"}
     frame = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
     for column in PROBE_COLUMNS:
         frame[column] = pd.Series(dtype="object")
     return frame
+
+
+_EMPTY_IMAGES = _build_empty_images_table()
 
 
 def probe_images(

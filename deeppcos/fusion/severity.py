@@ -73,7 +73,8 @@ class _Boosted:
         self.booster = booster
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.booster.predict(xgb.DMatrix(x, missing=np.nan)).astype("float64")
+        # In place: no DMatrix to build (the same trees and missing-value handling).
+        return np.asarray(self.booster.inplace_predict(x, missing=np.nan), dtype="float64")
 
     def to_json(self, folder: Path, k: int) -> dict[str, Any]:
         name = f"threshold_{k}.ubj"
@@ -347,7 +348,7 @@ def _as_matrix(
             if missing:
                 raise SchemaError(f"X lacks the columns the head was fitted on: {missing}")
             X = X[names]
-        bad = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+        bad = [str(c) for c, kind in X.dtypes.items() if not pd.api.types.is_numeric_dtype(kind)]
         if bad:
             raise SchemaError(f"X columns must be numeric; not numeric: {bad}")
         found_names: list[str] | None = [str(c) for c in X.columns]

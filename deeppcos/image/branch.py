@@ -486,9 +486,13 @@ class ImageBranch:
 
     def embedding_width(self) -> int:
         """The length of one image's embedding."""
-        if self.params.frozen:  # the head reads the backbone's pooled features
-            return int(self.model_.get_layer(OUTPUT_LAYER).get_weights()[0].shape[0])
-        return int(self._inference_model().outputs[1].shape[-1])
+        if getattr(self, "_embedding_width", None) is None:
+            if self.params.frozen:  # the head reads the backbone's pooled features
+                layer = self.model_.get_layer(OUTPUT_LAYER)
+                self._embedding_width = int(layer.get_weights()[0].shape[0])
+            else:
+                self._embedding_width = int(self._inference_model().outputs[1].shape[-1])
+        return self._embedding_width
 
     def _without_images(self, ids: list[str]) -> tuple[pd.Series, pd.DataFrame]:
         index = pd.Index(ids, name="patient_id")

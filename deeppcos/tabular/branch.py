@@ -259,7 +259,9 @@ class TabularBranch:
         scored = x.notna().any(axis=1).to_numpy()
         out = np.full(len(x), np.nan)
         if scored.any():
-            out[scored] = self.booster_.predict(self._dmatrix(x[scored]))
+            # In place: no DMatrix to build per call (the same trees and missing values).
+            values = x[scored].to_numpy(dtype=np.float64, na_value=np.nan)
+            out[scored] = self.booster_.inplace_predict(values, missing=np.nan)
         return pd.Series(out, index=x.index.rename("patient_id"), name="p_tabular")
 
     def _check_fitted(self) -> None:

@@ -20,7 +20,9 @@ import pandas as pd
 
 from deeppcos.data.catalog import CATALOG, ultrasound_features
 
-Formula = Callable[..., pd.Series]
+# Formulas take and return float64 arrays (NaN = missing): a prediction for one patient derives
+# every feature, and pandas' per-operation overhead would cost more than the model.
+Formula = Callable[..., np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -32,27 +34,29 @@ class DerivedFeature:
     ultrasound: bool = False
 
 
-def _ratio(numerator: pd.Series, denominator: pd.Series, scale: float = 1.0) -> pd.Series:
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, scale: float = 1.0) -> np.ndarray:
     # A zero or negative denominator is a keying error, not an infinite ratio.
-    return (scale * numerator / denominator.where(denominator > 0)).astype("float64")
+    with np.errstate(invalid="ignore"):
+        valid = np.where(denominator > 0, denominator, np.nan)
+    return scale * numerator / valid
 
 
-def _bmi(weight_kg: pd.Series, height_cm: pd.Series) -> pd.Series:
+def _bmi(weight_kg: np.ndarray, height_cm: np.ndarray) -> np.ndarray:
     return _ratio(weight_kg, (height_cm / 100.0) ** 2)
 
 
-def _homa_ir(glucose_mg_dl: pd.Series, insulin_uiu_ml: pd.Series) -> pd.Series:
+def _homa_ir(glucose_mg_dl: np.ndarray, insulin_uiu_ml: np.ndarray) -> np.ndarray:
     # 405 = 22.5 × 18: the mmol/L form of HOMA-IR with glucose in mg/dL.
-    return (glucose_mg_dl * insulin_uiu_ml / 405.0).astype("float64")
+    return glucose_mg_dl * insulin_uiu_ml / 405.0
 
 
-def _follicle_max(left: pd.Series, right: pd.Series) -> pd.Series:
+def _follicle_max(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     # Both sides are required: with one side missing the maximum is only a lower bound.
-    return np.fmax(left, right).where(left.notna() & right.notna()).astype("float64")
+    return np.where(np.isnan(left) | np.isnan(right), np.nan, np.fmax(left, right))
 
 
-def _follicle_total(left: pd.Series, right: pd.Series) -> pd.Series:
-    return (left + right).astype("float64")
+def _follicle_total(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return left + right
 
 
 DERIVED: tuple[DerivedFeature, ...] = (
@@ -114,14 +118,21 @@ def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
     for derived in DERIVED:
         if not all(part in out for part in derived.parts):
             continue
-        if derived.name in out and not out[derived.name].isna().any():
+        current = _floats(out[derived.name]) if derived.name in out else None
+        if current is not None and not np.isnan(current).any():
             continue
-        values = _screen(derived.name, derived.formula(*(out[p] for p in derived.parts)))
-        if derived.name in out:
-            out[derived.name] = out[derived.name].astype("float64").fillna(values)
-        else:
-            out[derived.name] = values
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            values = _screen(
+                derived.name, derived.formula(*(_floats(out[p]) for p in derived.parts))
+            )
+        out[derived.name] = (
+            values if current is None else np.where(np.isnan(current), values, current)
+        )
     return out
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    return column.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def derivable_columns(columns: Iterable[str]) -> list[str]:
@@ -142,10 +153,11 @@ def select_features(cohort_feature_columns: Iterable[str], exclude_ultrasound: b
     return columns
 
 
-def _screen(name: str, values: pd.Series) -> pd.Series:
+def _screen(name: str, values: np.ndarray) -> np.ndarray:
     feature = CATALOG.get(name)
-    values = values.replace([np.inf, -np.inf], np.nan)
+    values = np.where(np.isinf(values), np.nan, values)
     if feature is None or feature.plausible is None:
         return values
     low, high = feature.plausible
-    return values.where(values.between(low, high))
+    with np.errstate(invalid="ignore"):
+        return np.where((values >= low) & (values <= high), values, np.nan)
