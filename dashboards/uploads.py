@@ -83,7 +83,10 @@ def write_patient(
     patient = NewPatient(folder, patient_id)
     try:
         if table is not None:
-            table.to_csv(folder / "patients.csv", index=False)
+            from deeppcos.csvsafe import write_csv
+
+            # Numbers and a checked id: defusing changes nothing the loader reads back.
+            write_csv(table, folder / "patients.csv", index=False)
         for k, (upload, kind) in enumerate(zip(uploads, kinds, strict=True), start=1):
             target = folder / "images" / f"{patient_id}_{k}{_EXTENSIONS[kind]}"
             target.parent.mkdir(exist_ok=True)

@@ -4,13 +4,18 @@
 (pyarrow ``iter_batches``) chunk by chunk. Each chunk is read exactly as ``deeppcos predict``
 reads a whole table (``build_patients``: ids, numbers, plausible ranges, all reported), joined
 with its rows of the images manifest (the images are probed with the project's image checks),
-scored by one predictor loaded once, and appended to a Parquet file. Memory is bounded by the
-chunk size and the images manifest (one short row per image), not by the number of patients;
-a set of the ids seen is kept to refuse an id that repeats across chunks (~100 bytes a patient).
+scored by one predictor loaded once, and committed as one Parquet file per chunk. Memory is
+bounded by the chunk size and the images manifest (one short row per image), not by the number
+of patients; a set of the ids seen is kept to refuse an id that repeats across chunks (~100
+bytes a patient).
 
-Every load-report entry goes to ``<out>.report.csv`` as it happens. Interrupted (Ctrl-C), the
-chunks already scored are kept, readable, in ``<out>.partial``; the output appears under its
-own name only when complete.
+Every load-report entry goes to ``<out>.report.csv`` as it happens. Each scored chunk is
+committed to its own Parquet file in the folder ``<out>.partial/`` (written under a hidden
+temporary name, then renamed into place), so however the run ends (Ctrl-C, SIGTERM, SIGKILL, a
+crash) every finished chunk is kept, readable (``pd.read_parquet("<out>.partial")``). Run again
+with the same input, run, chunk size and output, it resumes: committed chunks are not scored
+again (their report entries are replayed), the rest are. The output is assembled from the chunks
+under a temporary name and renamed into place only when complete; then the folder is removed.
 
 **Distributed** (``client=`` a ``distributed.Client``, or ``scheduler=`` an address such as
 ``tcp://10.0.0.5:8786``, a scheduler file, or ``local:N`` for a local cluster of N processes):
@@ -22,6 +27,10 @@ Workers need the run folder and the image files at the same paths (a shared file
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -32,6 +41,7 @@ from typing import Any
 
 import pandas as pd
 
+from deeppcos.csvsafe import csv_text
 from deeppcos.data.cohort import Cohort, attach_images, build_patients
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import CohortSpec, PatientsSpec, spec_from_dict
@@ -65,6 +75,7 @@ class BatchResult:
     report_csv: Path
     report_counts: dict[str, int] = field(default_factory=dict)
     workers: int = 1
+    resumed: int = 0  # chunks an interrupted run had committed, kept rather than scored again
 
     @property
     def patients_per_second(self) -> float:
@@ -233,53 +244,177 @@ def _score_task(
 # --- the output -------------------------------------------------------------------------------
 
 
-class _Output:
-    """Parquet writer with one schema for every chunk, written under a temporary name."""
+RESUME_FILE = "_resume.json"  # "_" and "." files are skipped by Parquet dataset readers
 
-    def __init__(self, out: Path, report_csv: Path) -> None:
+
+class _Output:
+    """The chunks, each committed to its own Parquet file in ``<out>.partial/``; the report CSV
+    written as it goes; the output assembled from the chunks when complete.
+
+    Chunk ``i`` is committed by renaming ``chunk-<i>.parquet`` (or, when every row of it was
+    left out, ``_chunk-<i>.empty``) into place, after its report text (``_chunk-<i>.report.csv``)
+    and counts (``_chunk-<i>.json``): a chunk is there whole, with its report, or not at all."""
+
+    def __init__(self, out: Path, report_csv: Path, identity: dict[str, Any]) -> None:
         self.out = out
         self.partial = out.with_name(out.name + ".partial")
         self.report_csv = report_csv
-        self.writer: Any = None
-        self.schema: Any = None
         self.rows = 0
+        self.resumed = 0
         self.modalities: Counter[str] = Counter()
         self.report_counts: Counter[str] = Counter()
-        self.report_started = False
+        self.with_rows: list[int] = []  # committed chunks that hold predictions, in input order
+        discarded = self._open(identity)
+        # The report starts afresh on every run; committed chunks replay theirs in order.
+        self.report_csv.write_text(csv_text(LoadReport().to_frame(), index=False))
+        if discarded:
+            note = LoadReport()
+            note.add("info", "note", discarded, file=str(self.partial))
+            self.report(note)
 
-    def write(self, predictions: pd.DataFrame, report: LoadReport) -> None:
+    def _open(self, identity: dict[str, Any]) -> str | None:
+        """Make the chunk folder ready; return why chunks left there were discarded, if so."""
+        reason = None
+        if self.partial.is_file() or self.partial.is_symlink():
+            self.partial.unlink()  # an older deeppcos's single file: not resumable
+            reason = "an unfinished single-file output of an older deeppcos was discarded"
+        elif self.partial.is_dir() and _read_json(self.partial / RESUME_FILE) != identity:
+            shutil.rmtree(self.partial)
+            reason = (
+                "chunks left by an interrupted run of another input, run or chunk size were "
+                "discarded; scoring started again"
+            )
+        self.partial.mkdir(parents=True, exist_ok=True)
+        if not (self.partial / RESUME_FILE).is_file():
+            _commit_text(self.partial / RESUME_FILE, json.dumps(identity, indent=1))
+        return reason
+
+    def _name(self, index: int, suffix: str) -> Path:
+        prefix = "chunk" if suffix == ".parquet" else "_chunk"
+        return self.partial / f"{prefix}-{index:06d}{suffix}"
+
+    def committed(self, index: int) -> bool:
+        return self._name(index, ".json").is_file() and (
+            self._name(index, ".parquet").is_file() or self._name(index, ".empty").is_file()
+        )
+
+    def write(self, index: int, predictions: pd.DataFrame, report: LoadReport) -> None:
+        """Append the chunk's report, then commit the chunk."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self._report(report)
+        text = csv_text(report.to_frame(), index=False, header=False) if len(report) else ""
+        self._append(text)
+        counts = {
+            "rows": len(predictions),
+            "modalities": dict(Counter(predictions["modalities"].astype(str)))
+            if len(predictions)
+            else {},
+            "report_counts": report.counts(),
+        }
+        _commit_text(self._name(index, ".report.csv"), text)
+        _commit_text(self._name(index, ".json"), json.dumps(counts))
         if predictions.empty:
-            return
-        table = pa.Table.from_pandas(_plain(predictions), preserve_index=False)
-        if self.writer is None:
-            self.schema = table.schema
-            self.writer = pq.ParquetWriter(self.partial, self.schema)
-        elif table.schema != self.schema:
-            table = table.select(self.schema.names).cast(self.schema)
-        self.writer.write_table(table)
-        self.rows += len(predictions)
-        self.modalities.update(predictions["modalities"].astype(str))
+            _commit_text(self._name(index, ".empty"), "")
+        else:
+            table = pa.Table.from_pandas(_plain(predictions), preserve_index=False)
+            _commit(self._name(index, ".parquet"), lambda tmp: pq.write_table(table, tmp))
+        self._add(index, counts)
 
-    def _report(self, report: LoadReport) -> None:
+    def keep(self, index: int) -> None:
+        """A chunk an interrupted run committed: replay its report, count it, do not score it."""
+        self._append(self._name(index, ".report.csv").read_text(encoding="utf-8"))
+        self.resumed += 1
+        self._add(index, json.loads(self._name(index, ".json").read_text(encoding="utf-8")))
+
+    def _add(self, index: int, counts: dict[str, Any]) -> None:
+        self.report_counts.update(counts["report_counts"])
+        if counts["rows"]:
+            self.rows += counts["rows"]
+            self.modalities.update(counts["modalities"])
+            self.with_rows.append(index)
+
+    def report(self, report: LoadReport) -> None:
+        """Entries that belong to no chunk (the images manifest's): counted and appended."""
         self.report_counts.update(report.counts())
-        frame = report.to_frame()
-        mode, header = ("a", False) if self.report_started else ("w", True)
-        frame.to_csv(self.report_csv, mode=mode, index=False, header=header)
-        self.report_started = True
+        if len(report):
+            self._append(csv_text(report.to_frame(), index=False, header=False))
 
-    def close(self, complete: bool) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        if not self.report_started:
-            LoadReport().to_frame().to_csv(self.report_csv, index=False)
-        if complete:
-            if self.writer is None:
-                raise SchemaError(f"{self.out}: no patient rows to score")
-            self.partial.replace(self.out)
+    def _append(self, text: str) -> None:
+        with self.report_csv.open("a", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+
+    def finish(self) -> None:
+        """Assemble the chunks, in input order, into ``out`` (under a temporary name, renamed
+        into place), then remove the chunk folder."""
+        import pyarrow.parquet as pq
+
+        if not self.with_rows:
+            shutil.rmtree(self.partial)  # nothing scored that is worth keeping
+            raise SchemaError(f"{self.out}: no patient rows to score")
+
+        def assemble(tmp: Path) -> None:
+            writer: Any = None
+            try:
+                for index in self.with_rows:
+                    table = pq.read_table(self._name(index, ".parquet"))
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    elif table.schema != writer.schema:
+                        table = table.select(writer.schema.names).cast(writer.schema)
+                    writer.write_table(table)
+            finally:
+                if writer is not None:
+                    writer.close()
+
+        _commit(self.out, assemble)
+        shutil.rmtree(self.partial)
+
+
+def _commit(target: Path, write: Callable[[Path], None]) -> None:
+    """Write ``target`` through ``write(temporary path)``, flush it to disk, then rename it into
+    place: a reader (or a rerun after a kill) sees the whole file or none of it."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        write(tmp)
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _commit_text(target: Path, text: str) -> None:
+    _commit(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _identity(
+    run: Path, patients: Path, chunk_size: int, manifest: pd.DataFrame | None
+) -> dict[str, Any]:
+    """What the committed chunks depend on: a rerun resumes them only when all of it matches."""
+    stat = patients.stat()
+    record = run / "run.json"
+    images = None
+    if manifest is not None:
+        hashed = pd.util.hash_pandas_object(manifest.astype(str), index=False)
+        images = hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()
+    return {
+        "format": 1,
+        "input": str(patients.resolve()),
+        "input_bytes": stat.st_size,
+        "input_mtime_ns": stat.st_mtime_ns,
+        "chunk_size": chunk_size,
+        "run": str(run),
+        "run_record": hashlib.sha256(record.read_bytes()).hexdigest() if record.is_file() else None,
+        "images": images,
+    }
 
 
 def _plain(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -324,33 +459,33 @@ def score_table(
     started = time.perf_counter()
     predictor = cached_predictor(str(run))  # on the client too: fails early on a bad run
     report_csv = out.with_name(out.stem + ".report.csv")
-    output = _Output(out, report_csv)
     with tempfile.TemporaryDirectory() as workdir:
         manifest, manifest_file = (None, None)
+        manifest_report = LoadReport()
         if images is not None:
-            manifest_report = LoadReport()
             manifest, manifest_file = load_images_manifest(
                 Path(images), manifest_report, Path(workdir)
             )
-            output._report(manifest_report)
+        output = _Output(out, report_csv, _identity(run, patients, chunk_size, manifest))
+        output.report(manifest_report)
         jobs = _Chunks(predictor, patients, chunk_size, manifest, manifest_file)
         total = count_rows(patients)
         workers = 1
-        try:
-            if client is None and scheduler is None:
-                for job in jobs:
-                    output.write(*score_chunk(predictor, *job))
-                    _tick(progress, output.rows, total)
-            else:
-                workers = _distributed(
-                    str(run), jobs, output, client, scheduler, max_in_flight, progress, total
-                )
-            if manifest is not None:
-                _unused_images(manifest, jobs.seen, output, manifest_file)
-        except BaseException:
-            output.close(complete=False)
-            raise
-        output.close(complete=True)
+        # Whatever stops this (an error, Ctrl-C, a kill), the committed chunks stay on disk.
+        if client is None and scheduler is None:
+            for index, job in enumerate(jobs):
+                if output.committed(index):
+                    output.keep(index)
+                else:
+                    output.write(index, *score_chunk(predictor, *job))
+                _tick(progress, output.rows, total)
+        else:
+            workers = _distributed(
+                str(run), jobs, output, client, scheduler, max_in_flight, progress, total
+            )
+        if manifest is not None:
+            _unused_images(manifest, jobs.seen, output, manifest_file)
+        output.finish()
     return BatchResult(
         out=out,
         patients=output.rows,
@@ -360,6 +495,7 @@ def score_table(
         report_csv=report_csv,
         report_counts=dict(output.report_counts),
         workers=workers,
+        resumed=output.resumed,
     )
 
 
@@ -450,7 +586,7 @@ def _unused_images(
             found=value,
         )
     if len(report):
-        output._report(report)
+        output.report(report)
 
 
 def _distributed(
@@ -463,19 +599,23 @@ def _distributed(
     progress: Progress | None,
     total: int | None,
 ) -> int:
-    """One Dask task per chunk, at most ``max_in_flight`` at once, written in input order."""
+    """One Dask task per chunk, at most ``max_in_flight`` at once, written in input order;
+    chunks an interrupted run committed are kept, not submitted."""
     own, cluster = dask_client(client, scheduler)
     try:
         workers = max(1, len(own.scheduler_info(n_workers=-1).get("workers", {})))
         window = max_in_flight or 2 * workers
-        pending: deque[Any] = deque()
-        for job in jobs:
-            pending.append(own.submit(_score_task, run, *job, pure=False))
+        pending: deque[tuple[int, Any]] = deque()
+        for index, job in enumerate(jobs):
+            if output.committed(index):
+                pending.append((index, None))
+            else:
+                pending.append((index, own.submit(_score_task, run, *job, pure=False)))
             if len(pending) >= window:
-                output.write(*pending.popleft().result())
+                _store(pending.popleft(), output)
                 _tick(progress, output.rows, total)
         while pending:
-            output.write(*pending.popleft().result())
+            _store(pending.popleft(), output)
             _tick(progress, output.rows, total)
         return workers
     finally:
@@ -483,6 +623,14 @@ def _distributed(
             own.close()
             if cluster is not None:
                 cluster.close()
+
+
+def _store(item: tuple[int, Any], output: _Output) -> None:
+    index, task = item
+    if task is None:
+        output.keep(index)
+    else:
+        output.write(index, *task.result())
 
 
 def dask_client(client: Any, scheduler: str | None) -> tuple[Any, Any]:

@@ -269,7 +269,9 @@ def validate(
         _print_summary(summary)
         _print_report(cohort.report, show, "use --report-csv FILE to list them all")
     if report_csv:
-        cohort.report.to_frame().to_csv(report_csv, index=False)
+        from deeppcos.csvsafe import write_csv
+
+        write_csv(cohort.report.to_frame(), report_csv, index=False)
     if strict and any(e.level in ("warning", "excluded") for e in cohort.report):
         raise typer.Exit(EXIT_STRICT)
 
@@ -348,7 +350,9 @@ def criteria(
         label = cohort.patients["label"] if cohort.patients["label"].notna().any() else None
         summary = criteria_summary(result, label=label)
     if labels_csv:
-        result.frame.to_csv(labels_csv, index=False)
+        from deeppcos.csvsafe import write_csv
+
+        write_csv(result.frame, labels_csv, index=False)
     if json_out:
         _write_json(summary, json_out)
     if json_out != "-":
@@ -401,7 +405,34 @@ def train(
             run = train_run(
                 cfg, target, overwrite=overwrite, progress=progress, label_corrections=corrections
             )
+    _print_load_report_counts(run)
     _print_branch_metrics(run)
+
+
+def _print_load_report_counts(run: Path) -> None:
+    """The training cohort's load report as ``_print_report``'s headline (counts per level and
+    action), and the file that lists every entry."""
+    from rich.markup import escape
+
+    summary = json.loads((run / "cohort.json").read_text(encoding="utf-8"))
+    counts: dict[str, int] = summary["report"]
+    where = run / "load_report.csv"
+    if not counts:
+        line = f"load report: nothing changed, nothing excluded ({where})"
+    else:
+        levels: Counter[str] = Counter()
+        for key, n in counts.items():
+            levels[key.split("/", 1)[0]] += n
+        levels_text = ", ".join(
+            _count(levels[level], level, f"{level}s" if level in ("warning", "error") else level)
+            for level in REPORT_LEVELS
+            if levels[level]
+        )
+        line = (
+            f"load report ({levels_text}): {_report_counts_in_words(counts)}; every entry in "
+            f"{where}"
+        )
+    console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def _corrections(logs: list[Path]):  # -> pd.Series | None
@@ -675,7 +706,9 @@ def predict(
     if out.suffix == ".parquet":
         predictions.to_parquet(out, index=False)
     else:
-        predictions.to_csv(out, index=False)
+        from deeppcos.csvsafe import write_csv
+
+        write_csv(predictions, out, index=False)
     counts = predictions["modalities"].astype(str).value_counts().to_dict()
     flagged = int(predictions["decision"].fillna(False).sum())
     console.print(
@@ -763,6 +796,12 @@ def _predict_in_chunks(
         markup=False,
     )
     console.print(f"load report ({report}): {result.report_csv}", highlight=False, markup=False)
+    if result.resumed:
+        console.print(
+            f"resumed: {_count(result.resumed, 'chunk', 'chunks')} scored by an interrupted run "
+            "kept, not scored again",
+            highlight=False,
+        )
 
 
 # --- embed ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deeppcos.csvsafe import write_csv
 from deeppcos.data.splits import CohortSplit
 from deeppcos.evaluation import plots
 from deeppcos.evaluation.metrics import (
@@ -60,7 +61,7 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir()
-    predictions.to_csv(partial / "test_predictions.csv", index=False)
+    write_csv(predictions, partial / "test_predictions.csv", index=False)
     result["subgroups"] = _subgroups(cohort.patients, predictions, predictor.threshold)
     _plots(partial, predictions, predictor)
     if severity is not None:
@@ -72,9 +73,15 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
         )
     _card(partial, run, cohort, predictor, result)
     (partial / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    # Renames only (as RunWriter does): a kill never leaves a half-deleted evaluation in place.
+    aside = run / f".{EVALUATION}.replaced"
+    if aside.exists():
+        shutil.rmtree(aside)
     if (run / EVALUATION).exists():
-        shutil.rmtree(run / EVALUATION)
+        (run / EVALUATION).rename(aside)
     partial.rename(run / EVALUATION)
+    if aside.exists():
+        shutil.rmtree(aside)
     return result
 
 

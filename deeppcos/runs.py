@@ -6,6 +6,11 @@ after ``run.json`` (the completion record) is written, so a folder named ``<name
 ``run.json`` is always whole. Ctrl-C leaves only the ``.partial`` folder, which the next run of
 the same name replaces.
 
+``--overwrite`` replaces a run by renames only, never by deleting it first: the old run is moved
+aside to ``.<name>.replaced``, the new one renamed into place, then the old one deleted. A kill
+at any step leaves the old run whole (in place or aside) or the new one in place; the next
+``RunWriter`` of that name finishes or undoes the step before anything else (:func:`recover`).
+
 Layout::
 
     run.json             completion record: status, timings, versions, cohort fingerprint
@@ -35,9 +40,33 @@ import pandas as pd
 import yaml
 
 from deeppcos import __version__
+from deeppcos.csvsafe import write_csv
 from deeppcos.exceptions import RunError
 
 RUN_RECORD = "run.json"
+# What a run folder may hold (module notes, evaluation/ and optional files): a folder holding
+# nothing else but no run.json is an interrupted run (an older deeppcos deleted the old run
+# before moving the new one in), which --overwrite may replace.
+RUN_ENTRIES = frozenset(
+    {
+        "config.yaml",
+        "cohort.json",
+        "split.json",
+        "load_report.csv",
+        "metrics.json",
+        "oof_predictions.csv",
+        "oof_embeddings.parquet",
+        "label_corrections.csv",
+        "tabular",
+        "image",
+        "curves",
+        "fusion",
+        "severity",
+        "evaluation",
+        ".evaluation.partial",
+        ".evaluation.replaced",
+    }
+)
 # 2: patients routed by the modalities they have (fusion/routes.json); severity given PCOS
 FORMAT_VERSION = 2
 
@@ -57,18 +86,15 @@ class RunWriter:
 
     def __init__(self, out: Path | str, *, overwrite: bool = False) -> None:
         self.final = Path(out).resolve()
+        self.root = _partial(self.final)
+        self.aside = _aside(self.final)
+        recover(self.final)  # a replace a kill interrupted: finished or undone first
         if (self.final / RUN_RECORD).exists() and not overwrite:
             raise RunError(
                 f"{self.final}: a complete run is already there; pass --overwrite "
                 "or choose another --out"
             )
-        if (
-            self.final.exists()
-            and not (self.final / RUN_RECORD).exists()
-            and any(self.final.iterdir())
-        ):
-            raise RunError(f"{self.final}: exists and is not a deeppcos run; choose another --out")
-        self.root = self.final.parent / f".{self.final.name}.partial"
+        _check_replaceable(self.final, overwrite)
         if self.root.exists():
             shutil.rmtree(self.root)  # what an interrupted run of the same name left
         self.root.mkdir(parents=True)
@@ -99,7 +125,7 @@ class RunWriter:
         if target.suffix == ".parquet":
             frame.to_parquet(target, index=False)
         else:
-            frame.to_csv(target, index=False)
+            write_csv(frame, target, index=False)
         return target
 
     def finish(self, record: dict[str, Any]) -> Path:
@@ -117,16 +143,67 @@ class RunWriter:
                 **record,
             },
         )
+        # Renames only: the old run is never half deleted while it is the run in place.
         if self.final.exists():
-            shutil.rmtree(self.final)
+            self.final.rename(self.aside)
         self.root.rename(self.final)
+        if self.aside.exists():
+            shutil.rmtree(self.aside)
         return self.final
+
+
+def _partial(final: Path) -> Path:
+    return final.parent / f".{final.name}.partial"
+
+
+def _aside(final: Path) -> Path:
+    return final.parent / f".{final.name}.replaced"
+
+
+def recover(final: Path) -> None:
+    """Finish or undo a replace that a kill interrupted (``RunWriter.finish``):
+
+    - the old run aside and nothing in place: the new run, if complete (``run.json`` is written
+      before any rename), moves in; otherwise the old run moves back;
+    - a run in place and the old one (or what is left of it) aside: the old one is deleted.
+    """
+    aside, partial = _aside(final), _partial(final)
+    if not aside.exists():
+        return
+    if not final.exists():
+        source = partial if (partial / RUN_RECORD).is_file() else aside
+        source.rename(final)
+    if aside.exists():
+        shutil.rmtree(aside)
+
+
+def _check_replaceable(final: Path, overwrite: bool) -> None:
+    """A folder at ``out`` that is neither empty nor a complete run is replaced only when it
+    holds nothing but run files (an interrupted run) and --overwrite was given."""
+    if not final.exists() or (final / RUN_RECORD).exists() or not any(final.iterdir()):
+        return
+    names = {p.name for p in final.iterdir()}
+    if not names <= RUN_ENTRIES:
+        raise RunError(
+            f"{final}: exists and is not a deeppcos run (it holds {sorted(names - RUN_ENTRIES)[:5]}"
+            "); choose another --out"
+        )
+    if not overwrite:
+        raise RunError(
+            f"{final}: an incomplete run (no {RUN_RECORD}; was a replace interrupted?); pass "
+            "--overwrite to replace it, or choose another --out"
+        )
 
 
 def read_run_record(run: Path | str) -> dict[str, Any]:
     """The completion record of a run folder; a clear error when it is missing or incomplete."""
     run = Path(run)
     if not run.is_dir():
+        if _aside(run.resolve()).is_dir():
+            raise RunError(
+                f"{run}: run folder not found; a 'train --overwrite' was interrupted and left it "
+                f"at {_aside(run.resolve())}; run the same train command again to finish"
+            )
         raise RunError(f"{run}: run folder not found")
     record = run / RUN_RECORD
     if not record.is_file():

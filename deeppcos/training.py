@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from sklearn.model_selection import StratifiedGroupKFold
 
 from deeppcos.config import RunConfig, config_to_dict
+from deeppcos.csvsafe import refuse_formula_ids, write_csv
 from deeppcos.data.cohort import Cohort, load_cohort
 from deeppcos.data.spec import spec_from_dict
 from deeppcos.data.splits import CohortSplit, make_splits
@@ -409,6 +410,9 @@ def train(
     """
     params = resolve_branch_params(config)
     cohort = cohort_for(config, lambda d, t: progress and progress("cohort", d, t))
+    # Run files are joined back on ids (corrections, grades, reviewers' feedback), so an id a
+    # spreadsheet would run as a formula is refused here rather than quoted in every file.
+    refuse_formula_ids(cohort.patients["patient_id"], f"cohort {cohort.spec.name!r}")
     source_fingerprint = cohort.fingerprint()  # of the data as loaded, before any correction
     corrected = apply_label_corrections(cohort, label_corrections)
     split, groups = development_split(config, cohort, progress)
@@ -417,7 +421,7 @@ def train(
     summary = cohort.summary()
     writer.write_json("cohort.json", summary)
     split.save(writer.path("split.json"))
-    cohort.report.to_frame().to_csv(writer.path("load_report.csv"), index=False)
+    write_csv(cohort.report.to_frame(), writer.path("load_report.csv"), index=False)
     oof = _oof_frame(cohort, split)
     metrics: dict[str, Any] = {
         "label_name": cohort.spec.label_name,

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import context, runinfo, widgets
+from deeppcos.csvsafe import csv_text
 from deeppcos.exceptions import DeepPCOSError
 from deeppcos.feedback import FeedbackEntry, FeedbackLog, feedback_path
 
@@ -101,7 +102,7 @@ def entries(log: FeedbackLog) -> None:
     st.dataframe(table.iloc[::-1], hide_index=True, key="feedback_table")
     st.download_button(
         "Download as CSV",
-        data=table.to_csv(index=False),
+        data=csv_text(table, index=False),
         file_name=f"{log.path.stem}.csv",
         mime="text/csv",
         key="feedback_csv",
