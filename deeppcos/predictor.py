@@ -276,9 +276,10 @@ def _load_branch(name: str, folder: Path) -> Any:
         from deeppcos.tabular.branch import TabularBranch
 
         return TabularBranch.load(folder)
-    from deeppcos.image.branch import ImageBranch
+    # Loaded at first use: a run scoring labs-only patients never imports TensorFlow.
+    from deeppcos.image.lazy import LazyImageBranch
 
-    return ImageBranch.load(folder)
+    return LazyImageBranch(folder)
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -473,7 +473,7 @@ class ImageBranch:
         without images. Indexed by patient_id in the given order (all patients when None)."""
         self._check_fitted()
         ids = _ids(cohort, patient_ids)
-        if cohort.images.empty:  # nothing to read (a labs-only request): skip the pipeline
+        if not has_images(cohort, ids):  # nothing to read (labs only): skip the pipeline
             return self._without_images(ids)
         table = self._images(cohort, ids)
         probability, embedding = self._forward(table)
@@ -495,10 +495,7 @@ class ImageBranch:
         return self._embedding_width
 
     def _without_images(self, ids: list[str]) -> tuple[pd.Series, pd.DataFrame]:
-        index = pd.Index(ids, name="patient_id")
-        width = self.embedding_width()
-        embedding = pd.DataFrame(np.nan, index=index, columns=_emb_columns(width))
-        return pd.Series(np.nan, index=index, name="p_image"), embedding
+        return without_images(ids, self.embedding_width())
 
     def predict_proba(self, cohort: Cohort, patient_ids: Sequence[str] | None = None) -> pd.Series:
         """P(label = 1) per patient, indexed by patient_id in the given order (all patients when
@@ -536,6 +533,7 @@ class ImageBranch:
             "mixed_precision": self.mixed_precision_,
             "replicas": getattr(self, "replicas_", 1),
             "history": self.history_,
+            "embedding_width": self.embedding_width(),  # read without loading the model
         }
         if self.params.frozen:
             fields["embedding_key"] = self.embedding_key_.to_dict()
@@ -618,6 +616,18 @@ def _reraise_image_error(exc: Exception) -> None:
     error = unwrap_image_error(exc)  # type: ignore[arg-type]
     if error is not None:
         raise error from exc
+
+
+def has_images(cohort: Cohort, ids: Sequence[str]) -> bool:
+    """Whether any of these patients has an image in the cohort."""
+    return bool(len(cohort.images)) and bool(cohort.images["patient_id"].isin(ids).any())
+
+
+def without_images(ids: Sequence[str], width: int) -> tuple[pd.Series, pd.DataFrame]:
+    """:meth:`ImageBranch.predict_patients`' answer for patients without images: NaN."""
+    index = pd.Index(list(ids), name="patient_id")
+    embedding = pd.DataFrame(np.nan, index=index, columns=_emb_columns(width))
+    return pd.Series(np.nan, index=index, name="p_image"), embedding
 
 
 def _emb_columns(width: int) -> list[str]:

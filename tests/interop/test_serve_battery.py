@@ -197,3 +197,47 @@ def test_a_long_explanation_does_not_block_predictions(tabular_run: Path) -> Non
         response = client.post("/predict", json=body)
         waited = time.perf_counter() - start
     assert response.status_code == 200 and waited < 2.0
+
+
+# --- crafted UCUM units -----------------------------------------------------------------------
+
+CRAFTED_UNITS = ["10*999.[IU]/L", "[IU]/L999999999", "10*" + "9" * 5000]
+
+
+def _bundle_with_unit(unit: str) -> dict:
+    from tests.conftest import REPO
+
+    bundle = json.loads((REPO / "tests" / "data" / "fhir" / "two_patients.json").read_text())
+    for entry in bundle["entry"]:
+        quantity = entry["resource"].get("valueQuantity")
+        if quantity is not None:
+            quantity["unit"] = quantity["code"] = unit
+            break
+    return bundle
+
+
+@pytest.mark.parametrize("unit", CRAFTED_UNITS, ids=["power-999", "glued-digits", "5000-digits"])
+def test_crafted_units_in_a_bundle_never_give_500(client: TestClient, unit: str) -> None:
+    response = client.post("/predict", json={"fhir": _bundle_with_unit(unit)})
+    assert response.status_code in (200, 422), response.text[:300]
+    text = json.dumps(response.json())
+    assert "entry[" in text  # the bundle entry is named, in the report or the error
+    if response.status_code == 200:
+        notes = [e for e in response.json()["report"] if "unit" in e["message"].lower()]
+        assert notes, response.json()["report"]
+
+
+def test_crafted_units_give_the_cli_a_message_not_a_traceback(tabular_run, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from deeppcos.cli import app as cli_app
+
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(_bundle_with_unit(CRAFTED_UNITS[2])))
+    result = CliRunner().invoke(
+        cli_app,
+        ["predict", str(tabular_run), "--fhir", str(bundle), "--out", str(tmp_path / "p.csv")],
+    )
+    assert result.exit_code in (0, 1), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
