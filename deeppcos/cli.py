@@ -9,6 +9,7 @@ warnings; 4 ``audit --fail-on`` found a finding at or above that severity; 130 i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -1038,13 +1039,35 @@ def serve(
         return
     del application
     os.environ[SERVE_SETTINGS_ENV] = serve_settings(run, host, api_key_env, limits)
-    uvicorn.run(
+    _serve_in_workers(workers, options)
+
+
+def _serve_in_workers(workers: int, options: dict[str, Any]) -> None:
+    """uvicorn's multi-process mode, with TCP_NODELAY on the shared listening socket.
+
+    uvicorn binds that socket itself with protocol 0, so asyncio does not turn Nagle's algorithm
+    off on the connections it accepts (it does only for IPPROTO_TCP sockets), and every small
+    response then waits ~40 ms for the client's delayed ACK (measured: /health 1 ms with one
+    process, 44 ms with two). Linux copies the option from the listening socket to each
+    accepted one.
+    """
+    import socket
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
         "deeppcos.serve:app_from_environment",
         factory=True,
         workers=workers,
         access_log=False,
         **options,
     )
+    sock = config.bind_socket()
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops the workers: not an error
+        Multiprocess(config, sockets=[sock]).run()
 
 
 # --- explain ---------------------------------------------------------------------------------

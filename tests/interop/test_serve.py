@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -332,3 +333,27 @@ def test_tabular_and_image_request(image_run: Path, tmp_path: Path) -> None:
     prediction = result.json()["predictions"][0]
     assert prediction["p_image"] is not None and prediction["p_tabular"] is not None
     assert "image" in prediction["modalities"] and "tabular" in prediction["modalities"]
+
+
+def test_several_worker_processes_serve_the_same_answers(tabular_run: Path) -> None:
+    """``--workers 2``: each process loads the run and answers as the library does; the
+    settings reach the workers through the environment, the key through its own variable."""
+    port = _free_port()
+    env = {**os.environ, "TEST_DEEPPCOS_KEY": KEY, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "deeppcos.cli", "serve", str(tabular_run), "--port", str(port)]
+    command += ["--api-key-env", "TEST_DEEPPCOS_KEY", "--workers", "2"]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(process, url)
+        body, _ = _patients(tabular_run, 3)
+        expected = TestClient(create_app(tabular_run)).post("/predict", json={"patients": body})
+        with httpx.Client(base_url=url, timeout=30, headers={"X-API-Key": KEY}) as http:
+            answers = [http.post("/predict", json={"patients": body}) for _ in range(6)]
+        assert all(a.status_code == 200 for a in answers), answers[0].text
+        assert all(a.json()["predictions"] == expected.json()["predictions"] for a in answers)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
