@@ -1,21 +1,28 @@
-"""Serving latency, batch scoring rate and memory, written to benchmarks/results/serving.json.
+"""Serving latency and throughput, cold start, batch scoring rate and memory, written to
+benchmarks/results/serving.json.
 
-    .venv/bin/python benchmarks/bench_serving.py [--quick]
+    .venv/bin/python benchmarks/bench_serving.py [--run demo/run] [--quick] [--skip-batch]
 
-1. Trains two small runs on synthetic cohorts: tabular only (300 patients) and tabular + image
-   (160 patients, compact CNN at 64 px, 2 epochs).
-2. **Service latency**: ``deeppcos serve`` (the tabular + image run) in its own process on
-   loopback; one client sends one-patient requests one at a time — tabular only (the labs),
-   and tabular + image (the labs and two 128-px PNG ovary images, base64) — then 8 clients send
-   200 tabular-only requests at once. p50 / p95 / p99 in milliseconds.
-3. **Batch rate**: ``score_table`` on 100,000 synthetic tabular patients (the 300-patient table
-   resampled under new ids, CSV, chunks of 10,000) with the tabular run, and on ~2,000 images
-   (a 1,050-patient synthetic cohort at 128 px, chunks of 250) with the image run.
-4. **Memory**: each batch job runs in a fresh process that reports its peak RSS; 10,000 and
-   100,000 patients show whether memory stays flat as the input grows.
+1. **The served run**: ``--run`` (the README uses the demo's run), else a small tabular + image
+   run trained here (160 synthetic patients, compact CNN at 64 px, 2 epochs).
+2. **In-process rate**: the loaded predictor scores labs-only patients in one call at two sizes;
+   the marginal rate (extra patients per extra second) leaves the fixed per-call cost out.
+3. **Service**: ``deeppcos serve`` on loopback with 1 and with 2 worker processes; one client
+   sends one-patient requests one after another — labs only, and labs with one 128-px image
+   (base64 PNG) — then 8 clients at once, each kind; then short labs-only requests one after
+   another while another client keeps sending 20-patient ``explain: true`` requests. p50 /
+   p95 / p99 in milliseconds, requests per second, errors (any answer but 200).
+4. **Cold start**: ``deeppcos explain RUN --patient ID`` (a patient with images, and one
+   without) and ``deeppcos predict`` for one patient's labs, in a new process each, as a user
+   types them (best of two).
+5. **Targets** of issue 19, each with the figure it is judged on (the better worker count).
+6. **Batch rate and memory** (unless ``--skip-batch``): ``score_table`` on 10,000 and 100,000
+   synthetic labs-only patients with a tabular run, and ~2,000 images with the image run, each
+   job in a fresh process that reports its peak RSS.
 
-The machine's load average is recorded before and after: on a shared 2-core machine other work
-slows every figure, so read them with it.
+The load generator runs on the same 2-core machine as the server, so every client's CPU is
+taken from the server: the figures are a floor. The machine's load average is recorded before
+and after.
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ import base64
 import json
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,16 +92,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(run: Path, port: int) -> subprocess.Popen:
+def start_server(run: Path, port: int, workers: int = 1) -> subprocess.Popen:
     import httpx
 
     env = {**os.environ, "BENCH_KEY": KEY}
     command = [sys.executable, "-m", "deeppcos.cli", "serve", str(run), "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--api-key-env", "BENCH_KEY"],
+        [*command, "--api-key-env", "BENCH_KEY", "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the workers go with the supervisor when it is stopped
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -107,79 +117,203 @@ def start_server(run: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("the server did not start within 180 s")
 
 
-def request_bodies(run: Path) -> tuple[dict, dict]:
+def stop_server(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+def request_bodies(run: Path) -> tuple[dict, dict, dict]:
+    """One patient's labs; the same with one 128-px image; 20 patients' labs with
+    ``explain: true`` (the longest request the service accepts by default)."""
     cohort = run.parent / "cohort"
     table = pd.read_csv(cohort / "patients.csv")
     manifest = pd.read_csv(cohort / "images.csv")
-    pid = manifest["patient_id"].value_counts().index[0]  # a patient with two images
-    row = table[table["patient_id"] == pid].drop(columns=["pcos", "severity", "site"]).iloc[0]
-    features = {k: float(v) for k, v in row.items() if k != "patient_id" and pd.notna(v)}
-    images = [
-        {"data": base64.b64encode((cohort / path).read_bytes()).decode(), "side": side}
-        for path, side in manifest.loc[manifest["patient_id"] == pid, ["path", "side"]].values
-    ]
-    tabular = {"patients": [{"patient_id": pid, "features": features}]}
-    both = {"patients": [{"patient_id": pid, "features": features, "images": images}]}
-    return tabular, both
+    pid = manifest["patient_id"].value_counts().index[0]
+    labs = table.drop(columns=["pcos", "severity", "site"]).set_index("patient_id")
+
+    def features(patient: str) -> dict[str, float]:
+        return {k: float(v) for k, v in labs.loc[patient].items() if pd.notna(v)}
+
+    path, side = manifest.loc[manifest["patient_id"] == pid, ["path", "side"]].values[0]
+    image = {"data": base64.b64encode((cohort / path).read_bytes()).decode(), "side": side}
+    tabular = {"patients": [{"patient_id": pid, "features": features(pid)}]}
+    with_image = {"patients": [{"patient_id": pid, "features": features(pid), "images": [image]}]}
+    explained = {
+        "patients": [{"patient_id": p, "features": features(p)} for p in labs.index[:20]],
+        "explain": True,
+    }
+    return tabular, with_image, explained
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
-    values = np.array(ms)
+    values = np.array(ms) if ms else np.array([np.nan])
     return {
-        "n": len(values),
+        "n": len(ms),
         **{f"p{q}_ms": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)},
         "mean_ms": round(float(values.mean()), 1),
     }
 
 
-def timed_requests(url: str, body: dict, n: int) -> list[float]:
+def timed_requests(url: str, body: dict, n: int) -> tuple[list[float], int]:
+    """Latencies of ``n`` requests sent one after another, and how many were not 200."""
     import httpx
 
-    times = []
-    with httpx.Client(timeout=120, headers={"X-API-Key": KEY}) as http:
+    times, errors = [], 0
+    with httpx.Client(timeout=300, headers={"X-API-Key": KEY}) as http:
         for _ in range(n):
             start = time.perf_counter()
-            response = http.post(url, json=body)
-            elapsed = (time.perf_counter() - start) * 1000
-            if response.status_code != 200:
-                raise RuntimeError(f"request failed: {response.status_code} {response.text[:300]}")
-            times.append(elapsed)
-    return times
+            try:
+                ok = http.post(url, json=body).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            times.append((time.perf_counter() - start) * 1000)
+            errors += not ok
+    return times, errors
 
 
-def bench_service(run: Path, quick: bool) -> dict:
+def concurrent(url: str, body: dict, clients: int, each: int) -> dict:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        chunks = list(pool.map(lambda _: timed_requests(url, body, each), range(clients)))
+    wall = time.perf_counter() - start
+    times = [t for chunk, _ in chunks for t in chunk]
+    return {
+        **percentiles(times),
+        "clients": clients,
+        "requests_per_s": round(len(times) / wall, 1),
+        "errors": sum(errors for _, errors in chunks),
+    }
+
+
+def beside_explanations(url: str, short: dict, long: dict, n: int) -> dict:
+    """Short requests one after another while another client sends explanation requests."""
+    stop = threading.Event()
+    explained: list[float] = []
+
+    def explain_loop() -> None:
+        while not stop.is_set():
+            explained.extend(timed_requests(url, long, 1)[0])
+
+    thread = threading.Thread(target=explain_loop)
+    thread.start()
+    time.sleep(1.0)  # the first explanation is under way
+    times, errors = timed_requests(url, short, n)
+    stop.set()
+    thread.join()
+    return {**percentiles(times), "errors": errors, "explanations": percentiles(explained)}
+
+
+def bench_service(run: Path, quick: bool, workers: int) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}/predict"
-    tabular, both = request_bodies(run)
-    server = start_server(run, port)
+    tabular, with_image, explained = request_bodies(run)
+    server = start_server(run, port, workers)
+    n = 50 if quick else 300
     try:
-        timed_requests(url, tabular, 5)  # warm-up (first calls build the TF graph)
-        timed_requests(url, both, 5)
-        n = 30 if quick else 100
-        sequential_tabular = timed_requests(url, tabular, n)
-        sequential_both = timed_requests(url, both, n // 2)
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            chunks = list(pool.map(lambda _: timed_requests(url, tabular, 25), range(8)))
-        wall = time.perf_counter() - start
+        for body in (tabular, with_image):  # warm-up: every worker builds its graphs
+            timed_requests(url, body, 10 * workers)
+        timed_requests(url, explained, 1)
+        sequential, errors = timed_requests(url, tabular, n)
+        sequential_image, errors_image = timed_requests(url, with_image, n // 2)
+        results = {
+            "workers": workers,
+            "sequential_tabular_only": {**percentiles(sequential), "errors": errors},
+            "sequential_tabular_and_image": {
+                **percentiles(sequential_image),
+                "errors": errors_image,
+            },
+            "concurrent_8_clients_tabular_only": concurrent(url, tabular, 8, n // 4 * 2),
+            "concurrent_8_clients_tabular_and_image": concurrent(url, with_image, 8, n // 10),
+            "short_beside_explanations": beside_explanations(url, tabular, explained, n // 3),
+        }
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-    concurrent = [t for chunk in chunks for t in chunk]
-    return {
-        "request_bytes": {
-            "tabular_only": len(json.dumps(tabular)),
-            "tabular_and_image": len(json.dumps(both)),
-        },
-        "images_per_request": len(both["patients"][0]["images"]),
-        "sequential_tabular_only": percentiles(sequential_tabular),
-        "sequential_tabular_and_image": percentiles(sequential_both),
-        "concurrent_8_clients_tabular_only": {
-            **percentiles(concurrent),
-            "requests_per_s": round(len(concurrent) / wall, 1),
-            "errors": 0,
-        },
+        stop_server(server)
+    results["request_bytes"] = {
+        "tabular_only": len(json.dumps(tabular)),
+        "tabular_and_image": len(json.dumps(with_image)),
+        "explain_20_patients": len(json.dumps(explained)),
     }
+    return results
+
+
+# --- the in-process rate and the cold start ---------------------------------------------------
+
+
+def in_process_rate(run: Path, sizes: tuple[int, int]) -> dict:
+    """Labs-only patients scored by the loaded predictor in one call, at two sizes: the
+    marginal rate (extra patients per extra second) leaves the fixed per-call cost out."""
+    from deeppcos.data.cohort import Cohort, empty_images_table
+    from deeppcos.data.report import LoadReport
+    from deeppcos.predictor import load_run
+
+    predictor = load_run(run)
+    cohort = predictor.cohort()
+    source = cohort.patients
+    seconds = {}
+    for n in sizes:
+        rows = source.iloc[np.random.default_rng(0).integers(0, len(source), n)].copy()
+        rows["patient_id"] = [f"B{i:07d}" for i in range(n)]
+        many = Cohort(
+            cohort.spec,
+            rows.reset_index(drop=True),
+            empty_images_table(),
+            cohort.feature_columns,
+            LoadReport(),
+        )
+        predictor.predict(many)  # warm
+        start = time.perf_counter()
+        predictor.predict(many)
+        seconds[n] = time.perf_counter() - start
+    small, large = sizes
+    return {
+        "patients": list(sizes),
+        "seconds": [round(seconds[n], 3) for n in sizes],
+        "patients_per_s": [round(n / seconds[n], 1) for n in sizes],
+        "marginal_patients_per_s": round((large - small) / (seconds[large] - seconds[small]), 1),
+    }
+
+
+def cold_commands(run: Path, work: Path) -> dict:
+    """Wall time of ``deeppcos explain --patient`` and ``deeppcos predict`` for one patient in a
+    new process, as a user types them."""
+    cohort = run.parent / "cohort"
+    table = pd.read_csv(cohort / "patients.csv")
+    scanned = set(pd.read_csv(cohort / "images.csv")["patient_id"].astype(str))
+    with_images = next(p for p in table["patient_id"].astype(str) if p in scanned)
+    labs_only = next((p for p in table["patient_id"].astype(str) if p not in scanned), None)
+    one = work / "one-patient.csv"
+    table.head(1).drop(columns=["pcos", "severity", "site"]).to_csv(one, index=False)
+
+    def explain(patient: str) -> list[str]:
+        return ["explain", str(run), "--patient", patient, "--out", str(work / "explain.html")]
+
+    commands = {"explain_one_patient": explain(with_images)}
+    if labs_only is not None:
+        commands["explain_one_patient_labs_only"] = explain(labs_only)
+    commands["predict_one_patient_labs"] = [
+        "predict",
+        str(run),
+        "--patients",
+        str(one),
+        "--out",
+        str(work / "one.csv"),
+    ]
+    out = {}
+    for name, arguments in commands.items():
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "deeppcos.cli", *arguments],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            times.append(time.perf_counter() - start)
+            if done.returncode != 0:
+                raise RuntimeError(f"{name}: {done.stderr[-2000:]}")
+        out[name] = {"seconds": [round(t, 2) for t in times], "best_s": round(min(times), 2)}
+    return out
 
 
 # --- batch scoring (each job in a fresh process, for its peak RSS) -------------------------------
@@ -277,9 +411,67 @@ def bench_batch(tabular_run: Path, image_run: Path, work: Path, quick: bool) -> 
     }
 
 
+def targets(services: dict[int, dict], rate: dict, cold: dict) -> dict:
+    """Issue 19's targets, each with the figure it is judged on and the worker count (of those
+    measured) that did best on it."""
+
+    def best(part: str, key: str, higher: bool) -> tuple[int, dict]:
+        pick = max if higher else min
+        workers = pick(services, key=lambda w: services[w][part][key])
+        return workers, services[workers][part]
+
+    needed = 0.02 * rate["marginal_patients_per_s"]
+    w_one, one = best("sequential_tabular_only", "p50_ms", higher=False)
+    w_many, many = best("concurrent_8_clients_tabular_only", "requests_per_s", higher=True)
+    w_image, image = best("concurrent_8_clients_tabular_and_image", "requests_per_s", higher=True)
+    errors = sum(
+        part.get("errors", 0)
+        for service in services.values()
+        for part in service.values()
+        if isinstance(part, dict)
+    )
+    ratios = {
+        w: s["short_beside_explanations"]["p95_ms"] / s["sequential_tabular_only"]["p95_ms"]
+        for w, s in services.items()
+    }
+    w_beside = min(ratios, key=ratios.__getitem__)
+    checks = {
+        "labs_only_p50_under_10_ms": (w_one, one["p50_ms"], one["p50_ms"] < 10),
+        "8_clients_at_least_2_percent_of_marginal_batch_rate": (
+            w_many,
+            {"requests_per_s": many["requests_per_s"], "needed": round(needed, 1)},
+            many["requests_per_s"] >= needed,
+        ),
+        "labs_and_one_image_8_clients_at_least_50_per_s": (
+            w_image,
+            image["requests_per_s"],
+            image["requests_per_s"] >= 50,
+        ),
+        "no_errors": (None, errors, errors == 0),
+        "short_p95_beside_explanations_within_2x": (
+            w_beside,
+            round(ratios[w_beside], 2),
+            ratios[w_beside] <= 2,
+        ),
+        "cold_explain_under_8_s": (
+            None,
+            cold["explain_one_patient"]["best_s"],
+            cold["explain_one_patient"]["best_s"] < 8,
+        ),
+    }
+    return {
+        name: {"workers": workers, "figure": figure, "met": bool(met)}
+        for name, (workers, figure, met) in checks.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    parser.add_argument(
+        "--run", type=Path, help="serve this run (e.g. demo/run) instead of a small trained one"
+    )
+    parser.add_argument("--skip-batch", action="store_true", help="leave out the batch part")
     args = parser.parse_args()
     started = time.perf_counter()
     load_before = os.getloadavg()
@@ -287,16 +479,29 @@ def main() -> None:
         work = Path(folder)
         (work / "tab").mkdir()
         (work / "img").mkdir()
-        tabular_run = train_run(work / "tab", image=False, patients=300)
-        image_run = train_run(work / "img", image=True, patients=160)
-        service = bench_service(image_run, args.quick)
-        batch = bench_batch(tabular_run, image_run, work, args.quick)
+        served = (
+            args.run.resolve() if args.run else train_run(work / "img", image=True, patients=160)
+        )
+        rate = in_process_rate(served, (2_000, 20_000) if args.quick else (5_000, 50_000))
+        services = {w: bench_service(served, args.quick, w) for w in (1, 2)}
+        cold = cold_commands(served, work)
+        batch = None
+        if not args.skip_batch:
+            tabular_run = train_run(work / "tab", image=False, patients=300)
+            image_run = served if args.run else work / "img" / "run"
+            batch = bench_batch(tabular_run, image_run, work, args.quick)
     results = {
         "cpus": os.cpu_count(),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "quick": args.quick,
-        "service": service,
+        "served_run": str(args.run)
+        if args.run
+        else "a 160-patient synthetic run (compact CNN, 64 px)",
+        "in_process_labs_only": rate,
+        "service_by_workers": {str(w): r for w, r in services.items()},
+        "cold_start": cold,
+        "targets": targets(services, rate, cold),
         "batch": batch,
         "seconds": round(time.perf_counter() - started, 1),
     }
