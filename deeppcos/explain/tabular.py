@@ -53,7 +53,7 @@ def contributions(
             f"the frame to explain lacks {len(missing)} model input(s): {missing[:10]}; pass the "
             "branch's design_matrix() (it derives BMI, ratios, … from their parts)"
         )
-    matrix = x[names].astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+    matrix = x[names].to_numpy(dtype="float64", na_value=np.nan)
     threads = n_jobs or 1
     dmatrix = xgb.DMatrix(matrix, feature_names=names, missing=np.nan, nthread=threads)
     with _threads(booster, n_jobs):
@@ -89,7 +89,7 @@ def _explanation(
     return shap.Explanation(
         values=values,
         base_values=base,
-        data=x[names].astype("Float64").to_numpy(dtype="float64", na_value=np.nan),
+        data=x[names].to_numpy(dtype="float64", na_value=np.nan),
         feature_names=names,
         instance_names=[str(i) for i in x.index],
     )
@@ -133,7 +133,7 @@ def margin(branch: Any, x: pd.DataFrame) -> np.ndarray:
 
     _check_fitted(branch)
     names = list(branch.feature_names_)
-    matrix = x[names].astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+    matrix = x[names].to_numpy(dtype="float64", na_value=np.nan)
     dmatrix = xgb.DMatrix(matrix, feature_names=names, missing=np.nan)
     return np.asarray(branch.booster_.predict(dmatrix, output_margin=True), dtype="float64")
 

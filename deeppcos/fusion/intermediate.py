@@ -473,10 +473,13 @@ def _tabular_matrix(tabular: pd.DataFrame, names: list[str]) -> np.ndarray:
             f"{missing[:10]}; add them (NaN where unknown)"
         )
     frame = tabular[names]
-    not_numeric = [c for c in names if not pd.api.types.is_numeric_dtype(frame[c])]
+    not_numeric = [
+        str(c) for c, kind in frame.dtypes.items() if not pd.api.types.is_numeric_dtype(kind)
+    ]
     if not_numeric:
         raise SchemaError(f"tabular columns must be numeric; not numeric: {not_numeric[:10]}")
-    matrix = frame.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+    # to_numpy maps pandas' NA to NaN itself; a per-column astype costs more than the booster.
+    matrix = frame.to_numpy(dtype="float64", na_value=np.nan)
     if np.isinf(matrix).any():
         raise SchemaError("the tabular frame holds ±inf; use NaN for missing values")
     return matrix
