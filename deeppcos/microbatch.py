@@ -156,9 +156,11 @@ class Arrival(Generic[Item, Result]):
         return self
 
     def submit(self, item: Item, size: int = 1) -> Result:
-        future = self._batcher._enqueue(item, size)
-        self._withdraw()  # queued: the scorer sees it in the queue, not as on its way
-        return future.result()
+        # No longer "on its way" before it is queued: otherwise the scorer, woken by the put,
+        # could still count it as arriving and wait for it in vain (the bounded wait, every
+        # time, for a lone client).
+        self._withdraw()
+        return self._batcher._enqueue(item, size).result()
 
     def __exit__(self, *exc: object) -> None:
         self._withdraw()  # a request that failed before submitting is no longer on its way

@@ -126,13 +126,20 @@ class Predictor:
         decision = pd.array(
             [pd.NA if np.isnan(r) else bool(r >= self.threshold) for r in risk], dtype="boolean"
         )
-        out = frame.reset_index()
-        out["probability"] = probability
-        out["risk"] = risk
-        out["decision"] = decision
-        out["modalities"] = routes
         severity = self._grade(frame, tabular, risk, decision)
-        out = pd.concat([out, severity.reset_index(drop=True)], axis=1)
+        # Built in one go: column by column, pandas costs more than the models for one patient.
+        out = pd.DataFrame(
+            {
+                "patient_id": frame.index.to_numpy(),
+                "p_tabular": frame["p_tabular"].to_numpy(),
+                "p_image": frame["p_image"].to_numpy(),
+                "probability": probability,
+                "risk": risk,
+                "decision": decision,
+                "modalities": routes,
+                **{column: severity[column].array for column in severity.columns},
+            }
+        )
         columns = [*PREDICTION_COLUMNS, *severity.columns.drop("severity")]
         return Prediction(out[columns], tabular, embeddings)
 
@@ -182,7 +189,7 @@ class Predictor:
         p_image = frame["p_image"] if "image" in self.branches else None
         excluded = self.severity_info.get("excluded_inputs", [])
         x = severity_inputs(tabular, p_image, excluded, frame.index)
-        given_pcos = self.severity.predict_proba(x[self.severity.feature_names_])
+        given_pcos = self.severity.predict_proba(x)  # the head picks its own columns, by name
         pcos_levels = [str(v) for v in self.severity.levels_]
         return severity_columns(given_pcos, risk, decision, self.severity_levels(), pcos_levels)
 

@@ -181,15 +181,18 @@ def severity_inputs(
     index: pd.Index,
 ) -> pd.DataFrame:
     """The head's input table: tabular features (minus ``excluded``) and the image logit."""
-    parts = []
-    if tabular is not None:
-        parts.append(tabular.reindex(index).drop(columns=excluded, errors="ignore"))
-    if p_image is not None:
-        p = p_image.reindex(index).to_numpy(dtype="float64").clip(1e-6, 1 - 1e-6)
-        parts.append(pd.DataFrame({IMAGE_INPUT: np.log(p / (1 - p))}, index=index))
-    if not parts:
+    if tabular is None and p_image is None:
         raise SchemaError("the severity head needs the tabular branch, the image branch or both")
-    frame = pd.concat(parts, axis=1)
+    if tabular is None:
+        frame = pd.DataFrame(index=index)
+    else:
+        frame = tabular if tabular.index.equals(index) else tabular.reindex(index)
+        dropped = [c for c in excluded if c in frame]
+        frame = frame.drop(columns=dropped) if dropped else frame.copy()
+    if p_image is not None:
+        aligned = p_image if p_image.index.equals(index) else p_image.reindex(index)
+        p = aligned.to_numpy(dtype="float64").clip(1e-6, 1 - 1e-6)
+        frame[IMAGE_INPUT] = np.log(p / (1 - p))
     if frame.shape[1] == 0:
         raise SchemaError(
             "no input is left for the severity head: the criteria labeller used every tabular "
