@@ -1,9 +1,9 @@
 """Typed run configuration, loaded from ``configs/*.yaml`` and validated on load.
 
 A config names a cohort (an inline ``cohort:`` spec, a ``cohort_spec:`` file, or a
-``synthetic:`` cohort generated on first use), the split, and each branch's settings. Branch
-parameters are validated by the branch's own parameter model when training starts
-(``deeppcos.training.resolve_branch_params``), so this module stays free of model code.
+``synthetic:`` cohort generated on first use), the split, and each branch's settings. Each
+model's settings (branches, fusion, severity head) are checked by :func:`load_config` through
+:mod:`deeppcos.parameters`, imported only there, so this module stays free of model code.
 """
 
 from __future__ import annotations
@@ -146,13 +146,20 @@ def load_config(path: Path | str) -> RunConfig:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
         base = raw.get("config_dir") or path.parent.resolve()
-        return RunConfig.model_validate({**raw, "base_dir": base})
+        config = RunConfig.model_validate({**raw, "base_dir": base})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
             for err in exc.errors()
         )
         raise ConfigError(f"{path}: invalid config: {problems}") from exc
+    # Each model's own settings too, now rather than when training reaches that model.
+    from deeppcos.parameters import model_setting_problems
+
+    settings = model_setting_problems(config)
+    if settings:
+        raise ConfigError(f"{path}: invalid config: {'; '.join(settings)}")
+    return config
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
