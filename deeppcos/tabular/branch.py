@@ -139,6 +139,23 @@ class TabularBranch:
         features = select_features(cohort.feature_columns, self.params.exclude_ultrasound)
         _check_names(features)
         x, y = _labelled_rows(cohort, train_ids, features, "training")
+        validation = None
+        if val_ids is not None:
+            validation = _validation_rows(cohort, train_ids, val_ids, features)
+        return self.fit_frame(x, y, validation, callbacks)
+
+    def fit_frame(
+        self,
+        x: pd.DataFrame,
+        y: pd.Series,
+        validation: tuple[pd.DataFrame, pd.Series] | None = None,
+        callbacks: Sequence[xgb.callback.TrainingCallback] = (),
+    ) -> TabularBranch:
+        """Train on a design matrix (its columns are the model inputs, in order) and 0/1
+        labels; early-stop on ``validation`` when given. :meth:`fit` reads these from a
+        cohort; the scikit-learn adapter passes a DataFrame's."""
+        features = [str(c) for c in x.columns]
+        _check_names(features)
         if y.nunique() < 2:
             raise SchemaError(
                 f"the training set has one class only ({int(y.iloc[0])} for all {len(y)} "
@@ -154,10 +171,9 @@ class TabularBranch:
             else {}
         )
         evals = [(self._dmatrix(x, y), "train")]
-        if val_ids is not None:
-            xv, yv = _validation_rows(cohort, train_ids, val_ids, features)
-            evals.append((self._dmatrix(xv, yv), "val"))
-        self._train(evals, early_stop=val_ids is not None, callbacks=callbacks)
+        if validation is not None:
+            evals.append((self._dmatrix(*validation), "val"))
+        self._train(evals, early_stop=validation is not None, callbacks=callbacks)
         self.n_train_ = len(y)
         return self
 
