@@ -96,7 +96,7 @@ def test_cli_train_refuses_to_overwrite_and_reports_bad_params(tmp_path: Path) -
     bad["tabular"]["params"]["max_depht"] = 3
     config.write_text(yaml.safe_dump(bad))
     result = runner.invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "r2")])
-    assert result.exit_code == 1 and "tabular.params.max_depht" in result.output
+    assert result.exit_code == 1 and "tabular.params: unknown setting 'max_depht'" in result.output
 
 
 @pytest.mark.slow
