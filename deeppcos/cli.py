@@ -294,12 +294,26 @@ def audit(
     fail_on: Annotated[
         str, typer.Option(help="exit 4 when a finding reaches this severity: high, warning, never")
     ] = "never",
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="another cohort (spec or config): list the images of SPEC that are copies of "
+            "its images, and whether their labels agree (instead of the cohort's own audit)"
+        ),
+    ] = None,
+    pairs_csv: Annotated[
+        Path | None, typer.Option(help="with --against: write every pair found as CSV")
+    ] = None,
 ) -> None:
-    """Find duplicates, near-duplicates, split leakage and shortcuts in a cohort."""
+    """Find duplicates, near-duplicates, split leakage and shortcuts in a cohort, or copies
+    shared with another cohort (--against)."""
     from deeppcos.data.audit import DEFAULT_NEAR_DUP_BITS, audit_cohort
 
     if fail_on not in ("high", "warning", "never"):
         raise typer.BadParameter("expected high, warning or never", param_hint="--fail-on")
+    if against is not None:
+        _audit_against(spec, against, near_threshold or DEFAULT_NEAR_DUP_BITS, json_out, pairs_csv)
+        return
     with _errors_as_messages():
         cohort = _load(spec)
         with _progress("auditing images") as progress:
@@ -321,6 +335,59 @@ def audit(
         console.print(f"HTML report: {html}")
     if fail_on != "never" and SEVERITY_RANK[result.worst_severity] >= SEVERITY_RANK[fail_on]:
         raise typer.Exit(EXIT_AUDIT)
+
+
+def _audit_against(
+    spec: Path, other: Path, near_bits: int, json_out: str | None, pairs_csv: Path | None
+) -> None:
+    from deeppcos.csvsafe import write_csv
+    from deeppcos.data.cross_audit import cross_audit
+
+    with _errors_as_messages():
+        first, second = _load(spec), _load(other)
+        with _progress("reading both cohorts' images") as progress:
+            result = cross_audit(first, second, near_bits=near_bits, progress=progress)
+    if json_out:
+        _write_json(result.to_dict(), json_out)
+    if pairs_csv is not None:
+        write_csv(result.pairs, pairs_csv, index=False)
+    if json_out == "-":
+        return
+    summary = result.summary()
+    table = Table(
+        title=f"images shared by {summary['cohort_a']} ({summary['images_a']} images) and "
+        f"{summary['cohort_b']} ({summary['images_b']})"
+    )
+    for column in ("copies", "pairs", "labels agree", "labels disagree", "label unknown"):
+        table.add_column(column, justify="right" if column != "copies" else "left")
+    names = {
+        "same_file": "identical files",
+        "same_pixels": "identical pixels, other file",
+        "near": f"near copies (≤ {near_bits} of 64 bits)",
+    }
+    for kind, figures in summary["by_kind"].items():
+        table.add_row(
+            names[kind],
+            str(figures["pairs"]),
+            str(figures["labels_agree"]),
+            str(figures["labels_disagree"]),
+            str(figures["labels_unknown"]),
+        )
+    console.print(table)
+    a_images, a_patients = (
+        summary["images_of_a_with_a_copy_in_b"],
+        summary["patients_of_a_with_a_copy_in_b"],
+    )
+    b_images, b_patients = (
+        summary["images_of_b_with_a_copy_in_a"],
+        summary["patients_of_b_with_a_copy_in_a"],
+    )
+    console.print(
+        f"{a_images} images ({a_patients} patients) of {summary['cohort_a']} have a copy in "
+        f"{summary['cohort_b']}; {b_images} images ({b_patients} patients) of "
+        f"{summary['cohort_b']} have one in {summary['cohort_a']}",
+        highlight=False,
+    )
 
 
 # --- criteria --------------------------------------------------------------------------------

@@ -171,3 +171,16 @@ def test_pcosgen_audit_reports_the_copies_and_the_video_frame_clusters(pcosgen) 
     split, linked = development_split(load_config(REPO / "configs" / "pcosgen.yaml"), pcosgen)
     parts = split.assignments.reindex(linked.index)
     assert (parts.groupby(linked).nunique() == 1).all()
+
+
+@pytest.mark.slow
+def test_pcosgen_frames_reappear_in_the_kaggle_ultrasound_set(pcosgen) -> None:
+    """The shared data's README: some PCOSGen frames also occur, re-encoded, in the Kaggle
+    ultrasound set, some with opposite labels (measured: 400 near-copy pairs, 216 disagree)."""
+    from deeppcos.data.cross_audit import cross_audit
+
+    kaggle_us = load_cohort(REPO / "configs" / "pcos-kaggle-ultrasound.yaml")
+    result = cross_audit(pcosgen, kaggle_us).summary()
+    assert result["images_of_a_with_a_copy_in_b"] >= 150
+    assert result["labels"]["labels_disagree"] >= 100
+    assert result["labels"]["labels_agree"] >= 100
