@@ -648,13 +648,65 @@ def evaluate(
     force: Annotated[
         bool, typer.Option(help="score the locked test part again (recorded as a re-score)")
     ] = False,
+    cohort: Annotated[
+        Path | None,
+        typer.Option(
+            help="external validation: score the run on this cohort (spec or config, read with "
+            "its own spec) instead of the locked test part"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="with --cohort: where the report goes (RUN/external/NAME)")
+    ] = None,
 ) -> None:
-    """Score the locked test part once: metrics with CIs, plots, subgroups, model card."""
+    """Score the locked test part once: metrics with CIs, plots, subgroups, model card; or,
+    with --cohort, validate the run on another cohort."""
+    if cohort is not None:
+        from deeppcos.evaluation.external import external_validation
+
+        with _errors_as_messages():
+            report = external_validation(run, cohort, out)
+        _print_external(report, run, out)
+        return
     from deeppcos.evaluate import evaluate_run
 
     with _errors_as_messages():
         result = evaluate_run(run, force=force)
     _print_evaluation(result, run)
+
+
+def _print_external(report: dict[str, Any], run: Path, out: Path | None) -> None:
+    from deeppcos.evaluation.external import folder_name, format_estimate
+
+    contamination = report.get("contamination") or {}
+    if contamination.get("warning"):
+        err_console.print(f"[bold yellow]warning:[/] {contamination['warning']}", soft_wrap=True)
+    at, cal = report["at_run_threshold"], report["calibration"]
+    table = Table(title=f"{run.name} on {report['cohort']}: {report['scored']} patients scored")
+    table.add_column("measure")
+    table.add_column("here (95% CI)")
+    rows = [
+        ("ROC AUC", format_estimate(at["roc_auc"])),
+        ("PR AUC", format_estimate(at["pr_auc"])),
+        ("calibration in the large (0 = ideal)", format_estimate(cal["in_the_large"])),
+        ("calibration slope (1 = ideal)", format_estimate(cal["slope"])),
+        ("sensitivity at the run's threshold", format_estimate(at["sensitivity"])),
+        ("specificity at the run's threshold", format_estimate(at["specificity"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    cut = report["threshold_for_target_sensitivity"]
+    mix = report["case_mix"]
+    console.print(
+        f"threshold for {cut['target']:.0%} sensitivity here: {cut['threshold_here']:.3f} (the "
+        f"run's: {cut['run_threshold']:.3f}); inputs absent here: "
+        f"{', '.join(mix['absent_inputs']) or 'none'}; large case-mix shifts: "
+        f"{', '.join(mix['large_shifts']) or 'none'}",
+        highlight=False,
+    )
+    folder = out or run / "external" / folder_name(report["cohort"])
+    console.print(f"report: {folder} (metrics.json, model_card.md, plots, case_mix.csv)")
 
 
 def _print_evaluation(result: dict[str, Any], run: Path) -> None:

@@ -228,6 +228,35 @@ def plot_reliability(
     return Path(path)
 
 
+def plot_decision_curves(
+    tables: Mapping[str, Any], path: Path | str, *, title: str = "Decision curve"
+) -> Path:
+    """Net benefit against the threshold probability: each model's curve (``tables``: name →
+    frame of ``threshold``, ``model``, ``treat_all``), treating everyone, and no one."""
+    with _figure(path, (6.0, 4.4)) as (_fig, ax):
+        ax.axhline(0, color="black", lw=1, label="treat no one")
+        for i, (name, table) in enumerate(tables.items()):
+            ax.plot(table["threshold"], table["model"], color=f"C{i}", lw=2, label=f"model, {name}")
+            ax.plot(
+                table["threshold"],
+                table["treat_all"],
+                ":",
+                color=f"C{i}",
+                label=f"treat everyone, {name}",
+            )
+        best = max(float(np.nanmax(t["model"])) for t in tables.values())
+        ax.set(
+            xlabel="threshold probability",
+            ylabel="net benefit",
+            title=title,
+            xlim=(0, float(max(t["threshold"].max() for t in tables.values()))),
+            ylim=(-0.05, max(best, 0.05) * 1.15),
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return Path(path)
+
+
 def plot_confusion_matrix(
     matrix: Any,
     path: Path | str,
