@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -343,7 +344,14 @@ class _Service:
                     initializer=_start_explainer,
                     initargs=(str(self.run),),
                 )
-            return self._explainer_process.submit(_explain_request, cohort).result()
+            try:
+                return self._explainer_process.submit(_explain_request, cohort).result()
+            except BrokenProcessPool:
+                # The process died (killed, out of memory): the next request starts a new one.
+                self._explainer_process = None
+                raise HTTPException(
+                    503, "the explanation process stopped; send the request again"
+                ) from None
 
     def close(self) -> None:
         if self._explainer_process is not None:

@@ -241,3 +241,21 @@ def test_crafted_units_give_the_cli_a_message_not_a_traceback(tabular_run, tmp_p
     assert result.exit_code in (0, 1), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
+
+
+def test_a_dead_explanation_process_is_a_503_and_is_replaced(tabular_run: Path) -> None:
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from fastapi import HTTPException
+
+    service = create_app(tabular_run).state.service
+    broken = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    with pytest.raises(BrokenProcessPool):
+        broken.submit(os._exit, 1).result()
+    service._explainer_process = broken
+    with pytest.raises(HTTPException) as error:
+        service.explain(None)
+    assert error.value.status_code == 503 and service._explainer_process is None
