@@ -666,7 +666,7 @@ def evaluate(
 
         with _errors_as_messages():
             report = external_validation(run, cohort, out)
-        _print_external(report, run, out)
+        _print_external(report, run)
         return
     from deeppcos.evaluate import evaluate_run
 
@@ -675,26 +675,24 @@ def evaluate(
     _print_evaluation(result, run)
 
 
-def _print_external(report: dict[str, Any], run: Path, out: Path | None) -> None:
-    from deeppcos.evaluation.external import folder_name, format_estimate
-
+def _print_external(report: dict[str, Any], run: Path) -> None:
     contamination = report.get("contamination") or {}
     if contamination.get("warning"):
         err_console.print(f"[bold yellow]warning:[/] {contamination['warning']}", soft_wrap=True)
     at, cal = report["at_run_threshold"], report["calibration"]
     table = Table(title=f"{run.name} on {report['cohort']}: {report['scored']} patients scored")
-    table.add_column("measure")
-    table.add_column("here (95% CI)")
+    for column in ("measure", "value", "95% CI"):
+        table.add_column(column)
     rows = [
-        ("ROC AUC", format_estimate(at["roc_auc"])),
-        ("PR AUC", format_estimate(at["pr_auc"])),
-        ("calibration in the large (0 = ideal)", format_estimate(cal["in_the_large"])),
-        ("calibration slope (1 = ideal)", format_estimate(cal["slope"])),
-        ("sensitivity at the run's threshold", format_estimate(at["sensitivity"])),
-        ("specificity at the run's threshold", format_estimate(at["specificity"])),
+        ("ROC AUC", at["roc_auc"]),
+        ("PR AUC", at["pr_auc"]),
+        ("calibration in the large (0 = ideal)", cal["in_the_large"]),
+        ("calibration slope (1 = ideal)", cal["slope"]),
+        ("sensitivity at the run's threshold", at["sensitivity"]),
+        ("specificity at the run's threshold", at["specificity"]),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
+    for name, entry in rows:
+        table.add_row(name, _fmt(entry["value"]), _interval(entry.get("ci")))
     console.print(table)
     cut = report["threshold_for_target_sensitivity"]
     mix = report["case_mix"]
@@ -705,8 +703,7 @@ def _print_external(report: dict[str, Any], run: Path, out: Path | None) -> None
         f"{', '.join(mix['large_shifts']) or 'none'}",
         highlight=False,
     )
-    folder = out or run / "external" / folder_name(report["cohort"])
-    console.print(f"report: {folder} (metrics.json, model_card.md, plots, case_mix.csv)")
+    console.print(f"report: {report['folder']} (metrics.json, model_card.md, plots, case_mix.csv)")
 
 
 def _print_evaluation(result: dict[str, Any], run: Path) -> None:

@@ -61,10 +61,8 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_wait_s = max_wait_s
         self.max_size = max_size
         self._queue: queue.SimpleQueue[_Job[Item, Result] | None] = queue.SimpleQueue()
-        self._pending = 0  # requests announced by arriving() that have not submitted yet
+        self._pending = 0  # requests announced by arrival() that have not submitted yet
         self._pending_lock = threading.Lock()
-        self.batches = 0
-        self.items = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -137,8 +135,6 @@ class MicroBatcher(Generic[Item, Result]):
                 return
             batch[0].future.set_exception(exc)
             return
-        self.batches += 1
-        self.items += len(batch)
         for job, result in zip(batch, results, strict=True):
             job.future.set_result(result)
 

@@ -323,6 +323,7 @@ class _Service:
         self.predictor = load_run(run)
         self.record = self.predictor.record
         self.features: list[str] = model_inputs(self.predictor)
+        self.accepted = _inputs_and_parts(self.features)  # what a request's features may feed
         self.uses_images = "image" in self.predictor.branches
         self.batcher: MicroBatcher[Any, pd.DataFrame] = MicroBatcher(
             self._score_batch, max_wait_s=limits.batch_wait_ms / 1000
@@ -399,13 +400,11 @@ def create_app(
     app.add_middleware(ApiKeyGate, api_key=api_key)  # added last: runs first
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
-    # A default, not an Annotated hint: hints are strings here (postponed annotations) and
-    # FastAPI would not find the local ``header`` when it resolves them.
+    # Declares the key in the OpenAPI schema; ApiKeyGate has already refused a wrong one, before
+    # the body was read. A default, not an Annotated hint: hints are strings here (postponed
+    # annotations) and FastAPI would not find the local ``header`` when it resolves them.
     def check_key(key: str | None = Depends(header)) -> None:
-        if api_key is None:
-            return
-        if key is None or not hmac.compare_digest(key.encode(), api_key.encode()):
-            raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
+        return None
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -785,15 +784,17 @@ def _request_spec(max_pixels: int, columns: tuple[str, ...]):  # -> CohortSpec
     )
 
 
-def _report_unused(service: _Service, given: list[str], report: LoadReport) -> None:
-    """A catalog feature the model does not use is accepted, and said to be unused."""
+def _inputs_and_parts(features: list[str]) -> frozenset[str]:
+    """The model's inputs and the parts its derived inputs are computed from."""
     from deeppcos.tabular.features import DERIVED_BY_NAME
 
-    used = set(service.features)
-    for name in service.features:
-        derived = DERIVED_BY_NAME.get(name)
-        used.update(derived.parts if derived else ())
-    unused = sorted(set(given) - used)
+    parts = [p for name in features if name in DERIVED_BY_NAME for p in DERIVED_BY_NAME[name].parts]
+    return frozenset([*features, *parts])
+
+
+def _report_unused(service: _Service, given: list[str], report: LoadReport) -> None:
+    """A catalog feature the model does not use is accepted, and said to be unused."""
+    unused = sorted(set(given) - service.accepted)
     if unused:
         report.add(
             "warning",

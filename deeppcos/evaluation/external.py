@@ -33,10 +33,11 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.evaluation.metrics import classification_metrics, threshold_for_sensitivity
+from deeppcos.evaluation.model_card import with_ci
 from deeppcos.exceptions import SchemaError
 from deeppcos.stats import bootstrap_interval
 
-__all__ = ["external_validation", "folder_name", "format_estimate", "net_benefit"]
+__all__ = ["external_validation", "net_benefit"]
 
 DCA_THRESHOLDS = np.round(np.arange(0.01, 0.61, 0.01), 2)
 N_BOOT = 1000
@@ -69,10 +70,11 @@ def external_validation(
     predictions = predictor.predict(external)
     labels = external.patients.set_index("patient_id")["label"]
     predictions.insert(1, "label", labels.reindex(predictions["patient_id"]).to_numpy())
-    folder = Path(out) if out else run / "external" / folder_name(external.spec.name)
+    folder = Path(out) if out else run / "external" / _folder_name(external.spec.name)
     folder.mkdir(parents=True, exist_ok=True)
     result = {
         "run": str(run),
+        "folder": str(folder),
         "cohort": external.spec.name,
         "cohort_spec": str(cohort_spec),
         "patients": len(external.patients),
@@ -157,7 +159,7 @@ def _calibration(y: np.ndarray, risk: np.ndarray, seed: int) -> dict[str, Any]:
         out[key] = {
             "value": round(interval.value, 4),
             "ci": None if interval.ci is None else [round(c, 4) for c in interval.ci],
-            **({"note": interval.note} if interval.note else {}),
+            **({"ci_note": interval.note} if interval.note else {}),
         }
     out["reading"] = (
         "in the large: 0 is perfect, > 0 the model under-predicts the risk here, < 0 it "
@@ -377,14 +379,14 @@ def _section(result: dict[str, Any]) -> str:
         f"- Patients: {result['patients']}, scored {result['scored']} "
         f"(label rate {mix['label_rate']['external']} here, {mix['label_rate']['internal']} in "
         "development).",
-        f"- ROC AUC {format_estimate(at['roc_auc'])}; PR AUC {format_estimate(at['pr_auc'])}"
+        f"- ROC AUC {with_ci(at['roc_auc'])}; PR AUC {with_ci(at['pr_auc'])}"
         + _internal_line(result.get("internal", {})),
-        f"- Calibration in the large {format_estimate(cal['in_the_large'])}, slope "
-        f"{format_estimate(cal['slope'])} (observed rate {cal['observed_rate']}, "
+        f"- Calibration in the large {with_ci(cal['in_the_large'])}, slope "
+        f"{with_ci(cal['slope'])} (observed rate {cal['observed_rate']}, "
         f"mean predicted {cal['mean_predicted']}).",
         f"- At the run's threshold {cut['run_threshold']:.3f}: sensitivity "
-        f"{format_estimate(at['sensitivity'])}, specificity "
-        f"{format_estimate(at['specificity'])}; these data would need "
+        f"{with_ci(at['sensitivity'])}, specificity "
+        f"{with_ci(at['specificity'])}; these data would need "
         f"{cut['threshold_here']:.3f} for {cut['target']:.0%} sensitivity.",
     ]
     if mix["absent_inputs"]:
@@ -400,20 +402,14 @@ def _section(result: dict[str, Any]) -> str:
 def _internal_line(internal: dict[str, Any]) -> str:
     parts = []
     if "out_of_fold" in internal:
-        parts.append(f"out-of-fold {format_estimate(internal['out_of_fold'].get('roc_auc'))}")
+        oof = internal["out_of_fold"]
+        parts.append(
+            f"out-of-fold {with_ci({'value': oof.get('roc_auc'), 'ci': oof.get('roc_auc_ci')})}"
+        )
     if "locked_test" in internal:
-        parts.append(f"locked test {format_estimate(internal['locked_test'].get('roc_auc'))}")
+        parts.append(f"locked test {with_ci(internal['locked_test'].get('roc_auc'))}")
     return f" (internal ROC AUC: {', '.join(parts)})." if parts else "."
 
 
-def format_estimate(entry: Any) -> str:
-    if isinstance(entry, dict):
-        ci = entry.get("ci")
-        value = entry.get("value")
-        text = "n/a" if value is None else f"{value:.3f}"
-        return text + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
-    return "n/a" if entry is None else f"{entry:.3f}"
-
-
-def folder_name(name: str) -> str:
+def _folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "cohort"

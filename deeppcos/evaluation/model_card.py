@@ -140,7 +140,7 @@ def _metrics_section(models: dict[str, Mapping[str, Any]]) -> str:
         {k for m in models.values() for k, v in m.items() if _is_entry(v)} - set(METRIC_NAMES)
     )
     rows = [
-        [METRIC_NAMES.get(k, k), *(_with_ci(_metric(models[n], k)) for n in names)]
+        [METRIC_NAMES.get(k, k), *(with_ci(_metric(models[n], k)) for n in names)]
         for k in [*keys, *extra]
     ]
     rows += [
@@ -184,7 +184,7 @@ def _subgroup_cells(row: pd.Series, metric: str, cohort: pd.DataFrame) -> list[s
     value, low, high = row.get(metric), row.get(f"{metric}_low"), row.get(f"{metric}_high")
     gap = row.get(f"{metric}_gap")
     ci = None if _missing(low) or _missing(high) else [low, high]
-    cell = _with_ci({"value": None if _missing(value) else value, "ci": ci})
+    cell = with_ci({"value": None if _missing(value) else value, "ci": ci})
     if _missing(gap) or row["group"] == "all":
         return [cell, ""]
     gap_text = f"{gap:+.3f}".replace("-", "−")
@@ -244,7 +244,8 @@ def _finding(finding: Any) -> dict[str, str]:
     return {k: str(data.get(k, "") or "") for k in ("severity", "check", "title", "detail")}
 
 
-def _with_ci(entry: Mapping[str, Any] | None) -> str:
+def with_ci(entry: Mapping[str, Any] | None) -> str:
+    """``{"value", "ci", "ci_note"}`` as "0.812 (0.771–0.850)", or why it has no interval."""
     if entry is None:
         return ""
     value, ci = entry.get("value"), entry.get("ci")
