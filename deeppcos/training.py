@@ -425,6 +425,8 @@ def train(
     oof = _oof_frame(cohort, split)
     metrics: dict[str, Any] = {
         "label_name": cohort.spec.label_name,
+        "pcos": cohort.spec.is_pcos,
+        "image_modality": cohort.spec.modality,
         "seed": config.seed,
         "development_patients": len(oof),
         "test_patients": len(split.test_ids),

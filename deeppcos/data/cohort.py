@@ -530,6 +530,8 @@ def cohort_summary(cohort: Cohort) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "name": cohort.spec.name,
         "label_name": cohort.spec.label_name,
+        "pcos": cohort.spec.is_pcos,
+        "image_modality": cohort.spec.modality,
         "patients": len(patients),
         "images": len(images),
         "patients_with_images": int(patients["patient_id"].isin(with_images).sum()),

@@ -23,7 +23,7 @@ from pydantic import (
 
 from deeppcos.exceptions import ConfigError
 
-CohortFormat = Literal["tables", "kaggle-pcos", "image-folder", "dicom", "nih-chestxr"]
+CohortFormat = Literal["tables", "kaggle-pcos", "image-folder", "dicom", "nih-chestxr", "fhir"]
 RangePolicy = Literal["null", "keep"]
 
 
@@ -58,6 +58,21 @@ class PatientsSpec(_Strict):
     )
     header_row: int = Field(
         1, ge=1, description="line (CSV/TSV) or row (XLSX) holding the column names; 1 = first"
+    )
+    categorical: list[str] | dict[str, list[str]] = Field(
+        default_factory=list,
+        description="columns whose values are categories (text or codes), after rename; a "
+        "mapping gives each column's categories in order (a value outside is reported and set "
+        "missing), a list lets the data say which categories there are",
+    )
+    infer_categorical: bool = Field(
+        True,
+        description="when feature_columns is not given, use a text column with at most "
+        "max_categories distinct values as a categorical feature (the load report says so)",
+    )
+    max_categories: int = Field(
+        20, ge=2, description="more distinct values than this in a categorical column is free "
+        "text, not categories: refused with the column named",
     )
 
     @field_validator("encoding")
@@ -124,13 +139,61 @@ class ImagesSpec(_Strict):
     )
 
 
+class FhirSourceSpec(_Strict):
+    """A cohort read from FHIR R4: a Bundle (JSON), an NDJSON bulk export, or a folder of them."""
+
+    path: Path = Field(description="a Bundle .json file, an .ndjson file, or a folder of them")
+    label_codes: list[str] = Field(
+        default_factory=list,
+        description="Condition codes, as 'system|code', that mean label = 1 (for PCOS, the "
+        "SNOMED CT or ICD-10 code your records use); a patient with none of them is 0; empty: "
+        "the cohort is unlabelled",
+    )
+    window_days: float | None = Field(
+        None, gt=0, description="use only observations within this many days of each "
+        "patient's latest one"
+    )
+    patient_id: Literal["id", "identifier"] = "id"
+    identifier_system: str | None = None
+    censored: Literal["bound", "missing"] = "bound"
+
+    @field_validator("label_codes")
+    @classmethod
+    def _system_and_code(cls, values: list[str]) -> list[str]:
+        for value in values:
+            system, bar, code = value.partition("|")
+            if not bar or not system.strip() or not code.strip():
+                raise ValueError(
+                    f"label code {value!r} must be 'system|code', e.g. "
+                    "'http://hl7.org/fhir/sid/icd-10|<code>'"
+                )
+        return values
+
+
 class CohortSpec(_Strict):
     name: str
     description: str = ""
     format: CohortFormat = "tables"
     label_name: str = Field("pcos", description="what the binary label means, for display")
+    pcos: bool | None = Field(
+        None,
+        description="whether the label is a PCOS diagnosis: turns on the catalog's PCOS-cohort "
+        "ranges, the Rotterdam checklist and severity by phenotype; default: label_name is "
+        "'pcos'",
+    )
+    image_modality: str | None = Field(
+        None,
+        description="what the images are, in words for reports and pages (e.g. 'ultrasound', "
+        "'chest X-ray'); default 'ultrasound' for a PCOS cohort, else 'image'",
+    )
     patients: PatientsSpec | None = None
     images: ImagesSpec | None = None
+    fhir: FhirSourceSpec | None = Field(None, description="format 'fhir': where and how to read")
+    ranges: dict[str, tuple[float | None, float | None]] = Field(
+        default_factory=dict,
+        description="plausible range per column (after rename), [low, high], null for an open "
+        "end; replaces the catalog's range for that column and gives one to a non-catalog column",
+    )
     range_policy: RangePolicy = Field(
         "null",
         description="values outside the catalog's plausible range: 'null' sets them missing, "
@@ -141,11 +204,31 @@ class CohortSpec(_Strict):
 
     @model_validator(mode="after")
     def _needs_a_source(self) -> CohortSpec:
-        if self.patients is None and self.images is None:
+        if self.format == "fhir":
+            if self.fhir is None:
+                raise ValueError("format 'fhir' needs a 'fhir' section (path, label_codes)")
+        elif self.fhir is not None:
+            raise ValueError(f"a 'fhir' section needs format: fhir (found format {self.format})")
+        elif self.patients is None and self.images is None:
             raise ValueError("a cohort needs a 'patients' section, an 'images' section, or both")
+        for column, (low, high) in self.ranges.items():
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"ranges.{column}: low {low:g} is above high {high:g}")
         if self.patients and self.patients.severity_column and not self.patients.severity_levels:
             raise ValueError("'severity_column' needs 'severity_levels' (grades, mildest first)")
         return self
+
+    @property
+    def is_pcos(self) -> bool:
+        """Whether the label is PCOS (``pcos``, else ``label_name`` is 'pcos')."""
+        if self.pcos is not None:
+            return self.pcos
+        return self.label_name.strip().lower() == "pcos"
+
+    @property
+    def modality(self) -> str:
+        """The images' kind in words ('ultrasound', 'chest X-ray', …)."""
+        return self.image_modality or ("ultrasound" if self.is_pcos else "image")
 
     def resolve(self, path: Path | str | None) -> Path | None:
         """A path from the spec, made absolute against the spec's folder."""
