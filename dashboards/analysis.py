@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.catalog import CATALOG
+from deeppcos.data.ranges import catalog_rule, format_range
 from deeppcos.evaluation.metrics import METRICS, classification_metrics
 
 # The order the Patient page offers them in: the costly mistakes first.
@@ -272,29 +272,25 @@ def unit_of(name: str) -> str:
     return "" if unit in ("1", "") else unit
 
 
-def range_text(name: str) -> str:
-    feature = CATALOG.get(name)
-    if feature is None or feature.plausible is None:
-        return ""
-    low, high = feature.plausible
-    unit = unit_of(name)
-    return f"{low:g}–{high:g}" + (f" {unit}" if unit else "")
+def range_text(name: str, pcos: bool = True) -> str:
+    """The range a value of ``name`` is checked against ('' when none), for a PCOS cohort
+    (its catalog range) or another (the catalog's plausible limit only)."""
+    rule = catalog_rule(name, pcos=pcos)
+    return "" if rule is None else format_range(rule.low, rule.high, unit_of(name))
 
 
-def range_warning(name: str, value: float | None) -> str | None:
+def range_warning(name: str, value: float | None, pcos: bool = True) -> str | None:
     """A warning naming the plausible range when ``value`` lies outside it (else None)."""
-    feature = CATALOG.get(name)
-    if value is None or feature is None or feature.plausible is None:
-        return None
-    low, high = feature.plausible
-    if low <= value <= high:
+    rule = catalog_rule(name, pcos=pcos)
+    if value is None or rule is None or not rule.outside(value):
         return None
     unit = unit_of(name)
     shown = f"{value:g}" + (f" {unit}" if unit else "")
     from deeppcos.explain.wording import feature_label
 
     return (
-        f"{feature_label(name)}: {shown} is outside the plausible range {range_text(name)}; "
+        f"{feature_label(name)}: {shown} is outside the plausible range "
+        f"{range_text(name, pcos)}; "
         "check the unit and the keying (the model will treat it as missing)."
     )
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from deeppcos.config import RunConfig, load_config
 from deeppcos.data.cohort import Cohort
+from deeppcos.data.ranges import RangeRule
 from deeppcos.data.spec import CohortSpec
 from deeppcos.exceptions import RunError
 from deeppcos.runs import read_run_record
@@ -91,6 +92,22 @@ class Predictor:
             return load_spec(config.resolve(config.cohort_spec))
         assert config.cohort is not None
         return spec_from_dict(config.cohort, base_dir=config.base_dir, source=config.name)
+
+    def input_ranges(self, columns: Sequence[str]) -> dict[str, RangeRule]:
+        """The plausible range each of ``columns`` was checked against when the run's cohort was
+        loaded (recorded in ``cohort.json``), so new patients are checked the same way; a column
+        the run did not record gets the catalog's range for the run's kind of cohort."""
+        from deeppcos.data.ranges import catalog_rule, rules_from_json
+
+        summary = _json(self.run / "cohort.json") if (self.run / "cohort.json").is_file() else {}
+        recorded = rules_from_json(summary.get("ranges"))
+        pcos = bool(summary.get("pcos", True))  # runs from before the field were PCOS runs
+        rules: dict[str, RangeRule] = {}
+        for column in columns:
+            rule = (recorded or {}).get(column) or catalog_rule(column, pcos=pcos)
+            if rule is not None:
+                rules[column] = rule
+        return rules
 
     def predict(self, cohort: Cohort, patient_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per patient: branch probabilities, the route's probability, calibrated risk,

@@ -58,6 +58,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from deeppcos.batch import model_inputs
 from deeppcos.data.catalog import CATALOG
 from deeppcos.data.imageio import sniff_format
+from deeppcos.data.ranges import RangeRule
 from deeppcos.data.report import LoadReport
 from deeppcos.exceptions import ConfigError, DeepPCOSError
 from deeppcos.microbatch import MicroBatcher
@@ -324,6 +325,8 @@ class _Service:
         self.record = self.predictor.record
         self.features: list[str] = model_inputs(self.predictor)
         self.accepted = _inputs_and_parts(self.features)  # what a request's features may feed
+        # The ranges training checked, for every input a request may send.
+        self.ranges = self.predictor.input_ranges(sorted(set(CATALOG) | set(self.accepted)))
         self.uses_images = "image" in self.predictor.branches
         self.batcher: MicroBatcher[Any, pd.DataFrame] = MicroBatcher(
             self._score_batch, max_wait_s=limits.batch_wait_ms / 1000
@@ -540,14 +543,14 @@ def _input_schema(service: _Service) -> dict[str, Any]:
     for name in service.features:
         feature = CATALOG.get(name)
         derived = DERIVED_BY_NAME.get(name)
+        rule = service.ranges[name].to_json() if name in service.ranges else None
         features.append(
             {
                 "name": name,
                 "unit": feature.unit if feature else None,
                 "description": feature.description if feature else None,
-                "plausible_range": list(feature.plausible)
-                if feature and feature.plausible
-                else None,
+                "plausible_range": [rule["low"], rule["high"]] if rule else None,
+                "plausible_range_source": rule["source"] if rule else None,
                 "loinc": [c for c in (feature.loinc, *feature.loinc_alt) if c] if feature else [],
                 "computed_from": list(derived.parts) if derived else None,
             }
@@ -754,7 +757,9 @@ def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path | No
     frame.insert(0, "patient_id", [p.patient_id for p in patients])
     frame.index = pd.RangeIndex(0, len(frame), name="row")  # row i = patients[i]
     report = LoadReport()
-    check_ranges(frame, report, "request", "null", _outside(values, columns))
+    check_ranges(
+        frame, report, "request", "null", _outside(values, columns, service.ranges), service.ranges
+    )
     _report_unused(service, given, report)
     cohort = Cohort(
         _request_spec(limits.max_pixels, tuple(columns)),
@@ -805,12 +810,11 @@ def _report_unused(service: _Service, given: list[str], report: LoadReport) -> N
         )
 
 
-def _outside(values: np.ndarray, columns: list[str]) -> list[str]:
-    """Columns with a value outside the catalog's plausible range (a fast screen, so the
+def _outside(values: np.ndarray, columns: list[str], ranges: dict[str, RangeRule]) -> list[str]:
+    """Columns with a value outside the run's plausible range (a fast screen, so the
     per-column check and its report run only where needed)."""
-    bounds = [CATALOG[c].plausible if c in CATALOG else None for c in columns]
-    low = np.array([b[0] if b else -np.inf for b in bounds])
-    high = np.array([b[1] if b else np.inf for b in bounds])
+    low = np.array([ranges[c].low if c in ranges else -np.inf for c in columns])
+    high = np.array([ranges[c].high if c in ranges else np.inf for c in columns])
     with np.errstate(invalid="ignore"):
         flagged = ((values < low) | (values > high)).any(axis=0)
     return [c for c, hit in zip(columns, flagged, strict=True) if hit]

@@ -3,7 +3,10 @@
 Every entry comes from ``shared/clinical-reference.md`` (§1): canonical snake_case name, UCUM unit,
 plausible range, typical range as text, LOINC code where the reference verified one, and whether
 the feature is read off the ultrasound scan. Plausible ranges are *validation heuristics* (the
-reference tags them unverified): values outside are almost certainly unit or keying errors. LOINC
+reference tags them unverified): values outside are almost certainly unit or keying errors, in
+any cohort. Where the reference's heuristic is instead an assumption about who is in a PCOS
+study (age 10–60; adult weight and height), it is ``pcos_range``, applied to PCOS cohorts only
+(``deeppcos.data.ranges``), and ``plausible`` keeps only the definitional bound (≥ 0). LOINC
 codes are given only where the reference marks them checked; ``None`` means none was verified.
 ``loinc_alt`` holds further codes the reference verified for the same measurement in another
 form (a molar-unit code, a protocol code); FHIR input maps them to the same feature, converting
@@ -12,6 +15,7 @@ units (``deeppcos.data.fhir``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,16 +34,22 @@ class Feature:
     ultrasound: bool = False  # read off the scan: a model seeing it partly "reads the scan"
     derived_from: tuple[str, ...] = ()
     loinc_alt: tuple[str, ...] = ()  # further verified codes for the same measurement
+    # The reference's range where it describes a PCOS study's population, not physiology.
+    pcos_range: tuple[float, float] | None = None
+
+
+_ANY_NONNEGATIVE = (0.0, math.inf)  # the only bound that holds for every cohort: no value < 0
 
 
 _F = Feature
 # fmt: off
 _FEATURES: tuple[Feature, ...] = (
     # Demographics, anthropometry, vital signs (reference §1a)
-    _F("age_years", "Age at assessment", "a", (10, 60), "adults; criteria differ in adolescents",
-       "30525-0"),
-    _F("weight_kg", "Body weight", "kg", (25, 250), "", "29463-7"),
-    _F("height_cm", "Body height", "cm", (120, 210), "", "8302-2"),
+    _F("age_years", "Age at assessment", "a", _ANY_NONNEGATIVE,
+       "adults; criteria differ in adolescents", "30525-0", pcos_range=(10, 60)),
+    _F("weight_kg", "Body weight", "kg", _ANY_NONNEGATIVE, "", "29463-7", pcos_range=(25, 250)),
+    _F("height_cm", "Body height", "cm", _ANY_NONNEGATIVE, "", "8302-2",
+       pcos_range=(120, 210)),
     _F("bmi_kg_m2", "Body-mass index, weight ÷ height²", "kg/m2", (10, 80),
        "obesity ≥30; WHO Asian action points 23 and 27.5", "39156-5",
        derived_from=("weight_kg", "height_cm")),
@@ -166,6 +176,8 @@ def catalog_frame():  # -> pd.DataFrame, imported lazily to keep this module lig
                 "unit": f.unit,
                 "plausible_low": f.plausible[0] if f.plausible else None,
                 "plausible_high": f.plausible[1] if f.plausible else None,
+                "pcos_low": f.pcos_range[0] if f.pcos_range else None,
+                "pcos_high": f.pcos_range[1] if f.pcos_range else None,
                 "typical": f.typical,
                 "loinc": f.loinc,
                 "loinc_alt": ", ".join(f.loinc_alt),

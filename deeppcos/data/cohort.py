@@ -27,6 +27,7 @@ import pandas as pd
 
 from deeppcos.data.catalog import CATALOG, ultrasound_features
 from deeppcos.data.imageio import ImageInfo, probe_image
+from deeppcos.data.ranges import rules_for_spec, rules_to_json
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import CohortSpec, load_spec
 from deeppcos.data.tables import check_ranges, coerce_numeric
@@ -151,7 +152,9 @@ def build_patients(raw: pd.DataFrame, spec: CohortSpec, report: LoadReport, file
     features = _feature_columns(raw, pspec.feature_columns, used, report, file)
     for column in features:
         out[column] = coerce_numeric(raw, column, report, file, strict=True)
-    check_ranges(out, report, file, spec.range_policy, features)
+    rules = rules_for_spec(spec, features)
+    _report_unused_ranges(spec, features, report, file)
+    check_ranges(out, report, file, spec.range_policy, features, rules)
     if out.empty:
         raise EmptyCohortError(f"{file}: no patient rows left to load")
     empty_images = empty_images_table()
@@ -260,6 +263,22 @@ def parse_severity(values: pd.Series, levels: list[str], file: str, column: str)
     return pd.Series(pd.Categorical(text, categories=levels, ordered=True), index=values.index)
 
 
+def _report_unused_ranges(
+    spec: CohortSpec, features: list[str], report: LoadReport, file: str
+) -> None:
+    """A spec range for a column that is not a feature checks nothing: say so, not ignore it."""
+    for column in spec.ranges:
+        if column not in features:
+            report.add(
+                "warning",
+                "note",
+                "the spec's ranges name this column but it is not a feature column of the "
+                "cohort (after rename); its range checks nothing",
+                file=file,
+                column=column,
+            )
+
+
 def _feature_columns(
     raw: pd.DataFrame, declared: list[str] | None, used: set[str], report: LoadReport, file: str
 ) -> list[str]:
@@ -295,7 +314,8 @@ def _feature_columns(
             report.add(
                 "info",
                 "unknown_column",
-                "not in the PCOS catalog: used as a feature without a range check",
+                "not in the feature catalog: used as a feature; no range check unless the "
+                "spec's ranges give one",
                 file=file,
                 column=column,
             )
@@ -540,6 +560,9 @@ def cohort_summary(cohort: Cohort) -> dict[str, Any]:
         "ultrasound_features": [c for c in features if c in ultrasound_features()],
         "fingerprint": cohort.fingerprint(),
         "report": cohort.report.counts(),
+        # The range each feature was checked against and its source, so a prediction on new
+        # patients (service, dashboard) checks what training checked.
+        "ranges": rules_to_json(rules_for_spec(cohort.spec, features)),
     }
     if "label" in patients:
         counts = patients["label"].value_counts(dropna=False).sort_index()

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.data.cohort import Cohort, build_patients
+from deeppcos.data.ranges import rules_for_spec
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import CohortSpec, PatientsSpec
 from deeppcos.data.tables import check_ranges, coerce_numeric, read_table
@@ -237,7 +238,9 @@ def _recompute_derived(cohort: Cohort, report: LoadReport, file: str, policy: st
             file=file,
             column=name,
         )
-    check_ranges(table, report, file, policy, list(DERIVED))
+    check_ranges(
+        table, report, file, policy, list(DERIVED), rules_for_spec(cohort.spec, list(DERIVED))
+    )
     cohort.feature_columns = cohort.feature_columns + list(DERIVED)
 
 

@@ -6,12 +6,13 @@ report entry can name the row a user finds in their spreadsheet, even after rows
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.catalog import CATALOG
+from deeppcos.data.ranges import SOURCE_TEXT, RangeRule, range_rules
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import PatientsSpec
 from deeppcos.exceptions import ConfigError, DataFileError, SchemaError
@@ -224,27 +225,37 @@ def coerce_numeric(
 
 
 def check_ranges(
-    frame: pd.DataFrame, report: LoadReport, file: str, policy: str, columns: list[str]
+    frame: pd.DataFrame,
+    report: LoadReport,
+    file: str,
+    policy: str,
+    columns: list[str],
+    rules: Mapping[str, RangeRule] | None = None,
 ) -> None:
-    """Flag values outside the catalog's plausible range; with policy 'null', set them missing."""
+    """Flag values outside each column's range; with policy 'null', set them missing.
+
+    ``rules`` (from :func:`deeppcos.data.ranges.rules_for_spec`) say which range applies to which
+    column and where it came from; None means the catalog's ranges for a PCOS cohort. Each report
+    entry names the range and its source."""
+    if rules is None:
+        rules = range_rules(columns, pcos=True)
     for column in columns:
-        feature = CATALOG.get(column)
-        if feature is None or feature.plausible is None:
+        rule = rules.get(column)
+        if rule is None:
             continue
-        low, high = feature.plausible
         values = frame[column]
-        outside = values.notna() & ((values < low) | (values > high))
+        outside = values.notna() & ((values < rule.low) | (values > rule.high))
+        kept = "kept" if policy == "keep" else "set to missing"
         for row, value in values[outside].items():
-            kept = "kept" if policy == "keep" else "set to missing"
             report.add(
                 "warning",
                 "out_of_range",
-                f"outside the plausible range {low:g}–{high:g} {feature.unit}; {kept}",
+                f"outside the plausible range {rule.text()} ({SOURCE_TEXT[rule.source]}); {kept}",
                 file=file,
                 row=row,
                 column=column,
                 found=f"{value:g}",
-                expected=f"{low:g}–{high:g} {feature.unit}",
+                expected=rule.text(),
             )
         if policy == "null" and outside.any():  # a write per column is slow on small frames
             frame.loc[outside, column] = np.nan

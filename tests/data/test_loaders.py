@@ -162,7 +162,7 @@ def test_unknown_columns_are_reported(tiny: Path) -> None:
     cohort = load_cohort(tiny / "cohort.yaml")
     unknown = {e.column: e.message for e in cohort.report.by_action("unknown_column")}
     assert "mostly text" in unknown["favourite_colour"]
-    assert "not in the PCOS catalog" in unknown["shoe_size"]
+    assert "not in the feature catalog" in unknown["shoe_size"]
     assert "favourite_colour" not in cohort.feature_columns
 
 
