@@ -106,16 +106,18 @@ def _not_a_boolean(value: Any) -> Any:
 
 
 FeatureValue = Annotated[float, BeforeValidator(_not_a_boolean), Field(allow_inf_nan=False)]
+# A categorical input's label (GET /model lists each such input's categories).
+CategoryValue = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class PatientIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     patient_id: str = Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")
-    features: dict[str, FeatureValue | None] = Field(
+    features: dict[str, FeatureValue | CategoryValue | None] = Field(
         default_factory=dict,
-        description="catalog feature name → value in the catalog's unit (GET /model lists them); "
-        "null or absent = not measured",
+        description="catalog feature name → value in the catalog's unit, or a categorical "
+        "input's category (GET /model lists them); null or absent = not measured",
     )
     images: list[ImageIn] = Field(default_factory=list)
 
@@ -325,6 +327,8 @@ class _Service:
         self.record = self.predictor.record
         self.features: list[str] = model_inputs(self.predictor)
         self.accepted = _inputs_and_parts(self.features)  # what a request's features may feed
+        tabular = self.predictor.branches.get("tabular")
+        self.categories: dict[str, list[str]] = dict(getattr(tabular, "categories_", {}))
         # The ranges training checked, for every input a request may send.
         self.ranges = self.predictor.input_ranges(sorted(set(CATALOG) | set(self.accepted)))
         self.uses_images = "image" in self.predictor.branches
@@ -551,6 +555,7 @@ def _input_schema(service: _Service) -> dict[str, Any]:
                 "description": feature.description if feature else None,
                 "plausible_range": [rule["low"], rule["high"]] if rule else None,
                 "plausible_range_source": rule["source"] if rule else None,
+                "categories": service.categories.get(name),
                 "loinc": [c for c in (feature.loinc, *feature.loinc_alt) if c] if feature else [],
                 "computed_from": list(derived.parts) if derived else None,
             }
@@ -750,15 +755,20 @@ def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path | No
     _check_patients(service, patients)
     given = [name for p in patients for name in p.features]
     columns = list(dict.fromkeys([*service.features, *given]))
+    numeric = [c for c in columns if c not in service.categories]
     values = np.array(
-        [[_nan(p.features.get(c)) for c in columns] for p in patients], dtype="float64"
-    ).reshape(len(patients), len(columns))
-    frame = pd.DataFrame(values, columns=columns)
+        [[_request_number(p, i, c) for c in numeric] for i, p in enumerate(patients)], dtype="float64"
+    ).reshape(len(patients), len(numeric))
+    frame = pd.DataFrame(values, columns=numeric)
     frame.insert(0, "patient_id", [p.patient_id for p in patients])
     frame.index = pd.RangeIndex(0, len(frame), name="row")  # row i = patients[i]
     report = LoadReport()
+    for column in columns:
+        if column in service.categories:
+            frame[column] = _categories(service, patients, column, report)
+    frame = frame[["patient_id", *columns]]
     check_ranges(
-        frame, report, "request", "null", _outside(values, columns, service.ranges), service.ranges
+        frame, report, "request", "null", _outside(values, numeric, service.ranges), service.ranges
     )
     _report_unused(service, given, report)
     cohort = Cohort(
@@ -820,8 +830,38 @@ def _outside(values: np.ndarray, columns: list[str], ranges: dict[str, RangeRule
     return [c for c, hit in zip(columns, flagged, strict=True) if hit]
 
 
-def _nan(value: float | None) -> float:
+def _request_number(patient: PatientIn, index: int, column: str) -> float:
+    value = patient.features.get(column)
+    if isinstance(value, str):
+        raise _unprocessable(
+            ["patients", index, "features", column],
+            f"{column!r} is a number in the catalog's unit, not text ({value!r})",
+        )
     return np.nan if value is None else value
+
+
+def _categories(
+    service: _Service, patients: list[PatientIn], column: str, report: LoadReport
+) -> pd.Series:
+    """A categorical input's labels; one the model never saw is reported (scored missing)."""
+    from deeppcos.data.categorical import category_text
+
+    known = service.categories[column]
+    labels = [category_text(p.features.get(column)) for p in patients]
+    for row, label in enumerate(labels):
+        if label is not None and label not in known:
+            labels[row] = None  # reported here, with the request's row, and scored missing
+            report.add(
+                "warning",
+                "unseen_category",
+                "a category the model was not trained on; scored as missing",
+                file="request",
+                row=row,
+                column=column,
+                found=label,
+                expected=", ".join(known),
+            )
+    return pd.Series(labels, dtype=object)
 
 
 def _check_patients(service: _Service, patients: list[PatientIn]) -> None:

@@ -1299,8 +1299,13 @@ def _check_tabular(ctx: _Context, probes: list[dict[str, Any]]) -> list[Finding]
     folds = grouped_folds(y, groups, ctx.seed) if labelled.any() else []
     ultrasound = set(ultrasound_features())
     findings, aucs = [], {}
+    categorical = set(ctx.cohort.categorical_columns)
     for column in columns:
-        values = pd.to_numeric(patients[column], errors="coerce").astype("float64")
+        values = (
+            patients[column].astype(object)
+            if column in categorical
+            else pd.to_numeric(patients[column], errors="coerce").astype("float64")
+        )
         finding, auc = _tabular_column(
             ctx, column, values, labelled, y, groups, folds, column in ultrasound, probes
         )
@@ -1350,8 +1355,12 @@ def _tabular_column(
         ), None
     auc = None
     if folds:
-        x = values[labelled].to_numpy().reshape(-1, 1)
-        probe = probe_auc(x, y, groups, folds, "numeric", ctx.seed)
+        categorical = values.dtype == object
+        x = values[labelled]
+        if categorical:  # a probe on the categories themselves; missing is one of them
+            x = x.where(x.notna(), "(missing)")
+        kind: ModelKind = "categorical" if categorical else "numeric"
+        probe = probe_auc(x.to_numpy().reshape(-1, 1), y, groups, folds, kind, ctx.seed)
         auc = probe.auc
         severity = severity_for_auc(probe.auc, TABULAR_HIGH, TABULAR_WARNING)
         figures |= probe_figures(probe)
@@ -1435,7 +1444,13 @@ def _tabular_summary(
             )
         ]
     present = [c for c in columns if c in ultrasound]
-    matrix = patients.loc[labelled, columns].apply(pd.to_numeric, errors="coerce").astype("float64")
+    # Categories as their codes here: the trees of the joint probe split them like any value.
+    matrix = (
+        patients.loc[labelled, columns]
+        .apply(lambda c: c.cat.codes.where(c.notna()) if c.dtype == "category" else c)
+        .apply(pd.to_numeric, errors="coerce")
+        .astype("float64")
+    )
     everything = probe_auc(matrix.to_numpy(), y, groups, folds, "mixed", ctx.seed)
     figures["all_columns"] = probe_figures(everything)
     text = [f"All {len(columns)} feature columns together: {fmt_auc(everything)}."]

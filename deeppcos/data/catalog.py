@@ -128,7 +128,7 @@ _FEATURES: tuple[Feature, ...] = (
     # The next two bounds are engineering sanity bounds; the reference gives none.
     _F("abortions_count", "Number of abortions", "{count}", (0, 20), kind="count"),
     _F("marriage_years", "Years married", "a", (0, 50)),
-    _F("blood_group", "Blood group code (Kaggle: 11 A+ … 18 AB−)", "1", (11, 18),
+    _F("blood_group", "ABO and Rh blood group (A+, A-, B+, B-, O+, O-, AB+, AB-)", "1", None,
        kind="categorical"),
     # Ultrasound-derived (reference §1d): evaluate with and without them.
     _F("follicle_count_left", "Follicles counted in the left ovary", "{count}", (0, 100),

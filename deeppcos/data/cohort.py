@@ -26,10 +26,16 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.data.catalog import CATALOG, ultrasound_features
+from deeppcos.data.categorical import (
+    categorical_columns,
+    looks_categorical,
+    read_categorical,
+    report_inferred,
+)
 from deeppcos.data.imageio import ImageInfo, probe_image
 from deeppcos.data.ranges import rules_for_spec, rules_to_json
 from deeppcos.data.report import LoadReport
-from deeppcos.data.spec import CohortSpec, load_spec
+from deeppcos.data.spec import CohortSpec, PatientsSpec, load_spec
 from deeppcos.data.tables import check_ranges, coerce_numeric
 from deeppcos.exceptions import EmptyCohortError, ImageError, SchemaError
 
@@ -55,6 +61,11 @@ class Cohort:
     images: pd.DataFrame
     feature_columns: list[str]
     report: LoadReport = field(default_factory=LoadReport)
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        """The feature columns holding categories (text labels) rather than numbers."""
+        return categorical_columns(self.patients, self.feature_columns)
 
     @property
     def has_labels(self) -> bool:
@@ -149,12 +160,25 @@ def build_patients(raw: pd.DataFrame, spec: CohortSpec, report: LoadReport, file
         _require_columns(raw, [pspec.group_column], file, "group_column")
         out["group"] = raw[pspec.group_column].astype("string")
         used.add(pspec.group_column)
-    features = _feature_columns(raw, pspec.feature_columns, used, report, file)
+    features = _feature_columns(raw, pspec, used, report, file)
+    declared = _declared_categories(pspec)
+    _require_columns(raw, [c for c in declared if c not in features], file, "categorical")
+    numeric = []
     for column in features:
-        out[column] = coerce_numeric(raw, column, report, file, strict=True)
-    rules = rules_for_spec(spec, features)
-    _report_unused_ranges(spec, features, report, file)
-    check_ranges(out, report, file, spec.range_policy, features, rules)
+        if column in declared or _catalog_category(column) or _inferred_categorical(
+            raw[column], pspec
+        ):
+            out[column] = read_categorical(
+                raw[column], column, declared.get(column), pspec.max_categories, report, file
+            )
+            if column not in declared and not _catalog_category(column):
+                report_inferred(report, file, column, out[column])
+        else:
+            out[column] = _numbers(raw, column, report, file)
+            numeric.append(column)
+    rules = rules_for_spec(spec, numeric)
+    _report_unused_ranges(spec, numeric, report, file)
+    check_ranges(out, report, file, spec.range_policy, numeric, rules)
     if out.empty:
         raise EmptyCohortError(f"{file}: no patient rows left to load")
     empty_images = empty_images_table()
@@ -279,9 +303,42 @@ def _report_unused_ranges(
             )
 
 
+def _declared_categories(pspec: PatientsSpec) -> dict[str, list[str] | None]:
+    """Declared categorical columns -> their categories in order (None: the data's)."""
+    if isinstance(pspec.categorical, dict):
+        return {c: list(v) for c, v in pspec.categorical.items()}
+    return dict.fromkeys(pspec.categorical)
+
+
+def _catalog_category(column: str) -> bool:
+    """A catalog feature that names a category (blood group): never read as a quantity."""
+    feature = CATALOG.get(column)
+    return feature is not None and feature.kind == "categorical"
+
+
+def _inferred_categorical(values: pd.Series, pspec: PatientsSpec) -> bool:
+    return (
+        pspec.feature_columns is None
+        and pspec.infer_categorical
+        and looks_categorical(values, pspec.max_categories)
+    )
+
+
+def _numbers(raw: pd.DataFrame, column: str, report: LoadReport, file: str) -> pd.Series:
+    """A numeric feature; a text column gets a message that says how to declare categories."""
+    try:
+        return coerce_numeric(raw, column, report, file, strict=True)
+    except SchemaError as exc:
+        raise SchemaError(
+            f"{exc}; if its values are categories (such as F/M), list the column under "
+            "patients.categorical in the spec"
+        ) from None
+
+
 def _feature_columns(
-    raw: pd.DataFrame, declared: list[str] | None, used: set[str], report: LoadReport, file: str
+    raw: pd.DataFrame, pspec: PatientsSpec, used: set[str], report: LoadReport, file: str
 ) -> list[str]:
+    declared = pspec.feature_columns
     candidates = [c for c in raw.columns if c not in used]
     if declared is not None:
         _require_columns(raw, declared, file, "feature_columns")
@@ -301,11 +358,20 @@ def _feature_columns(
             raise SchemaError(f"{file}: column {column!r} is reserved; rename it in the spec")
         numbers = pd.to_numeric(raw[column], errors="coerce")
         present = raw[column].notna() & (raw[column].astype(str).str.strip() != "")
-        if present.any() and numbers[present].isna().mean() > 0.5:
+        categorical = column in _declared_categories(pspec) or _inferred_categorical(
+            raw[column], pspec
+        )
+        if present.any() and numbers[present].isna().mean() > 0.5 and not categorical:
+            reason = (
+                "categories are not inferred (infer_categorical: false)"
+                if not pspec.infer_categorical
+                else f"over {pspec.max_categories} distinct values (max_categories): free text"
+            )
             report.add(
                 "warning",
                 "unknown_column",
-                "mostly text; not used as a feature (declare feature_columns to control this)",
+                f"mostly text, {reason}; not used as a feature (declare feature_columns or "
+                "categorical to control this)",
                 file=file,
                 column=column,
             )

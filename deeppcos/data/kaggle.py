@@ -93,6 +93,8 @@ DERIVED = {
     "lh_fsh_ratio": lambda t: t["lh_iu_l"] / t["fsh_iu_l"],
 }
 CYCLE_CODES = {2: 0, 4: 1, 5: 1}
+# The Kaggle description's blood-group codes (clinical-reference §3.1): a category, not a number.
+BLOOD_GROUPS = {11: "A+", 12: "A-", 13: "B+", 14: "B-", 15: "O+", 16: "O-", 17: "AB+", 18: "AB-"}
 
 
 def load_kaggle_pcos(spec: CohortSpec) -> Cohort:
@@ -108,6 +110,7 @@ def load_kaggle_pcos(spec: CohortSpec) -> Cohort:
     raw = _drop_formula_columns(raw, report, file)
     _convert_inches(raw, report, file)
     _recode_cycle(raw, report, file)
+    _recode_blood_group(raw, report, file)
     features = [c for c in COLUMN_MAP.values() if c not in ("patient_id", "pcos")]
     internal = spec.model_copy(
         update={
@@ -116,6 +119,7 @@ def load_kaggle_pcos(spec: CohortSpec) -> Cohort:
                 # New patients to score come in the same layout without the diagnosis column.
                 label_column="pcos" if "pcos" in raw else None,
                 feature_columns=features,
+                categorical={"blood_group": list(BLOOD_GROUPS.values())},
                 group_column=pspec.group_column,
             )
         }
@@ -225,6 +229,22 @@ def _recode_cycle(raw: pd.DataFrame, report: LoadReport, file: str) -> None:
         column="cycle_irregular",
     )
     raw["cycle_irregular"] = recoded.astype("float64")
+
+
+def _recode_blood_group(raw: pd.DataFrame, report: LoadReport, file: str) -> None:
+    """Codes 11–18 → A+ … AB-; an unknown code stays as found (the categorical reader then
+    reports it and sets it missing)."""
+    codes = pd.to_numeric(raw["blood_group"], errors="coerce")
+    labels = codes.map(lambda c: BLOOD_GROUPS.get(int(c)) if pd.notna(c) else None)
+    raw["blood_group"] = labels.where(labels.notna(), raw["blood_group"])
+    report.add(
+        "info",
+        "recoded",
+        "Blood Group: 11 → A+, 12 → A-, 13 → B+, 14 → B-, 15 → O+, 16 → O-, 17 → AB+, 18 → AB-"
+        " (a categorical feature)",
+        file=file,
+        column="blood_group",
+    )
 
 
 def _recompute_derived(cohort: Cohort, report: LoadReport, file: str, policy: str) -> None:

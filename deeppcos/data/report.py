@@ -21,9 +21,11 @@ ACTIONS = (
     "converted",  # unit conversion applied to a whole column
     "recomputed",  # derived column recomputed from its parts
     "coerced",  # a cell that was not a number became missing
-    "out_of_range",  # outside the catalog's plausible range (kept or nulled, see message)
+    "out_of_range",  # outside the column's plausible range (kept or nulled, see message)
     "dropped_column",  # junk or unused column removed
     "recoded",  # categorical code mapped (e.g. cycle code 5 -> irregular)
+    "categorical",  # a text column read as a categorical feature
+    "unseen_category",  # a category the model was not trained on: scored as missing
     "excluded_row",  # a patient row left out of the cohort
     "excluded_image",  # an image left out of the cohort
     "conflicting_copy",  # a byte-identical copy of another image file with the opposite label

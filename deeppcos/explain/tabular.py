@@ -55,7 +55,9 @@ def contributions(
         )
     matrix = x[names].to_numpy(dtype="float64", na_value=np.nan)
     threads = n_jobs or 1
-    dmatrix = xgb.DMatrix(matrix, feature_names=names, missing=np.nan, nthread=threads)
+    dmatrix = xgb.DMatrix(
+        matrix, feature_names=names, missing=np.nan, nthread=threads, **_types(booster)
+    )
     with _threads(booster, n_jobs):
         values = booster.predict(
             dmatrix,
@@ -134,8 +136,16 @@ def margin(branch: Any, x: pd.DataFrame) -> np.ndarray:
     _check_fitted(branch)
     names = list(branch.feature_names_)
     matrix = x[names].to_numpy(dtype="float64", na_value=np.nan)
-    dmatrix = xgb.DMatrix(matrix, feature_names=names, missing=np.nan)
+    dmatrix = xgb.DMatrix(matrix, feature_names=names, missing=np.nan, **_types(branch.booster_))
     return np.asarray(branch.booster_.predict(dmatrix, output_margin=True), dtype="float64")
+
+
+def _types(booster: xgb.Booster) -> dict[str, Any]:
+    """The booster's own column types, so categorical inputs (codes) are read as categories."""
+    types = booster.feature_types
+    if not types or "c" not in types:
+        return {}
+    return {"feature_types": list(types), "enable_categorical": True}
 
 
 def _check_fitted(branch: Any) -> None:

@@ -34,6 +34,7 @@ import pandas as pd
 
 from deeppcos.exceptions import SchemaError
 from deeppcos.fusion.severity import OrdinalHead
+from deeppcos.tabular.categories import CATEGORIES_ATTR, one_hot
 
 if TYPE_CHECKING:
     from deeppcos.data.cohort import Cohort
@@ -189,6 +190,9 @@ def severity_inputs(
         frame = tabular if tabular.index.equals(index) else tabular.reindex(index)
         dropped = [c for c in excluded if c in frame]
         frame = frame.drop(columns=dropped) if dropped else frame.copy()
+        # Category codes are not quantities: the logistic head must see one indicator per
+        # category (the boosted head splits on the indicators as well as on codes).
+        frame = one_hot(frame, tabular.attrs.get(CATEGORIES_ATTR, {}))
     if p_image is not None:
         aligned = p_image if p_image.index.equals(index) else p_image.reindex(index)
         p = aligned.to_numpy(dtype="float64").clip(1e-6, 1 - 1e-6)

@@ -63,6 +63,7 @@ from deeppcos.fusion.late import (
     sigmoid,
 )
 from deeppcos.persist import write_meta
+from deeppcos.tabular.categories import CATEGORIES_ATTR, feature_types
 
 __all__ = ["IMAGE_GROUP", "IntermediateFusion", "cross_val_intermediate_oof"]
 
@@ -183,6 +184,13 @@ class IntermediateFusion:
         """
         _check_params(self.get_params())
         self.tabular_names_ = _check_tabular_names(tabular)
+        # Categorical inputs arrive as codes in the tabular branch's categories (its design
+        # matrix carries them): the booster splits them as categories, not as quantities.
+        self.categories_ = {
+            c: list(v)
+            for c, v in tabular.attrs.get(CATEGORIES_ATTR, {}).items()
+            if c in self.tabular_names_
+        }
         self.embedding_columns_ = _embedding_columns(embeddings)
         emb = _aligned_embeddings(embeddings, tabular.index, self.embedding_columns_)
         labels = as_labels(y, len(tabular))
@@ -354,8 +362,15 @@ class IntermediateFusion:
         return np.hstack([tab, pcs]), np.column_stack([has_tabular, has_image])
 
     def _dmatrix(self, x: np.ndarray, y: np.ndarray | None = None) -> xgb.DMatrix:
+        categories = getattr(self, "categories_", {})
         return xgb.DMatrix(
-            x, label=y, feature_names=list(self.feature_names_), missing=np.nan, nthread=self.n_jobs
+            x,
+            label=y,
+            feature_names=list(self.feature_names_),
+            feature_types=feature_types(self.feature_names_, categories),
+            enable_categorical=bool(categories),
+            missing=np.nan,
+            nthread=self.n_jobs,
         )
 
     def _check_fitted(self) -> None:
@@ -377,6 +392,7 @@ class IntermediateFusion:
             "xgboost_version": xgb.__version__,
             "params": self.get_params(),
             "tabular_names": self.tabular_names_,
+            "categories": getattr(self, "categories_", {}),
             "embedding_columns": self.embedding_columns_,
             "reducer": None if self.reducer_ is None else self.reducer_.to_json(),
             "explained_variance_ratio": self.explained_variance_ratio_,
@@ -399,6 +415,7 @@ class IntermediateFusion:
             _check_params(params)
             model = cls(**params)
             model.tabular_names_ = [str(n) for n in meta["tabular_names"]]
+            model.categories_ = {str(c): list(v) for c, v in meta.get("categories", {}).items()}
             model.embedding_columns_ = [str(c) for c in meta["embedding_columns"]]
             reducer = meta["reducer"]
             model.reducer_ = None if reducer is None else _Reducer(**reducer)

@@ -42,9 +42,11 @@ import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deeppcos.data.cohort import Cohort
+from deeppcos.data.report import LoadReport
 from deeppcos.data.splits import make_splits
 from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError
 from deeppcos.persist import read_meta, write_meta
+from deeppcos.tabular.categories import categories_of, encode, feature_types
 from deeppcos.tabular.features import DERIVED_BY_NAME, derive_features, select_features
 
 MODEL_FILE = "model.ubj"
@@ -162,6 +164,10 @@ class TabularBranch:
                 "patients with tabular data); the tabular branch needs both 0 and 1"
             )
         self.feature_names_ = features
+        self.categories_ = {c: v for c, v in categories_of(x).items() if c in features}
+        x = encode(x, self.categories_)
+        if validation is not None:
+            validation = (encode(validation[0], self.categories_), validation[1])
         self.scale_pos_weight_ = (
             float((y == 0).sum() / (y == 1).sum()) if self.params.balance_classes else 1.0
         )
@@ -232,9 +238,11 @@ class TabularBranch:
 
     def _dmatrix(self, x: pd.DataFrame, y: pd.Series | None = None) -> xgb.DMatrix:
         return xgb.DMatrix(
-            x.to_numpy(dtype=np.float64),
+            x.to_numpy(dtype=np.float64, na_value=np.nan),
             label=None if y is None else y.to_numpy(dtype=np.float64),
             feature_names=list(self.feature_names_),
+            feature_types=feature_types(self.feature_names_, self.categories_),
+            enable_categorical=bool(self.categories_),
             missing=np.nan,
             nthread=self.params.n_jobs,
         )
@@ -244,7 +252,9 @@ class TabularBranch:
     def design_matrix(
         self, cohort: Cohort, patient_ids: Sequence[str] | None = None
     ) -> pd.DataFrame:
-        """The model's input table (derived features added), one row per id, in the given order.
+        """The model's input table (derived features added), one row per id, in the given order;
+        categorical inputs as codes in the model's categories (a category it never saw is
+        missing, and reported in ``cohort.report``).
 
         Raises SchemaError naming the columns the cohort lacks. Useful for TreeSHAP.
         """
@@ -262,7 +272,13 @@ class TabularBranch:
                 "(empty where unknown: missing values are allowed) or retrain on this cohort's "
                 "columns" + (f"; {derived} are then computed from their parts" if derived else "")
             )
-        return frame[self.feature_names_]
+        design = frame[self.feature_names_]
+        if not self.categories_:
+            return design
+        unseen = LoadReport()
+        design = encode(design, self.categories_, unseen, f"cohort {cohort.spec.name!r}")
+        _report_once(cohort, unseen)
+        return design
 
     def predict_proba(self, cohort: Cohort, patient_ids: Sequence[str] | None = None) -> pd.Series:
         """P(label = 1) per patient, indexed by patient_id in the given order (all patients when
@@ -299,6 +315,7 @@ class TabularBranch:
             "params": self.params.model_dump(),
             "seed": self.seed,
             "feature_names": self.feature_names_,
+            "categories": self.categories_,
             "best_iteration": self.best_iteration_,
             "monotone_constraints": self.monotone_constraints_,
             "scale_pos_weight": self.scale_pos_weight_,
@@ -331,6 +348,7 @@ class TabularBranch:
         booster.set_param({"nthread": branch.params.n_jobs})
         branch.booster_ = booster
         branch.feature_names_ = list(meta["feature_names"])
+        branch.categories_ = {str(c): list(v) for c, v in meta.get("categories", {}).items()}
         branch.best_iteration_ = int(meta["best_iteration"])
         branch.n_trees_ = branch.best_iteration_ + 1
         branch.monotone_constraints_ = dict(meta.get("monotone_constraints", {}))
@@ -363,6 +381,15 @@ def inner_validation_split(
     )
     inner_train, inner_val = split.folds()[0]
     return inner_train, inner_val
+
+
+def _report_once(cohort: Cohort, fresh: LoadReport) -> None:
+    """Add a scoring's unseen categories to the cohort's report, once per cell however often
+    the cohort is scored (predict, then explain)."""
+    seen = {(e.action, e.row, e.column) for e in cohort.report.entries}
+    cohort.report.entries.extend(
+        e for e in fresh.entries if (e.action, e.row, e.column) not in seen
+    )
 
 
 def _rows(cohort: Cohort, ids: Sequence[str]) -> pd.DataFrame:

@@ -161,8 +161,20 @@ def test_unknown_columns_are_reported(tiny: Path) -> None:
     frame.to_csv(tiny / "patients.csv", index=False)
     cohort = load_cohort(tiny / "cohort.yaml")
     unknown = {e.column: e.message for e in cohort.report.by_action("unknown_column")}
-    assert "mostly text" in unknown["favourite_colour"]
     assert "not in the feature catalog" in unknown["shoe_size"]
+    # Three distinct words: categories, inferred and said so.
+    assert cohort.categorical_columns == ["favourite_colour"]
+    (inferred,) = cohort.report.by_action("categorical")
+    assert inferred.column == "favourite_colour" and "blue, green, red" in inferred.message
+    # With at most two categories allowed, the same words are free text: not a feature.
+    _spec(
+        tiny,
+        patients={"path": "patients.csv", "label_column": "pcos", "max_categories": 2},
+        images=None,
+    )
+    cohort = load_cohort(tiny / "cohort.yaml")
+    unknown = {e.column: e.message for e in cohort.report.by_action("unknown_column")}
+    assert "free text" in unknown["favourite_colour"]
     assert "favourite_colour" not in cohort.feature_columns
 
 
