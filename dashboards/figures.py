@@ -292,13 +292,21 @@ def bar_figure(
 # --- one patient -------------------------------------------------------------------------------
 
 
+def _words(expl: Any) -> Any:
+    """The explanation's cohort words (PCOS and ultrasound for an object without them)."""
+    from deeppcos.explain.wording import CohortWords
+
+    words = getattr(expl, "words", None)
+    return words if isinstance(words, CohortWords) else CohortWords()
+
+
 def waterfall_figure(expl: PatientExplanation, top: int = 10) -> go.Figure:
     """The fused score built up from the baseline: the images, the ``top`` tabular features,
     and the rest summed, in logit points (exact SHAP shares of the fusion's logit)."""
     shares = expl.shares
     steps: list[tuple[str, float]] = []
-    if "ultrasound" in shares:  # only for a patient who has images
-        steps.append(("ultrasound images", float(shares["ultrasound"])))
+    if "ultrasound" in shares:  # only for a patient who has images (the key kept for any kind)
+        steps.append((_words(expl).images, float(shares["ultrasound"])))
     shown = expl.top_features(top)
     steps += [(f.display, f.logit) for f in shown]
     names = {f.name for f in shown}
@@ -341,7 +349,8 @@ def shares_figure(expl: PatientExplanation) -> go.Figure:
     """The total contribution of each modality she has, in logit points."""
     shares = expl.shares
     present = [k for k in ("ultrasound", "tabular") if k in shares]
-    names = [{"ultrasound": "ultrasound images", "tabular": "tabular data"}[k] for k in present]
+    words = {"ultrasound": _words(expl).images, "tabular": "tabular data"}
+    names = [words[k] for k in present]
     values = [float(shares[k]) for k in present]
     span = max(abs(v) for v in values) or 1.0
     figure = go.Figure(
@@ -355,8 +364,10 @@ def shares_figure(expl: PatientExplanation) -> go.Figure:
             cliponaxis=False,
         )
     )
+    inside = getattr(expl, "fusion_method", None) == "intermediate"
     figure.update_layout(
-        title="Modality shares (logit points)",
+        title="Modality shares (logit points"
+        + ("; parts of one model's score)" if inside else ")"),
         height=200,
         xaxis_range=[-1.4 * span, 1.4 * span],
         **LAYOUT,

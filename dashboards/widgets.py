@@ -32,12 +32,15 @@ def decision_text(expl: PatientExplanation) -> str:
 
 
 def show_explanation(expl: PatientExplanation, key: str) -> None:
-    """Prediction, score waterfall, modality shares, Grad-CAM overlays, criteria checklist and
-    the HTML report to download."""
+    """Prediction, score waterfall, modality shares, Grad-CAM overlays, the criteria checklist
+    (a PCOS cohort only) and the HTML report to download, in the cohort's words."""
+    words = expl.words
     _summary(expl)
     if expl.logit is None:
-        st.info("Neither laboratory data nor images: there is no prediction to explain.")
+        st.info(f"Neither {words.table} nor images: there is no prediction to explain.")
         return
+    if expl.fusion_note and "ultrasound" in expl.shares:
+        st.info(expl.fusion_note)
     left, right = st.columns([3, 2])
     with left:
         st.plotly_chart(figures.waterfall_figure(expl), key=f"{key}-waterfall")
@@ -45,39 +48,29 @@ def show_explanation(expl: PatientExplanation, key: str) -> None:
         _shares(expl, key)
     _top_features(expl)
     _images(expl)
-    _criteria(expl)
+    if words.pcos:
+        _criteria(expl)
     _report(expl, key)
     with st.expander("Caveats"):
         for caveat in expl.caveats:
             st.markdown(f"- {caveat}")
 
 
-def _shares(expl: PatientExplanation, key: str) -> None:
-    """The shares of the modalities she has; with one, a sentence instead of a lone bar."""
-    shares = expl.shares
-    if "ultrasound" not in shares or "tabular" not in shares:
-        st.caption(f"Scored from {expl.modality_summary()}.")
-        return
-    st.plotly_chart(figures.shares_figure(expl), key=f"{key}-shares")
-    fraction = shares.get("ultrasound_fraction")
-    if fraction is not None and fraction == fraction:
-        st.caption(
-            f"The images carry {percent(fraction)} of the two modalities' contributions. "
-            f"Risk from the labs alone: {percent(shares.get('risk_without_ultrasound'))}; "
-            f"from the images alone: {percent(shares.get('risk_without_tabular'))} (the run's "
-            "single-modality models)."
-        )
-
-
 def _summary(expl: PatientExplanation) -> None:
+    from deeppcos.explain.report import branch_estimates
+
     p = expl.prediction
     cells = st.columns(4)
-    cells[0].metric("Calibrated risk", percent(p.get("risk")))
+    cells[0].metric(
+        "Calibrated risk",
+        percent(p.get("risk")),
+        help=f"probability of {expl.words.label} after calibration",
+    )
     cells[1].metric(
         "Decision",
         decision_text(expl),
-        help=f"flagged = risk at or above the run's threshold {percent(p.get('threshold'))}: "
-        "look closer for PCOS",
+        help=f"flagged = risk at or above the run's threshold "
+        f"{percent(p.get('threshold'))}: look closer for {expl.words.label}",
     )
     severity = expl.severity_summary()
     cells[2].metric(
@@ -86,16 +79,16 @@ def _summary(expl: PatientExplanation) -> None:
         help=severity[1] if severity else None,
     )
     cells[3].metric("Modalities used", expl.modalities)
-    models = [
-        f"{name} model {percent(p.get(key))}"
-        for name, key in (("image", "p_image"), ("tabular", "p_tabular"))
-        if p.get(key) is not None
+    parts = [
+        f"Scored from {expl.modality_summary()}",
+        f"score before calibration {percent(p.get('probability'))}",
     ]
-    st.caption(
-        f"Scored from {expl.modality_summary()} · "
-        + " · ".join([*models, f"score before calibration {percent(p.get('probability'))}"])
-        + (f" · severity: {severity[1]}" if severity else "")
-    )
+    estimates = branch_estimates(expl, percent)
+    if estimates:
+        parts.append(estimates)
+    if severity:
+        parts.append(f"severity: {severity[1]}")
+    st.caption(" · ".join(parts))
     part = {
         "development": "This patient was in the run's development data: the score is in-sample.",
         "test": "This patient is in the run's locked test part (never trained on).",
@@ -104,29 +97,37 @@ def _summary(expl: PatientExplanation) -> None:
         st.caption(part)
 
 
-def _top_features(expl: PatientExplanation) -> None:
-    rows = [
-        {
-            "feature": f.label,
-            "value": f.value_text if f.measured else "not measured (effect of its absence)",
-            "typical": f.typical,
-            "logit points": f"{f.logit:+.2f}",
-            "risk without it": percent(f.risk_without),
-        }
-        for f in expl.top_features(8)
-    ]
-    if rows:
-        st.markdown("**Largest tabular effects**")
-        st.table(pd.DataFrame(rows).set_index("feature"))
+def _shares(expl: PatientExplanation, key: str) -> None:
+    """The shares of the modalities she has; with one, a sentence instead of a lone bar."""
+    s, words = expl.shares, expl.words
+    if "ultrasound" not in s or "tabular" not in s:
+        st.caption(f"Scored from {expl.modality_summary()}.")
+        return
+    st.plotly_chart(figures.shares_figure(expl), key=f"{key}-shares")
+    fraction = s.get("ultrasound_fraction")
+    if fraction is not None and fraction == fraction:
+        inside = (
+            " Under intermediate fusion both are parts of one model's score."
+            if expl.fusion_method == "intermediate"
+            else ""
+        )
+        st.caption(
+            f"The {words.images} carry {percent(fraction)} of the two modalities' "
+            f"contributions.{inside} Risk from the {words.table} alone: "
+            f"{percent(s.get('risk_without_ultrasound'))}; from the {words.images} "
+            f"alone: {percent(s.get('risk_without_tabular'))} (the run's "
+            "single-modality models, calibrated)."
+        )
 
 
 def _images(expl: PatientExplanation) -> None:
     if "image" not in expl.model_card.get("branches", []):
         return  # a run without an image model: nothing to show or to miss
-    st.subheader("Grad-CAM on the ultrasound images")
+    words = expl.words
+    st.subheader(f"Grad-CAM on the {words.images}")
     if not expl.images:
         st.caption(
-            "This patient has no ultrasound images."
+            f"This patient has no {words.images}."
             if expl.prediction.get("p_image") is None
             else "No image maps were drawn."
         )
@@ -137,13 +138,21 @@ def _images(expl: PatientExplanation) -> None:
             image.overlay_png(max_side=480),
             caption=f"{image.caption}: image model {percent(image.probability)}",
         )
+    note = (
+        " The maps and percentages are the image model's own; under intermediate fusion the "
+        "score reads the images through that model's embedding, together with the table."
+        if expl.fusion_method == "intermediate"
+        else ""
+    )
     st.caption(
-        "Colour marks where the image model found evidence for PCOS (blue weak, red strong), at "
-        "the coarse resolution of its last feature map; burned-in margin text is blanked."
+        f"Colour marks where the image model found evidence for {words.label} (blue weak, red "
+        "strong), at the coarse resolution of its last feature map; burned-in margin text is "
+        f"blanked.{note}"
     )
 
 
 def _criteria(expl: PatientExplanation) -> None:
+    """The Rotterdam checklist (shown for a PCOS cohort only)."""
     st.subheader("Rotterdam criteria from the data present")
     checklist = expl.criteria
     if checklist is None:
@@ -170,6 +179,22 @@ def _criteria(expl: PatientExplanation) -> None:
         ]
     )
     st.table(table.set_index("criterion"))
+
+
+def _top_features(expl: PatientExplanation) -> None:
+    rows = [
+        {
+            "feature": f.label,
+            "value": f.value_text if f.measured else "not measured (effect of its absence)",
+            "typical": f.typical,
+            "logit points": f"{f.logit:+.2f}",
+            "risk without it": percent(f.risk_without),
+        }
+        for f in expl.top_features(8)
+    ]
+    if rows:
+        st.markdown("**Largest tabular effects**")
+        st.table(pd.DataFrame(rows).set_index("feature"))
 
 
 def _report(expl: PatientExplanation, key: str) -> None:

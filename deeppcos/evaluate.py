@@ -28,15 +28,28 @@ from deeppcos.evaluation.metrics import (
 from deeppcos.evaluation.model_card import write_model_card
 from deeppcos.evaluation.subgroups import age_band, bmi_band, subgroup_metrics
 from deeppcos.exceptions import RunError
+from deeppcos.explain.wording import CohortWords, run_words
 from deeppcos.predictor import Predictor, load_run
 from deeppcos.runs import read_metrics, run_title
 
 EVALUATION = "evaluation"
-INTENDED_USE = (
-    "Research and decision support for clinicians assessing PCOS from ovarian ultrasound and "
-    "laboratory results; a flag to look closer, tuned for high sensitivity. It is decision "
-    "support, not a diagnosis, and is not validated for clinical use."
-)
+
+
+def intended_use(words: CohortWords | None = None) -> str:
+    """The model card's intended use, in the cohort's words (its label and images)."""
+    words = words or CohortWords()
+    if words.pcos and words.image_modality.lower() == "ultrasound":
+        source = "ovarian ultrasound and laboratory results"
+    else:
+        source = f"{words.images} and {words.table}"
+    return (
+        f"Research and decision support for clinicians assessing {words.label} from {source}; "
+        "a flag to look closer, tuned for high sensitivity. It is decision support, not a "
+        "diagnosis, and is not validated for clinical use."
+    )
+
+
+INTENDED_USE = intended_use()
 
 
 def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
@@ -146,7 +159,7 @@ def _severity(run: Path, predictor: Predictor, predictions: pd.DataFrame) -> dic
     return {
         **result,
         "source": predictor.severity_info.get("source"),
-        "given_pcos": _given_pcos(predictions, true, levels, seed),
+        "given_pcos": _given_pcos(predictions, true, levels, seed, run_words(run).label),
         "presence_agreement": presence_agreement(
             predictions["severity"], predictions["decision"], levels
         ),
@@ -154,10 +167,10 @@ def _severity(run: Path, predictor: Predictor, predictions: pd.DataFrame) -> dic
 
 
 def _given_pcos(
-    predictions: pd.DataFrame, true: pd.Series, levels: list[str], seed: int
+    predictions: pd.DataFrame, true: pd.Series, levels: list[str], seed: int, label: str = "PCOS"
 ) -> dict[str, Any]:
-    """The head's most probable grade given PCOS against the truth, on the test patients
-    labelled PCOS with a PCOS grade (whatever the decision)."""
+    """The head's most probable grade given the condition (the cohort's ``label``: PCOS) against
+    the truth, on the test patients labelled with it and graded (whatever the decision)."""
     from deeppcos.evaluation.metrics import ordinal_metrics
 
     pcos = levels[1:]
@@ -165,7 +178,7 @@ def _given_pcos(
     scored = (predictions["risk"] > 0).fillna(False).to_numpy()
     rows = (predictions["label"] == 1).to_numpy() & true.isin(pcos).to_numpy() & scored
     if not rows.any():
-        return {"note": "no test patient labelled PCOS with a PCOS grade", "n": 0}
+        return {"note": f"no test patient labelled {label} with a {label} grade", "n": 0}
     columns = [f"p_severity_{g}" for g in pcos]
     best = predictions.loc[rows, columns].to_numpy(dtype="float64").argmax(axis=1)
     kind = pd.CategoricalDtype(pcos, ordered=True)
@@ -242,27 +255,31 @@ def _routing_limits(predictor: Predictor, metrics: dict[str, Any]) -> list[str]:
 
     if len(predictor.router.routes) < 2:
         return []
+    words = CohortWords.from_record(metrics)
     text = [
-        "A missing modality is not evidence: a patient without images is scored by the tabular "
-        "model alone and one without labs by the image model alone, each with its own "
-        "calibrator; only patients with both are scored by the fusion."
+        f"A missing modality is not evidence: a patient without {words.images} is scored by the "
+        f"tabular model alone and one without {words.table} by the image model alone, each "
+        "with its own calibrator; only patients with both are scored by the fusion."
     ]
-    label = str(metrics.get("label_name") or "the label")
+    label = words.label if metrics.get("label_name") else "the label"
+    nouns = {"image": words.images, "tabular": words.table}
     for modality, entry in metrics.get("fusion", {}).get("missing_modalities", {}).items():
-        text.append(missingness_sentence(modality, entry, label))
+        text.append(missingness_sentence(modality, entry, label, noun=nouns.get(modality)))
     return text
 
 
-def _severity_limits(predictor: Predictor) -> list[str]:
+def _severity_limits(predictor: Predictor, words: CohortWords | None = None) -> list[str]:
     info = predictor.severity_info
     if not info:
         return []
+    words = words or CohortWords()
+    label, no_label = words.label, words.no_label
     levels = predictor.severity_levels()
     text = (
         f"Severity grade ({' < '.join(levels)}): '{levels[0]}' unless the decision is positive; "
-        "a flagged patient gets the most probable grade given PCOS from an ordinal head trained "
-        "on the development patients labelled PCOS. P(no PCOS) = 1 − risk and P(grade) = risk × "
-        "P(grade | PCOS), so presence and severity never disagree"
+        f"a flagged patient gets the most probable grade given {label} from an ordinal head "
+        f"trained on the development patients labelled {label}. P({no_label}) = 1 − risk and "
+        f"P(grade) = risk × P(grade | {label}), so presence and severity never disagree"
     )
     if info.get("source") == "criteria":
         text += (
@@ -271,18 +288,20 @@ def _severity_limits(predictor: Predictor) -> list[str]:
             f"the columns it read were removed from the head's inputs: "
             f"{', '.join(info.get('excluded_inputs', [])) or 'none'}"
         )
+        if not words.pcos:
+            text += f" (a PCOS rule: this cohort's label is {label}, not PCOS)"
     conflicts = info.get("label_grade_conflicts") or {}
     if any(conflicts.values()):
         text += (
             f". In the development data {conflicts.get('pcos_label_graded_none', 0)} patients "
-            f"labelled PCOS were graded '{levels[0]}' and "
-            f"{conflicts.get('no_pcos_label_with_pcos_grade', 0)} without PCOS had a PCOS grade; "
-            "the head was not trained on them"
+            f"labelled {label} were graded '{levels[0]}' and "
+            f"{conflicts.get('no_pcos_label_with_pcos_grade', 0)} without {label} had a "
+            f"{label} grade; the head was not trained on them"
         )
     return [text + "."]
 
 
-def _branch_details(predictor: Predictor) -> dict[str, str]:
+def _branch_details(predictor: Predictor, words: CohortWords | None = None) -> dict[str, str]:
     """What each branch is, in a line (the model card's "Model details")."""
     out = {}
     tabular = predictor.branches.get("tabular")
@@ -301,14 +320,35 @@ def _branch_details(predictor: Predictor) -> dict[str, str]:
             "finetune": "a new head, then the top blocks fine-tuned",
             "scratch": "trained end to end from scratch",
         }[p.mode or "scratch"]
-        out["Image branch"] = f"{backbone}, {weights}, {p.image_size} px: {how}"
+        out["Image branch"] = (
+            f"{backbone}, {weights}, {p.image_size} px, on the {(words or CohortWords()).images}: "
+            f"{how}"
+        )
     if predictor.severity is not None:
+        words = words or CohortWords()
         grades = ", ".join(predictor.severity_levels()[1:])
         out["Severity"] = (
-            f"ordinal head for the grade given PCOS ({grades}), combined with the presence "
-            f"risk; guideline {predictor.config.severity.guideline}"
+            f"ordinal head for the grade given {words.label} ({grades}), combined with the "
+            "presence risk"
+            + (
+                f"; guideline {predictor.config.severity.guideline}"
+                if words.pcos or predictor.severity_info.get("source") == "criteria"
+                else ""
+            )
         )
     return out
+
+
+def _summary_rows(summary: dict[str, Any], words: CohortWords) -> dict[str, Any]:
+    """The cohort summary as the card shows it: a non-PCOS cohort's card leaves out the PCOS
+    rows that say nothing about it (``pcos: False``, no ultrasound-derived columns)."""
+    if words.pcos:
+        return summary
+    return {
+        k: v
+        for k, v in summary.items()
+        if not (k == "pcos" and v is False) and not (k == "ultrasound_features" and not v)
+    }
 
 
 def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: dict) -> None:
@@ -319,12 +359,15 @@ def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: di
         for f in audit_cohort(cohort, seed=predictor.config.seed).findings
         if f.severity in ("warning", "high")
     ]
+    metrics = read_metrics(run)
+    words = run_words(run, cohort.spec)
     write_model_card(
         folder / "model_card.md",
         run_name=run_title(run, predictor.record),
-        cohort_summary=cohort.summary(),
+        cohort_summary=_summary_rows(cohort.summary(), words),
         provenance=cohort.spec.description or cohort.spec.name,
-        intended_use=INTENDED_USE,
+        intended_use=intended_use(words),
+        label=words.label,
         metrics={
             f"{predictor.fusion_method} fusion (calibrated)": result["fusion"],
             **result["branches"],
@@ -336,12 +379,12 @@ def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: di
         },
         subgroups=result["subgroups"],
         audit_findings=findings,
-        details=_branch_details(predictor),
+        details=_branch_details(predictor, words),
         limits=[
             f"Decision threshold {predictor.threshold:.3f} was chosen on out-of-fold development "
             "predictions for the target sensitivity; sensitivity on new data may be lower.",
             _FUSION_LIMITS[predictor.fusion_method],
-            *_routing_limits(predictor, read_metrics(run)),
-            *_severity_limits(predictor),
+            *_routing_limits(predictor, metrics),
+            *_severity_limits(predictor, words),
         ],
     )

@@ -1,5 +1,5 @@
 """Cohort: size, labels, feature distributions by label, missingness, correlations, the audit's
-findings and an image gallery."""
+findings and an image gallery, in the cohort's own words (its label, its kind of images)."""
 
 from __future__ import annotations
 
@@ -50,9 +50,16 @@ def _run_audit(run: str, stamp: int) -> dict[str, Any]:
     return audit_cohort(data, seed=seed).to_dict()
 
 
+def _words(cohort: Any, run: Path | None = None) -> Any:
+    from deeppcos.explain.wording import CohortWords, run_words
+
+    return run_words(run, cohort.spec) if run is not None else CohortWords.from_spec(cohort.spec)
+
+
 def overview(cohort: Any, run: Path) -> None:
     patients = cohort.patients
-    label_name = cohort.spec.label_name
+    words = _words(cohort, run)
+    label_name = words.label
     labelled = patients["label"].notna() if "label" in patients else pd.Series(False)
     cells = st.columns(5)
     cells[0].metric("Patients", f"{len(patients):,}")
@@ -62,7 +69,10 @@ def overview(cohort: Any, run: Path) -> None:
     cells[3].metric(label_name, f"{positives:,}")
     rate = positives / max(int(labelled.sum()), 1)
     cells[4].metric(f"{label_name} rate", f"{rate:.1%}")
-    st.caption(f"cohort **{cohort.spec.name}** · {len(cohort.feature_columns)} tabular features")
+    st.caption(
+        f"cohort **{cohort.spec.name}** · {len(cohort.feature_columns)} tabular features · "
+        f"{words.images}"
+    )
     left, right = st.columns(2)
     with left:
         counts = analysis.label_counts(patients, label_name)
@@ -94,7 +104,7 @@ def distributions(cohort: Any) -> None:
         st.caption("This cohort has no tabular features.")
         return
     feature = st.selectbox("Feature", features, key="cohort_feature")
-    label_name = cohort.spec.label_name
+    label_name = _words(cohort).label
     st.plotly_chart(
         figures.distribution_figure(cohort.patients, feature, label_name), key="distribution"
     )
@@ -167,17 +177,19 @@ def findings(result: dict[str, Any]) -> None:
                 st.markdown(f["detail"])
 
 
-def gallery(cohort: Any) -> None:
+def gallery(cohort: Any, run: Path | None = None) -> None:
+    words = _words(cohort, run)
     st.subheader("Image gallery")
     if cohort.images.empty:
         st.caption("This cohort has no images.")
         return
+    st.caption(words.images_title)
     patients = cohort.patients
     cells = st.columns(3)
     labels = cells[0].multiselect(
         "Label",
         [1, 0],
-        format_func=lambda v: cohort.spec.label_name if v else "no " + cohort.spec.label_name,
+        format_func=lambda v: words.label if v else words.no_label,
         key="gallery_labels",
     )
     sides = _options(cohort.images, "side")
@@ -189,7 +201,7 @@ def gallery(cohort: Any) -> None:
     page = st.columns(4)[0].number_input(
         f"Page (of {pages}; {len(rows)} images)", 1, pages, 1, key="gallery_page"
     )
-    _thumbnails(rows.iloc[(page - 1) * PER_PAGE : page * PER_PAGE], cohort.spec.label_name)
+    _thumbnails(rows.iloc[(page - 1) * PER_PAGE : page * PER_PAGE], words)
 
 
 def _options(table: pd.DataFrame, column: str) -> list[str]:
@@ -198,14 +210,12 @@ def _options(table: pd.DataFrame, column: str) -> list[str]:
     return sorted(table[column].dropna().astype(str).unique())
 
 
-def _thumbnails(rows: pd.DataFrame, label_name: str) -> None:
+def _thumbnails(rows: pd.DataFrame, words: Any) -> None:
     columns = st.columns(6)
     for k, (_, row) in enumerate(rows.iterrows()):
         data = thumbnail(str(row["path"]), row.get("frame"))
         label = row.get("label")
-        text = (
-            "unlabelled" if pd.isna(label) else (label_name if label == 1 else "no " + label_name)
-        )
+        text = "unlabelled" if pd.isna(label) else (words.label if label == 1 else words.no_label)
         side = row.get("side")
         caption = f"{row['patient_id']} · {text}" + (f" · {side}" if pd.notna(side) else "")
         with columns[k % 6]:
@@ -229,7 +239,7 @@ def main() -> None:
     distributions(cohort)
     missing_and_correlations(cohort, run)
     audit_section(run)
-    gallery(cohort)
+    gallery(cohort, run)
 
 
 main()

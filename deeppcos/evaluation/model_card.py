@@ -19,11 +19,19 @@ import pandas as pd
 from deeppcos import __version__
 from deeppcos.evaluation.subgroups import SUBGROUP_METRICS
 
-DECISION_SUPPORT = (
-    "**This model is decision support, not a diagnosis.** Its output is a probability to be read "
-    "by a clinician together with the history, examination, laboratory results and imaging; it "
-    "must not be used on its own to diagnose, exclude or grade PCOS, nor to choose a treatment."
-)
+
+def decision_support(label: str = "PCOS") -> str:
+    """The decision-support caveat (Markdown bold), naming the cohort's label ('PCOS',
+    'cardiomegaly'); it is printed in every card and report, whatever ``intended_use`` says."""
+    return (
+        "**This model is decision support, not a diagnosis.** Its output is a probability to be "
+        "read by a clinician together with the history, examination, laboratory results and "
+        f"imaging; it must not be used on its own to diagnose, exclude or grade {label}, nor to "
+        "choose a treatment."
+    )
+
+
+DECISION_SUPPORT = decision_support("PCOS")
 
 METRIC_NAMES = {
     "roc_auc": "ROC AUC",
@@ -72,6 +80,7 @@ def write_model_card(
     audit_findings: Sequence[Mapping[str, Any]],
     limits: Sequence[str],
     details: Mapping[str, Any] | None = None,
+    label: str = "PCOS",
 ) -> Path:
     """Write the card to ``path`` (Markdown) and return the path.
 
@@ -79,7 +88,9 @@ def write_model_card(
     ``ordinal_metrics``) result, or ``{model name: result}`` for several models side by side.
     ``subgroups`` is ``subgroup_metrics``'s table (or its records). ``audit_findings`` are dicts
     with ``severity``, ``check``, ``title`` (and optionally ``detail``), as in the audit's JSON.
-    ``details`` adds rows to "Model details" (model type, branches, config, …).
+    ``details`` adds rows to "Model details" (model type, branches, config, …). ``label`` is
+    the cohort's label as a reader says it ('PCOS', 'cardiomegaly'), for the decision-support
+    caveat.
     """
     models = _as_models(metrics)
     findings = [_finding(f) for f in audit_findings]
@@ -87,7 +98,7 @@ def write_model_card(
         f"# Model card: {_cell(run_name)}",
         _audit_banner(findings),
         _model_details(run_name, models, details or {}),
-        "## Intended use\n\n" + DECISION_SUPPORT + "\n\n" + intended_use.strip(),
+        "## Intended use\n\n" + decision_support(label) + "\n\n" + intended_use.strip(),
         _data_section(cohort_summary, provenance),
         _metrics_section(models),
         _subgroup_section(subgroups),

@@ -11,13 +11,14 @@
   the fused score, and how the share of the images is distributed.
 
 Figures are PNG files written with matplotlib and closed after use; ``global.json`` holds the
-numbers behind them.
+numbers behind them. Labels speak the cohort's words (its label, its kind of images); the
+images' input keeps the name ``ultrasound`` in the tables and ``global.json`` whatever the kind.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ import pandas as pd
 
 from deeppcos.exceptions import SchemaError
 from deeppcos.explain.fusion import ULTRASOUND, ExplainedPredictions, explain_predictions
-from deeppcos.explain.wording import feature_label
+from deeppcos.explain.wording import CohortWords, feature_label, run_words
 
 if TYPE_CHECKING:
     import shap
@@ -47,6 +48,7 @@ class GlobalExplanation:
     run: str
     part: str
     labels: pd.Series  # the cohort's labels for these patients (NaN where unknown)
+    words: CohortWords = field(default_factory=CohortWords)  # the cohort's label and images
 
     @property
     def tabular_shap(self) -> shap.Explanation | None:
@@ -110,6 +112,7 @@ class GlobalExplanation:
             "fusion_method": self.explained.attribution.method,
             "importance": json.loads(importance.reset_index().to_json(orient="records")),
             "modality_shares": self.modality_summary(),
+            **self.words.to_dict(),
         }
 
 
@@ -131,7 +134,12 @@ def global_explanation(
     index = explained.predictions.index
     labels = labels.reindex(index) if labels is not None else pd.Series(np.nan, index=index)
     return GlobalExplanation(
-        explained, cohort.spec.name, Path(predictor.run).name, part, labels.astype(float)
+        explained,
+        cohort.spec.name,
+        Path(predictor.run).name,
+        part,
+        labels.astype(float),
+        run_words(predictor.run, cohort.spec),
     )
 
 
@@ -187,12 +195,13 @@ def _importance_figure(expl: GlobalExplanation) -> Figure:
     left, right = figure.subplots(1, 2)
     fused = table["mean_abs_fused"].head(TOP_IMPORTANCE)[::-1]
     colours = ["#7d3c98" if name == ULTRASOUND else "#2471a3" for name in fused.index]
-    right.barh([_label(n) for n in fused.index], fused.to_numpy(), color=colours)
+    right.barh([_label(n, expl.words) for n in fused.index], fused.to_numpy(), color=colours)
     right.set_title(f"Fused score ({expl.explained.attribution.method} fusion)", fontsize=10)
     right.set_xlabel("mean |contribution| (logit points)")
     branch = table["mean_abs_shap"].dropna().sort_values(ascending=False).head(TOP_IMPORTANCE)
     if len(branch):
-        left.barh([_label(n) for n in branch.index[::-1]], branch.to_numpy()[::-1], color="#2471a3")
+        names = [_label(n, expl.words) for n in branch.index[::-1]]
+        left.barh(names, branch.to_numpy()[::-1], color="#2471a3")
         left.set_xlabel("mean |SHAP value| (logit points of the tabular branch)")
     else:
         left.text(0.5, 0.5, "no tabular branch", ha="center", va="center")
@@ -206,8 +215,8 @@ def _importance_figure(expl: GlobalExplanation) -> Figure:
     return figure
 
 
-def _label(name: str) -> str:
-    return "Ultrasound images" if name == ULTRASOUND else feature_label(name)
+def _label(name: str, words: CohortWords | None = None) -> str:
+    return (words or CohortWords()).images_title if name == ULTRASOUND else feature_label(name)
 
 
 def _shares_figure(expl: GlobalExplanation) -> Figure:
@@ -217,7 +226,8 @@ def _shares_figure(expl: GlobalExplanation) -> Figure:
     shares = shares.assign(label=expl.labels.reindex(shares.index)).dropna(subset=["logit"])
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     scatter, histogram = figure.subplots(1, 2)
-    for value, colour, name in ((0.0, "#2471a3", "label 0"), (1.0, "#c0392b", "label 1")):
+    words = expl.words
+    for value, colour, name in ((0.0, "#2471a3", words.no_label), (1.0, "#c0392b", words.label)):
         rows = shares[shares["label"] == value]
         scatter.scatter(rows["tabular"], rows[ULTRASOUND], s=12, alpha=0.7, c=colour, label=name)
     unknown = shares[shares["label"].isna()]
@@ -228,12 +238,12 @@ def _shares_figure(expl: GlobalExplanation) -> Figure:
     scatter.axhline(0, color="black", linewidth=0.6)
     scatter.axvline(0, color="black", linewidth=0.6)
     scatter.set_xlabel("tabular data's contribution (logit points)")
-    scatter.set_ylabel("ultrasound images' contribution (logit points)")
+    scatter.set_ylabel(f"{words.images}' contribution (logit points)")
     scatter.set_title("Per patient: the two modalities' contributions", fontsize=10)
     scatter.legend(fontsize=8)
     fraction = shares["ultrasound_fraction"].dropna()
     histogram.hist(fraction, bins=np.linspace(0, 1, 21), color="#7d3c98")
-    histogram.set_xlabel("ultrasound share of |ultrasound| + |tabular|")
+    histogram.set_xlabel("images' share of |images| + |tabular|")
     histogram.set_ylabel("patients")
     histogram.set_title(
         f"Images' share of the evidence (median {fraction.median():.0%})"

@@ -1,10 +1,16 @@
 """One patient's explanation: the object the HTML/PDF report and the dashboard both read.
 
 :func:`explain_patient` predicts the patient with the run's predictor (so the numbers are the
-ones ``deeppcos predict`` gives), splits the fused logit exactly into the ultrasound images, each
-tabular feature and the bias (:mod:`deeppcos.explain.fusion`), draws saliency maps on each of
-her images (:mod:`deeppcos.explain.saliency`), checks the Rotterdam criteria the table allows
-(:mod:`deeppcos.explain.checklist`) and adds a model-card summary and the caveats.
+ones ``deeppcos predict`` gives), splits the fused logit exactly into the images, each tabular
+feature and the bias (:mod:`deeppcos.explain.fusion`), draws saliency maps on each of her images
+(:mod:`deeppcos.explain.saliency`), checks the Rotterdam criteria the table allows — for a PCOS
+cohort only (:mod:`deeppcos.explain.checklist`) — and adds a model-card summary and the caveats.
+
+Every sentence speaks the cohort's own words (:class:`~deeppcos.explain.wording.CohortWords`,
+from the run's ``metrics.json``): its label ('PCOS', 'cardiomegaly') and its images ('ultrasound
+images', 'chest X-ray images'). The images' share keeps the key ``"ultrasound"`` in ``shares``
+and ``to_dict()`` whatever the modality (the format reports, dashboards and API clients read);
+what is *shown* is the cohort's modality.
 
 Effects are given two ways: in **logit points** of the score (exact and additive: the
 contributions and the bias sum to the score), and as the **calibrated risk without it** — the
@@ -34,8 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deeppcos.evaluation.model_card import decision_support
 from deeppcos.exceptions import DeepPCOSError, SchemaError
-from deeppcos.explain.card import DECISION_SUPPORT_TEXT, model_card_summary, run_guideline
+from deeppcos.explain.card import model_card_summary, run_guideline
 from deeppcos.explain.checklist import CriteriaChecklist, criteria_checklist
 from deeppcos.explain.fusion import (
     BIAS,
@@ -46,47 +53,56 @@ from deeppcos.explain.fusion import (
 )
 from deeppcos.explain.saliency import ImageSaliency, LoadedImages
 from deeppcos.explain.wording import (
+    CohortWords,
     display_unit,
     feature_label,
     format_percent,
     format_value,
+    run_words,
     typical_range,
 )
 from deeppcos.runs import run_title
+from deeppcos.tabular.categories import label_of
 
 __all__ = ["FeatureEffect", "PatientExplanation", "explain_patient"]
 
 # Below this many logit points an effect is reported as "no effect".
 NEGLIGIBLE = 0.005
 
-# Caveats, each with the branches it needs to be relevant (empty: always).
-CAVEATS: tuple[tuple[frozenset[str], str], ...] = (
+# Caveats, each with the branches it needs to be relevant (empty: always), whether it is about
+# PCOS (the Rotterdam checklist: a PCOS cohort only) and its text, in the cohort's words.
+CAVEATS: tuple[tuple[frozenset[str], bool, str], ...] = (
     (
         frozenset(),
+        False,
         "Contributions explain this model's score, not the patient's physiology. They are exact "
         "shares of the score in logit points (before calibration); 'risk without it' removes "
         "one contribution at a time, and such changes do not add up.",
     ),
     (
         frozenset({"tabular"}),
-        "A lab test that was not done also has a contribution: the model's learned effect of "
-        "that test being absent (clinics order tests selectively). It is marked 'not measured' "
-        "and is not a finding about the patient.",
+        False,
+        "A test that was not done (or a value not recorded) also has a contribution: the "
+        "model's learned effect of it being absent (clinics order tests selectively). It is "
+        "marked 'not measured' and is not a finding about the patient.",
     ),
     (
         frozenset({"tabular", "image"}),
-        "A missing modality is not evidence: a patient without ultrasound images is scored from "
-        "her laboratory data alone (and one without labs from her images alone), by a model "
-        "trained for exactly that.",
+        False,
+        "A missing modality is not evidence: a patient without {images} is scored from the "
+        "{table} alone (and one without {table} from the images alone), by a model trained for "
+        "exactly that.",
     ),
     (
         frozenset({"image"}),
-        "Heatmaps show where the image model found evidence for PCOS (Grad-CAM at the coarse "
-        "resolution of its last feature map); they are not an outline of follicles and can "
+        False,
+        "Heatmaps show where the image model found evidence for {label} (Grad-CAM at the coarse "
+        "resolution of its last feature map); they are not an outline of any structure and can "
         "highlight artefacts.",
     ),
     (
         frozenset({"tabular"}),
+        True,
         "The criteria checklist reads the table only, not the images, and does not apply the "
         "exclusions (thyroid disease, hyperprolactinaemia, non-classic congenital adrenal "
         "hyperplasia) that a diagnosis requires.",
@@ -94,9 +110,31 @@ CAVEATS: tuple[tuple[frozenset[str], str], ...] = (
 )
 
 
-def run_caveats(branches: Any) -> list[str]:
-    """The caveats that apply to a run with these branches."""
-    return [text for needs, text in CAVEATS if needs <= set(branches)]
+def run_caveats(branches: Any, words: CohortWords | None = None) -> list[str]:
+    """The caveats that apply to a run with these branches, in the cohort's words (PCOS and
+    ultrasound when ``words`` is None); the checklist's only for a PCOS cohort."""
+    words = words or CohortWords()
+    values = {"label": words.label, "images": words.images, "table": words.table}
+    return [
+        text.format(**values)
+        for needs, about_pcos, text in CAVEATS
+        if needs <= set(branches) and (words.pcos or not about_pcos)
+    ]
+
+
+def fusion_note(fusion_method: str, words: CohortWords | None = None) -> str | None:
+    """What the images' share means under this fusion, for a clinician (None under late
+    fusion, where it is the image model's own output, weighted)."""
+    if fusion_method != "intermediate":
+        return None
+    words = words or CohortWords()
+    return (
+        f"Under intermediate fusion the {words.images} and the {words.table} are read by one "
+        f"model: the bar for the {words.images} is how much they moved this patient's score "
+        "inside that model, not the image model's own opinion. The image model's and "
+        "the tabular model's percentages are separate models' own estimates, shown for "
+        "comparison; they are not part of this score, and can point the other way."
+    )
 
 
 @dataclass
@@ -112,6 +150,7 @@ class FeatureEffect:
     logit: float  # logit points of the fused score
     risk_without: float | None  # calibrated risk with this contribution removed
     ultrasound_derived: bool = False
+    category: str | None = None  # a categorical input's label ("M"); value is then its code
 
     @property
     def direction(self) -> str:
@@ -147,7 +186,8 @@ class FeatureEffect:
                 "test not being done, not a finding"
             )
         typical = f" (typical: {self.typical})" if self.typical else ""
-        head = f"{self.label} {self.value_text}{typical}"
+        joiner = " = " if self.category is not None else " "
+        head = f"{self.label}{joiner}{self.value_text}{typical}"
         if self.direction == "no effect":
             return f"{head}: no effect on the score"
         return f"{head}: {self.direction} the risk by {abs(self.logit):.2f} logit points{tail}"
@@ -183,6 +223,7 @@ class PatientExplanation:
     model_card: dict[str, Any]
     caveats: list[str]
     in_training_data: str | None = None  # "development" / "test" / None (another cohort)
+    words: CohortWords = field(default_factory=CohortWords)  # the cohort's label and images
     created: str = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     )
@@ -191,35 +232,49 @@ class PatientExplanation:
     def risk(self) -> float | None:
         return self.prediction.get("risk")
 
+    @property
+    def fusion_note(self) -> str | None:
+        """Under intermediate fusion, what the images' share is (and is not), in words; None
+        for a patient scored by one modality's model alone (then the images' bar is that
+        model's own output)."""
+        if self.modalities != "tabular+image":
+            return None
+        return fusion_note(self.fusion_method, self.words)
+
     def severity_summary(self) -> tuple[str, str] | None:
         """(grade, detail) in words, the same in every report: the grade is given only with a
-        positive decision; the detail gives the grades' shares if she has PCOS and P(no PCOS)."""
+        positive decision; the detail gives the grades' shares if she has the condition (the
+        cohort's label) and P(not)."""
         s = self.severity
         if not s:
             return None
+        label, no_label = self.words.label, self.words.no_label
         given = s.get("given_pcos") or {}
         shares = ", ".join(f"{k} {format_percent(v)}" for k, v in given.items())
         none = s["probabilities"].get(s["no_disease_grade"])
         if s["grade"] == s["no_disease_grade"]:
-            detail = f"not flagged, so not graded; if PCOS: {shares}" if shares else "not flagged"
+            detail = "not flagged"
+            if shares:
+                detail = f"not flagged, so not graded; if {label}: {shares}"
         else:
-            detail = f"most probable grade if PCOS ({shares})"
-        return s["grade"], f"{detail}; P(no PCOS) = 1 − risk = {format_percent(none)}"
+            detail = f"most probable grade if {label} ({shares})"
+        return s["grade"], f"{detail}; P({no_label}) = 1 − risk = {format_percent(none)}"
 
     def modality_summary(self) -> str:
         """Which data scored her, in words."""
+        table, images = self.words.table, self.words.images
         kinds = {
-            "tabular+image": "laboratory data and ultrasound images",
-            "tabular": "laboratory data only",
-            "image": "ultrasound images only",
+            "tabular+image": f"{table} and {images}",
+            "tabular": f"{table} only",
+            "image": f"{images} only",
         }
         if self.modalities not in kinds:
-            return "no prediction: neither laboratory data nor images"
+            return f"no prediction: neither {table} nor images"
         text = f"{kinds[self.modalities]} — {self.scored_by}"
         if self.modalities == "tabular" and "image" in self.model_card.get("routes", {}):
-            text += " (no images: the missing scan is not used as evidence)"
+            text += f" (no {images}: their absence is not used as evidence)"
         if self.modalities == "image" and "tabular" in self.model_card.get("routes", {}):
-            text += " (no laboratory data: its absence is not used as evidence)"
+            text += f" (no {table}: its absence is not used as evidence)"
         return text
 
     def top_features(self, k: int = 8) -> list[FeatureEffect]:
@@ -247,6 +302,8 @@ class PatientExplanation:
             "model_card": self.model_card,
             "caveats": self.caveats,
             "in_training_data": self.in_training_data,
+            **self.words.to_dict(),  # label_name, pcos, image_modality: as metrics.json has them
+            "fusion_note": self.fusion_note,
             "created": self.created,
         }
         return json.loads(json.dumps(data, default=_json_default))
@@ -274,9 +331,10 @@ def explain_patient(
 ) -> PatientExplanation:
     """Explain one patient's prediction. ``cohort`` defaults to the run's own (fingerprint
     checked); ``saliency`` is ``"gradcam"``, ``"gradient_shap"`` or None (no image maps);
-    ``max_images`` limits how many of her images get a map. The criteria checklist applies the
-    run's own guideline (``severity.guideline`` of its config) unless ``criteria_rules`` (a
-    ``CriteriaRules``) says otherwise."""
+    ``max_images`` limits how many of her images get a map. The criteria checklist (a PCOS
+    cohort only: the run's ``metrics.json`` says ``pcos``) applies the run's own guideline
+    (``severity.guideline`` of its config) unless ``criteria_rules`` (a ``CriteriaRules``) says
+    otherwise. The words (label, images) are the run's, read from its ``metrics.json``."""
     from deeppcos.data.criteria import CriteriaRules
     from deeppcos.explain.saliency import METHODS
 
@@ -293,6 +351,7 @@ def explain_patient(
     terms = explained.attribution.row(patient_id)
     part = _training_part(predictor, cohort, patient_id)
     rules = criteria_rules or CriteriaRules(guideline=run_guideline(predictor))
+    words = run_words(predictor.run, cohort.spec)
     return PatientExplanation(
         patient_id=patient_id,
         run=run_title(predictor.run, predictor.record),
@@ -301,17 +360,22 @@ def explain_patient(
         modalities=route,
         scored_by=predictor.router.describe(route, explained.attribution.method),
         prediction=_prediction(row, predictor.threshold),
-        severity=_severity(row, predictor),
+        severity=_severity(row, predictor, words),
         guideline=rules.guideline,
         logit=logit,
         shares=_shares(predictor, row, terms, explained.attribution.features, logit),
         features=_effects(explained, patient_id, logit, predictor, route),
         tabular_branch=_tabular_branch(explained, patient_id),
-        criteria=_criteria(cohort, patient_id, rules),
+        criteria=_criteria(cohort, patient_id, rules) if words.pcos else None,
         images=_maps(predictor, cohort, patient_id, images, saliency, max_images),
         model_card=model_card_summary(predictor),
-        caveats=[DECISION_SUPPORT_TEXT, *run_caveats(predictor.branches), *_part_caveat(part)],
+        caveats=[
+            decision_support(words.label).replace("**", ""),
+            *run_caveats(predictor.branches, words),
+            *_part_caveat(part),
+        ],
         in_training_data=part,
+        words=words,
     )
 
 
@@ -362,10 +426,12 @@ def _prediction(row: pd.Series, threshold: float | None) -> dict[str, Any]:
     }
 
 
-def _severity(row: pd.Series, predictor: Any) -> dict[str, Any] | None:
+def _severity(
+    row: pd.Series, predictor: Any, words: CohortWords | None = None
+) -> dict[str, Any] | None:
     """``grade`` (the lowest, "none", unless the decision is positive), ``probabilities`` (every
-    grade, summing to 1, ``none`` = 1 − risk) and ``given_pcos`` (the PCOS grades' shares if she
-    has PCOS, summing to 1)."""
+    grade, summing to 1, ``none`` = 1 − risk) and ``given_pcos`` (the grades' shares if she has
+    the condition, summing to 1: the key keeps its name whatever the cohort's label)."""
     if "severity" not in row.index or pd.isna(row["severity"]):
         return None
     probabilities = {
@@ -382,7 +448,7 @@ def _severity(row: pd.Series, predictor: Any) -> dict[str, Any] | None:
         "probabilities": probabilities,
         "given_pcos": given_pcos(probabilities),
         "rule": f"graded only when flagged: '{lowest}' when the decision is negative, else "
-        "the most probable grade given PCOS",
+        f"the most probable grade given {(words or CohortWords()).label}",
     }
 
 
@@ -436,12 +502,20 @@ def _effects(
 
     values = explained.design.loc[patient_id, features]
     risks = _risk_without(predictor, route, logit, terms)
+    # Categorical inputs are codes in the tabular model's categories: show their labels.
+    categories = getattr(predictor.branches.get("tabular"), "categories_", {})
+    labels = {
+        n: label_of(categories, n, _float(values[n]))
+        for n in features
+        if n in categories and _float(values[n]) is not None
+    }
     effects = [
         FeatureEffect(
             name=name,
             label=feature_label(name),
             value=_float(values[name]),
-            value_text=format_value(name, _float(values[name])),
+            value_text=labels.get(name) or format_value(name, _float(values[name])),
+            category=labels.get(name),
             unit=display_unit(name),
             typical=typical_range(name),
             logit=float(term),

@@ -4,7 +4,9 @@ nothing is left open), shared by the HTML report (as PNG) and the PDF report (as
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from deeppcos.explain.wording import CohortWords
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -19,14 +21,21 @@ LOWER = "#2471a3"  # lowers it
 NEUTRAL = "#7f8c8d"
 
 
+def _words(expl: Any) -> CohortWords:
+    """The explanation's cohort words (PCOS and ultrasound for an object without them)."""
+    words = getattr(expl, "words", None)
+    return words if isinstance(words, CohortWords) else CohortWords()
+
+
 def _bars(expl: PatientExplanation, k: int) -> list[tuple[str, float, str]]:
-    """(label, logit points, kind) for the ultrasound images when she has them (kind
-    ``"image"``), the top ``k`` features (``"measured"``, or ``"absent"`` for a test not done)
-    and the rest of the features summed (``"rest"``)."""
+    """(label, logit points, kind) for the images when she has them (kind ``"image"``, named
+    by the cohort's modality), the top ``k`` features (``"measured"``, or ``"absent"`` for a
+    test not done) and the rest of the features summed (``"rest"``). The images' share is
+    ``shares["ultrasound"]`` whatever the modality (the key the formats keep)."""
     shares = expl.shares
     bars: list[tuple[str, float, str]] = []
     if "ultrasound" in shares:
-        bars.append(("Ultrasound images", float(shares["ultrasound"]), "image"))
+        bars.append((_words(expl).images_title, float(shares["ultrasound"]), "image"))
     top = expl.top_features(k)
     bars += [(e.display, e.logit, "measured" if e.measured else "absent") for e in top]
     shown = {e.name for e in top}
@@ -71,11 +80,18 @@ def draw_contributions(ax: Axes, expl: PatientExplanation, k: int = 8) -> None:
 SHARE_NAMES = {"ultrasound": "Ultrasound images", "tabular": "Tabular data (labs, history, signs)"}
 
 
+def share_names(words: CohortWords) -> dict[str, str]:
+    """The modality bars' names in the cohort's words (keys as in ``expl.shares``)."""
+    table = "Tabular data (labs, history, signs)" if words.pcos else "Tabular data"
+    return {"ultrasound": words.images_title, "tabular": table}
+
+
 def draw_shares(ax: Axes, expl: PatientExplanation) -> None:
     """One bar per modality she has: its total contribution."""
     shares = expl.shares
-    present = [key for key in SHARE_NAMES if key in shares]
-    names = [SHARE_NAMES[key] for key in present]
+    labels = share_names(_words(expl))
+    present = [key for key in labels if key in shares]
+    names = [labels[key] for key in present]
     values = [float(shares[key]) for key in present]
     colours = [RAISE if v > 0 else LOWER for v in values]
     positions = list(range(len(values)))[::-1]
@@ -86,7 +102,11 @@ def draw_shares(ax: Axes, expl: PatientExplanation) -> None:
         ax.text(v, y, f" {v:+.2f} ", va="center", ha="left" if v >= 0 else "right", fontsize=8)
     span = max((abs(v) for v in values), default=0.0) or 1.0
     ax.set_xlim(-1.4 * span, 1.4 * span)
-    ax.set_xlabel("logit points")
+    ax.set_xlabel(
+        "logit points (parts of one model's score)"
+        if getattr(expl, "fusion_method", None) == "intermediate"
+        else "logit points"
+    )
     ax.grid(axis="x", alpha=0.3)
 
 

@@ -6,7 +6,9 @@ HTML-to-PDF converters need either a browser or native libraries (weasyprint nee
 cairo). The PDF carries the same content as the HTML, laid out on A4 pages.
 
 Both are rendered from a :class:`~deeppcos.explain.patient.PatientExplanation` only; nothing
-else is read, so a report shows exactly what the explanation object holds.
+else is read, so a report shows exactly what the explanation object holds. They speak the
+cohort's own words (``expl.words``: its label and its images), and the PCOS-specific section —
+the Rotterdam criteria checklist — appears only for a PCOS cohort.
 """
 
 from __future__ import annotations
@@ -71,21 +73,46 @@ def _decision_text(expl: PatientExplanation) -> tuple[str, str]:
     threshold = expl.prediction.get("threshold")
     at = f"threshold {format_percent(threshold)}" if threshold is not None else "no threshold"
     if decision is None:
-        return "No prediction", "neither laboratory data nor images"
+        return "No prediction", f"neither {expl.words.table} nor images"
     if decision:
-        return "Above threshold", f"flag for a PCOS work-up ({at})"
+        return "Above threshold", f"flag for {expl.words.a_label} work-up ({at})"
     return "Below threshold", f"not flagged ({at})"
 
 
-def _scores_text(expl: PatientExplanation) -> str:
-    """Which data scored her and each model's own probability (only the models that ran)."""
+def branch_estimates(expl: PatientExplanation, percent: Any = format_percent) -> str:
+    """The branch models' own probabilities in words, labelled for what they are: under late
+    fusion the two inputs the fusion combines; under intermediate fusion separate models' own
+    estimates, not part of the score (its image share is not the image model's opinion)."""
     p = expl.prediction
-    parts = [expl.modality_summary()]
-    if p.get("p_image") is not None:
-        parts.append(f"image model {format_percent(p['p_image'])}")
-    if p.get("p_tabular") is not None:
-        parts.append(f"tabular model {format_percent(p['p_tabular'])}")
-    parts.append(f"score before calibration {format_percent(p.get('probability'))}")
+    models = [
+        f"{name} model {percent(p[key])}"
+        for name, key in (("image", "p_image"), ("tabular", "p_tabular"))
+        if p.get(key) is not None
+    ]
+    if not models:
+        return ""
+    both = expl.modalities == "tabular+image"
+    if expl.fusion_method == "intermediate" and both:
+        return (
+            "for comparison, separate models' own estimates (not part of this score): "
+            + ", ".join(models)
+        )
+    if both:
+        return "each model's own estimate, which the fusion combines: " + ", ".join(models)
+    return "the model that scored this patient: " + ", ".join(models)
+
+
+def _scores_text(expl: PatientExplanation) -> str:
+    """Which data scored her, the fused score, and each model's own probability labelled for
+    what it is (only the models that ran)."""
+    p = expl.prediction
+    parts = [
+        expl.modality_summary(),
+        f"score before calibration {format_percent(p.get('probability'))}",
+    ]
+    estimates = branch_estimates(expl)
+    if estimates:
+        parts.append(estimates)
     return " · ".join(parts)
 
 
@@ -93,7 +120,11 @@ def _summary(expl: PatientExplanation) -> str:
     p = expl.prediction
     title, detail = _decision_text(expl)
     cards = [
-        ("Calibrated risk", format_percent(p.get("risk")), "probability of PCOS after calibration"),
+        (
+            "Calibrated risk",
+            format_percent(p.get("risk")),
+            f"probability of {expl.words.label} after calibration",
+        ),
         ("Decision", title, detail),
     ]
     severity = expl.severity_summary()
@@ -118,7 +149,11 @@ def _contributions(expl: PatientExplanation, k: int) -> str:
     items = "".join(
         f'<li class="{"pos" if f.logit > 0 else "neg"}"><span style="color:#1c2833">'
         f"{_e(f.sentence(expl.risk))}</span>"
-        + (" <span class='small'>(read off the scan)</span>" if f.ultrasound_derived else "")
+        + (
+            f" <span class='small'>(read off the {_e(expl.words.images)})</span>"
+            if f.ultrasound_derived
+            else ""
+        )
         + "</li>"
         for f in expl.top_features(k)
     )
@@ -130,6 +165,8 @@ def _contributions(expl: PatientExplanation, k: int) -> str:
         "raised the risk, blue lowered it; a dotted bar is the effect of a test that was not "
         "done, not a finding.</p>"
     )
+    if expl.fusion_note and "ultrasound" in expl.shares:
+        intro += f"<p class='banner'>{_e(expl.fusion_note)}</p>"
     listing = f"<ul>{items}</ul>" if items else "<p>No tabular data contributed.</p>"
     return intro + chart + "<h3 style='font-size:14px'>Top tabular features</h3>" + listing
 
@@ -149,7 +186,7 @@ def _shares(expl: PatientExplanation) -> str:
         else ""
     )
     rows = [
-        ("Ultrasound images", s["ultrasound"], s.get("risk_without_ultrasound")),
+        (expl.words.images_title, s["ultrasound"], s.get("risk_without_ultrasound")),
         ("Tabular data", s["tabular"], s.get("risk_without_tabular")),
     ]
     table = "".join(
@@ -157,6 +194,11 @@ def _shares(expl: PatientExplanation) -> str:
         for n, v, r in rows
     )
     notes = []
+    if expl.fusion_method == "intermediate":
+        notes.append(
+            "Under intermediate fusion these are the two parts of one model's score, not the "
+            "image model's and the tabular model's own opinions (see the note above)."
+        )
     if abs(s.get("tabular_adjustment", 0.0)) >= 1e-3:
         notes.append(
             f"{s['tabular_adjustment']:+.2f} of the tabular share is the fusion's cap on a "
@@ -170,12 +212,13 @@ def _shares(expl: PatientExplanation) -> str:
 
 
 def _images(expl: PatientExplanation) -> str:
+    words = expl.words
     if not expl.images:
         if expl.prediction.get("p_image") is None:
-            return "<p>This patient has no ultrasound images.</p>"
+            return f"<p>This patient has no {_e(words.images)}.</p>"
         return "<p>No image maps were drawn for this report.</p>"
     method = {
-        "gradcam": "Grad-CAM (where the image model found evidence for PCOS)",
+        "gradcam": f"Grad-CAM (where the image model found evidence for {words.label})",
         "gradient_shap": "SHAP expected gradients (pixels that raised the image model's output)",
     }
     figures = "".join(
@@ -186,10 +229,17 @@ def _images(expl: PatientExplanation) -> str:
         f"{_e(method.get(image.method, image.method))}</figcaption></figure>"
         for image in expl.images
     )
+    intermediate = (
+        " The maps and percentages are the image model's own; under intermediate fusion the "
+        "score reads the images through that model's embedding, together with the table."
+        if expl.fusion_method == "intermediate"
+        else ""
+    )
     return (
-        f'<div class="imgs">{figures}</div><p class="small">Colour marks evidence for PCOS, '
-        "from blue (weak) to red (strong); uncoloured areas carry none. Maps are drawn at "
-        "each image's original size; burned-in text in the margins is blanked.</p>"
+        f'<div class="imgs">{figures}</div><p class="small">Colour marks where the image model '
+        f"found evidence for {_e(words.label)}, from blue (weak) to red (strong); uncoloured "
+        "areas carry none. Maps are drawn at each image's original size; burned-in text in the "
+        f"margins is blanked.{_e(intermediate)}</p>"
     )
 
 
@@ -236,7 +286,7 @@ def _card(expl: PatientExplanation) -> str:
         (
             "Model",
             f"branches {', '.join(m.get('branches', []))}; {m.get('fusion_method')} fusion; "
-            f"{m.get('calibration')} calibration" + _routes_text(m.get("routes") or {}),
+            f"{m.get('calibration')} calibration" + _routes_text(m.get("routes") or {}, expl),
         ),
         (
             "Decision threshold",
@@ -257,12 +307,15 @@ def _card(expl: PatientExplanation) -> str:
     return f"<table>{body}</table>"
 
 
-def _routes_text(routes: dict[str, str]) -> str:
+def _routes_text(routes: dict[str, str], expl: PatientExplanation | None = None) -> str:
     """How patients missing a modality are scored, for a run with more than one route."""
     single = {k: v for k, v in routes.items() if "+" not in k}
     if len(routes) < 2 or not single:
         return ""
-    parts = [f"{ROUTE_NAMES.get(k, k)}: {v}" for k, v in single.items()]
+    names = dict(ROUTE_NAMES)
+    if expl is not None:
+        names = {"tabular": f"without {expl.words.images}", "image": f"without {expl.words.table}"}
+    parts = [f"{names.get(k, k)}: {v}" for k, v in single.items()]
     return "; patients " + ", ".join(parts) + " (a missing modality is not evidence)"
 
 
@@ -292,8 +345,14 @@ def _figures(figures: dict[str, Any] | None) -> str:
     return "; ".join(parts) + n
 
 
+def report_title(expl: PatientExplanation) -> str:
+    """The report's title, naming the cohort's label."""
+    return f"Explanation of {expl.words.a_label} risk prediction"
+
+
 def render_html(expl: PatientExplanation, top: int = 8) -> str:
     """The report as one self-contained HTML document."""
+    words = expl.words
     caveats = "".join(f"<li>{_e(c)}</li>" for c in expl.caveats)
     part = {
         "development": " · in the run's development data (in-sample)",
@@ -302,9 +361,12 @@ def render_html(expl: PatientExplanation, top: int = 8) -> str:
     sections = [
         ("Prediction", _summary(expl)),
         ("What drove the score", _contributions(expl, top)),
-        ("Ultrasound and tabular shares", _shares(expl)),
-        ("Ultrasound images", _images(expl)),
-        ("Rotterdam criteria from the data present", _criteria(expl)),
+        (f"{words.images_title} and tabular data: shares of the score", _shares(expl)),
+        (words.images_title, _images(expl)),
+    ]
+    if words.pcos:
+        sections.append(("Rotterdam criteria from the data present", _criteria(expl)))
+    sections += [
         ("About the model", _card(expl)),
         ("Caveats", f"<ul>{caveats}</ul>"),
     ]
@@ -314,13 +376,13 @@ def render_html(expl: PatientExplanation, top: int = 8) -> str:
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>deeppcos explanation · patient {_e(expl.patient_id)}</title>"
         f"<style>{CSS}</style></head><body><main>"
-        f"<h1>Explanation of a PCOS risk prediction</h1><div class='meta'>Patient "
+        f"<h1>{_e(report_title(expl))}</h1><div class='meta'>Patient "
         f"<b>{_e(expl.patient_id)}</b> · cohort {_e(expl.cohort)}{_e(part)} · run "
         f"{_e(expl.run)} · scored by {_e(expl.scored_by)} · {_e(expl.created)}</div>"
         "<div class='banner'><b>Decision support, not a diagnosis.</b> Read with the history, "
         "examination, laboratory results and imaging.</div>"
         f"{body}<footer>deeppcos · research software for decision support; it does not "
-        "diagnose PCOS.</footer></main></body></html>"
+        f"diagnose {_e(words.label)}.</footer></main></body></html>"
     )
 
 
@@ -346,7 +408,7 @@ def _pdf_page_one(expl: PatientExplanation, top: int) -> Any:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=A4)
-    figure.text(0.07, 0.965, "Explanation of a PCOS risk prediction", fontsize=15, weight="bold")
+    figure.text(0.07, 0.965, report_title(expl), fontsize=15, weight="bold")
     figure.text(
         0.07,
         0.945,
@@ -365,6 +427,8 @@ def _pdf_page_one(expl: PatientExplanation, top: int) -> Any:
     severity = expl.severity_summary()
     if severity is not None:
         lines.append(f"Severity grade: {severity[0]} ({severity[1]}).")
+    if expl.fusion_note and "ultrasound" in expl.shares:
+        lines.append(expl.fusion_note)
     y = _text_block(figure, 0.92, lines, size=9.5)
     if expl.logit is not None:
         axes = figure.add_axes((0.36, y - 0.36, 0.58, 0.32))
@@ -392,7 +456,9 @@ def _pdf_page_images(expl: PatientExplanation) -> Any:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=A4)
-    figure.text(0.07, 0.965, "Ultrasound images with saliency maps", fontsize=13, weight="bold")
+    figure.text(
+        0.07, 0.965, f"{expl.words.images_title} with saliency maps", fontsize=13, weight="bold"
+    )
     columns = 2
     for k, image in enumerate(expl.images[:6]):
         row, col = divmod(k, columns)
@@ -406,11 +472,20 @@ def _pdf_page_images(expl: PatientExplanation) -> Any:
         )
     if not expl.images:
         text = (
-            "This patient has no ultrasound images."
+            f"This patient has no {expl.words.images}."
             if p_image_missing(expl)
             else "No image maps were drawn for this report."
         )
         figure.text(0.07, 0.9, text)
+    else:
+        figure.text(
+            0.07,
+            0.945,
+            f"Colour marks where the image model found evidence for {expl.words.label}, from "
+            "blue (weak) to red (strong).",
+            fontsize=8.5,
+            color="#566573",
+        )
     return figure
 
 
@@ -418,9 +493,10 @@ def _pdf_page_text(expl: PatientExplanation) -> Any:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=A4)
-    figure.text(0.07, 0.965, "Criteria, model and caveats", fontsize=13, weight="bold")
+    heading = "Criteria, model and caveats" if expl.words.pcos else "Model and caveats"
+    figure.text(0.07, 0.965, heading, fontsize=13, weight="bold")
     lines: list[str] = []
-    c = expl.criteria
+    c = expl.criteria if expl.words.pcos else None
     if c is not None:
         lines.append(
             f"Rotterdam criteria ({GUIDELINE_NAMES.get(c.guideline, c.guideline)}, the run's "

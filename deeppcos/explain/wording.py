@@ -1,12 +1,130 @@
-"""Plain-language names, values and units for reports, from the built-in feature catalog."""
+"""Plain-language names, values and units for reports, from the built-in feature catalog, and
+the cohort's own words (:class:`CohortWords`): what its label and its images are called."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from deeppcos.data.catalog import CATALOG
 
-__all__ = ["display_unit", "feature_label", "format_percent", "format_value", "typical_range"]
+__all__ = [
+    "CohortWords",
+    "display_unit",
+    "feature_label",
+    "format_percent",
+    "format_value",
+    "run_words",
+    "typical_range",
+]
+
+
+@dataclass(frozen=True)
+class CohortWords:
+    """What a cohort's label and images are called in reports and pages.
+
+    ``label_name``, ``pcos`` and ``image_modality`` as a run's ``metrics.json`` (and its
+    ``cohort.json``) record them from the cohort spec. The defaults are a PCOS cohort of
+    ultrasound images, which is also how a run trained before these keys existed is read.
+    """
+
+    label_name: str = "pcos"
+    pcos: bool = True
+    image_modality: str = "ultrasound"
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None, spec: Any = None) -> CohortWords:
+        """From a run's ``metrics.json``/``cohort.json`` (``label_name``, ``pcos``,
+        ``image_modality``). A key that is absent takes the PCOS defaults: ``pcos`` is whether
+        the label is 'pcos', the modality 'ultrasound' for a PCOS cohort, else 'image'.
+        ``spec`` (a ``CohortSpec``) gives the label's name when the record has none."""
+        record = record or {}
+        label = record.get("label_name") or getattr(spec, "label_name", None) or "pcos"
+        label = str(label).strip() or "pcos"
+        pcos = record.get("pcos")
+        pcos = bool(pcos) if isinstance(pcos, bool) else label.lower() == "pcos"
+        modality = str(record.get("image_modality") or "").strip()
+        return cls(label, pcos, modality or ("ultrasound" if pcos else "image"))
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> CohortWords:
+        """From a ``CohortSpec`` (its ``label_name``, ``is_pcos`` and ``modality``)."""
+        return cls(str(spec.label_name), bool(spec.is_pcos), str(spec.modality))
+
+    @property
+    def label(self) -> str:
+        """The label as a reader says it: 'PCOS', 'cardiomegaly', 'any finding'."""
+        text = self.label_name.replace("_", " ").strip()
+        return "PCOS" if text.lower() == "pcos" else text
+
+    @property
+    def a_label(self) -> str:
+        """The label with its article: 'a PCOS', 'a cardiomegaly', 'an any finding'."""
+        text = self.label
+        return ("an " if text[:1].lower() in "aeiou" else "a ") + text
+
+    @property
+    def no_label(self) -> str:
+        """Its negation: 'no PCOS', 'no cardiomegaly', 'no finding' (for 'any finding')."""
+        text = self.label
+        return "no " + (text[len("any ") :] if text.lower().startswith("any ") else text)
+
+    @property
+    def images(self) -> str:
+        """'ultrasound images', 'chest X-ray images'; plain 'images' when the kind is unknown."""
+        kind = self.image_modality.strip()
+        if kind.lower() in ("", "image", "images"):
+            return "images"
+        if kind.lower().endswith(("image", "images")):
+            return kind if kind.lower().endswith("images") else kind + "s"
+        return f"{kind} images"
+
+    @property
+    def images_title(self) -> str:
+        """'Ultrasound images', 'Chest X-ray images' (only the first letter raised)."""
+        return _capital(self.images)
+
+    @property
+    def table(self) -> str:
+        """The tabular data: 'laboratory data' in a PCOS cohort, else 'tabular data' (a chest
+        X-ray cohort's table holds age, sex and view, not labs)."""
+        return "laboratory data" if self.pcos else "tabular data"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label_name": self.label_name,
+            "pcos": self.pcos,
+            "image_modality": self.image_modality,
+        }
+
+
+def run_words(run: Path | str | None, spec: Any = None) -> CohortWords:
+    """The words of a run folder, from its ``metrics.json`` (else ``cohort.json``); the PCOS
+    defaults for what neither records."""
+    record: dict[str, Any] = {}
+    if run is not None:
+        for name in ("cohort.json", "metrics.json"):  # metrics.json wins where both say
+            record.update(_read_json(Path(run) / name))
+    return CohortWords.from_record(record, spec)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: data[k] for k in ("label_name", "pcos", "image_modality") if k in data}
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
 
 # Short names clinicians use; everything else takes the catalog's description.
 SHORT_NAMES: dict[str, str] = {

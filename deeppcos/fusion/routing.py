@@ -293,9 +293,19 @@ def missingness_report(
     return out
 
 
-def missingness_sentence(modality: str, entry: dict[str, Any], label_name: str) -> str:
-    """The report's sentence for one modality's entry of :func:`missingness_report`."""
-    noun = {"image": "ultrasound images", "tabular": "laboratory data"}.get(modality, modality)
+def missingness_sentence(
+    modality: str, entry: dict[str, Any], label_name: str, noun: str | None = None
+) -> str:
+    """The report's sentence for one modality's entry of :func:`missingness_report`. ``noun``
+    names the modality in the cohort's words ('chest X-ray images'); by default 'ultrasound
+    images' / 'laboratory data' for a PCOS label, else 'images' / 'tabular data'."""
+    if noun is None:
+        pcos = label_name.strip().lower() == "pcos"
+        nouns = {
+            "image": "ultrasound images" if pcos else "images",
+            "tabular": "laboratory data" if pcos else "tabular data",
+        }
+        noun = nouns.get(modality, modality)
     if not entry.get("without"):
         return f"Every development patient had {noun}."
     share_with = _percent(entry.get("positive_share_with"))
@@ -310,7 +320,7 @@ def missingness_sentence(modality: str, entry: dict[str, Any], label_name: str) 
         return (
             head + ". Having them or not is related to the label in this cohort; the model does "
             "not use that (a missing modality is not evidence), so the risk of a patient without "
-            f"{noun} comes from her other data alone."
+            f"{noun} comes from the patient's other data alone."
         )
     return head + ": no sign that having them is related to the label."
 

@@ -263,7 +263,7 @@ def test_cohort_audit_on_request_or_from_file_and_gallery_filters(
     at = app(dashboard_run)
     at.multiselect(key="gallery_labels").set_value([1]).run()
     captions = [caption for image in at.image for caption in image.captions]
-    assert captions and all(" · pcos" in c for c in captions), captions
+    assert captions and all(" · PCOS" in c for c in captions), captions  # the label as said
     at.button(key="run_audit").click().run()
     no_exception(at)
     findings = at.dataframe[0].value
