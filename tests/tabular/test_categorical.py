@@ -156,14 +156,30 @@ def test_linear_parts_see_one_indicator_per_category(branch: TabularBranch, coho
     assert label_of(branch.categories_, "lh_iu_l", 2.0) is None
 
 
-def test_service_accepts_a_category_and_reports_an_unseen_one(
-    branch: TabularBranch, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tabular_run(tmp_path_factory.mktemp("cat-run"))
+
+
+def test_an_explanation_names_the_category(run: Path) -> None:
+    """'site code = east: raised the risk by …', not the category's code."""
+    from deeppcos.explain.patient import explain_patient
+    from deeppcos.predictor import load_run
+
+    predictor = load_run(run)
+    cohort = predictor.cohort()
+    east = cohort.patients.loc[cohort.patients["site_code"] == "east", "patient_id"].iloc[0]
+    expl = explain_patient(predictor, str(east), cohort, saliency=None)
+    (site,) = [f for f in expl.features if f.name == "site_code"]
+    assert site.display == "site code = east" and site.category == "east"
+    assert site.sentence(None).startswith("site code = east: raised the risk by")
+
+
+def test_service_accepts_a_category_and_reports_an_unseen_one(run: Path) -> None:
     from fastapi.testclient import TestClient
 
     from deeppcos.serve import create_app
 
-    run = _tabular_run(tmp_path)
     client = TestClient(create_app(run))
     schema = {f["name"]: f for f in client.get("/model").json()["input_schema"]["features"]}
     assert schema["site_code"]["categories"] == ["east", "north", "south"]
