@@ -221,6 +221,8 @@ def missingness(patients: pd.DataFrame, features: Iterable[str]) -> pd.DataFrame
 def correlations(patients: pd.DataFrame, features: Iterable[str], limit: int = 30) -> pd.DataFrame:
     """Spearman correlations of the features at most half missing (``limit`` most complete)."""
     columns = [c for c in features if c in patients and patients[c].notna().mean() >= 0.5]
+    # A category's labels have no order to rank: Spearman is for numbers only.
+    columns = [c for c in columns if pd.api.types.is_numeric_dtype(patients[c])]
     columns = [c for c in columns if patients[c].nunique(dropna=True) > 1]
     columns = sorted(columns, key=lambda c: patients[c].isna().mean())[:limit]
     if len(columns) < 2:

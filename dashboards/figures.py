@@ -194,9 +194,36 @@ def confidence_figure(y: Any, p: Any, threshold: float) -> go.Figure:
 # --- cohort ------------------------------------------------------------------------------------
 
 
+def _category_figure(patients: pd.DataFrame, feature: str, label_name: str) -> go.Figure:
+    """A categorical feature by label: each category's share of its label group, side by side."""
+    figure = go.Figure()
+    for name, mask, colour in (
+        (f"no {label_name}", patients["label"] == 0, LOWER),
+        (label_name, patients["label"] == 1, RAISE),
+    ):
+        part = patients.loc[mask.fillna(False).astype(bool), feature]
+        shares = part.value_counts(normalize=True, sort=False, dropna=True) * 100
+        figure.add_bar(
+            x=[str(c) for c in shares.index],
+            y=shares.to_numpy(),
+            name=f"{name} (n = {part.notna().sum()})",
+            marker_color=colour,
+        )
+    figure.update_layout(
+        barmode="group",
+        title=f"{feature} by label (missing: {patients[feature].isna().sum()})",
+        xaxis_title=feature,
+        yaxis_title="% of the group",
+        **LAYOUT,
+    )
+    return figure
+
+
 def distribution_figure(patients: pd.DataFrame, feature: str, label_name: str) -> go.Figure:
     """A feature's distribution by label: overlaid histograms on shared bins, each as a share of
     its own group (the groups differ in size); missing values left out."""
+    if isinstance(patients[feature].dtype, pd.CategoricalDtype):
+        return _category_figure(patients, feature, label_name)
     values = patients[feature].dropna()
     figure = go.Figure()
     bins = _bins(values)

@@ -112,9 +112,10 @@ def distributions(cohort: Any) -> None:
 
     entry = CATALOG.get(feature)
     if entry is not None:
+        plausible = analysis.range_text(feature, _words(cohort).pcos)
         st.caption(
-            f"{entry.description} · unit {analysis.unit_of(feature) or '–'} · plausible "
-            f"{analysis.range_text(feature)}"
+            f"{entry.description} · unit {analysis.unit_of(feature) or '–'}"
+            + (f" · plausible {plausible}" if plausible else "")
             + (f" · typical: {entry.typical}" if entry.typical else "")
         )
 

@@ -245,3 +245,16 @@ def test_real_tables_sex_and_blood_group_are_categories(tmp_path: Path) -> None:
     groups = kaggle.patients["blood_group"]
     assert list(groups.cat.categories) == ["A+", "A-", "B+", "B-", "O+", "O-", "AB+", "AB-"]
     assert groups.value_counts()["O+"] == 206 and groups.notna().sum() == 541
+
+
+def test_dashboard_shows_a_category_by_label(cohort) -> None:
+    from dashboards import analysis, figures
+
+    figure = figures.distribution_figure(cohort.patients, "site_code", "pcos")
+    bars = {
+        trace.name.split(" (")[0]: dict(zip(trace.x, trace.y, strict=True)) for trace in figure.data
+    }
+    assert set(bars) == {"no pcos", "pcos"}
+    assert bars["pcos"]["east"] > bars["no pcos"]["east"]  # the site's signal, in % of the group
+    assert abs(sum(bars["pcos"].values()) - 100) < 1e-6
+    assert "site_code" not in set(analysis.correlations(cohort.patients, ["site_code", "lh_iu_l"]))
