@@ -757,7 +757,8 @@ def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path | No
     columns = list(dict.fromkeys([*service.features, *given]))
     numeric = [c for c in columns if c not in service.categories]
     values = np.array(
-        [[_request_number(p, i, c) for c in numeric] for i, p in enumerate(patients)], dtype="float64"
+        [[_request_number(p, i, c) for c in numeric] for i, p in enumerate(patients)],
+        dtype="float64",
     ).reshape(len(patients), len(numeric))
     frame = pd.DataFrame(values, columns=numeric)
     frame.insert(0, "patient_id", [p.patient_id for p in patients])

@@ -719,6 +719,12 @@ def grade(
     section = config.severity
     targets = severity_targets(cohort, section.source, section.guideline)
     if targets is None:
+        if not cohort.spec.is_pcos:
+            return {
+                "skipped": f"the cohort has no severity grades, and grades by PCOS phenotype "
+                f"apply to a PCOS cohort only (the label here is {cohort.spec.label_name!r}); "
+                "give a severity_column in the spec to grade"
+            }, None
         return {
             "skipped": "the cohort has no severity grades; set severity.source: criteria to "
             "derive them from the Rotterdam criteria"

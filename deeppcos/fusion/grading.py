@@ -77,7 +77,8 @@ class SeverityTargets:
 
 
 def severity_targets(cohort: Cohort, source: str, guideline: str) -> SeverityTargets | None:
-    """The grades the head learns, or ``None`` when ``source="column"`` and the cohort has none.
+    """The grades the head learns, or ``None`` when ``source="column"`` and the cohort has none,
+    or when the grades would come from the PCOS criteria and the cohort is not a PCOS cohort.
 
     ``source``: ``"column"``, ``"criteria"`` or ``"auto"`` (the column when it holds any grade,
     the criteria otherwise).
@@ -89,6 +90,8 @@ def severity_targets(cohort: Cohort, source: str, guideline: str) -> SeverityTar
             return None
         grades = patients.set_index("patient_id")["severity"]
         return SeverityTargets(grades, "column", [str(c) for c in grades.cat.categories])
+    if not cohort.spec.is_pcos:
+        return None  # grades by PCOS phenotype mean nothing for another label
     return _criteria_targets(cohort, guideline)
 
 

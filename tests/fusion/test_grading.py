@@ -81,3 +81,30 @@ def test_grades_without_a_no_disease_level_get_one() -> None:
     odd = _targets(["severe", "severe", "mild"], levels)
     with pytest.raises(SchemaError, match="lowest grade must mean"):
         with_no_disease_level(odd, pd.Series([0, 0, 1], index=odd.grades.index))
+
+
+def test_phenotype_grades_only_for_a_pcos_cohort() -> None:
+    """Severity by PCOS phenotype means nothing for a cardiomegaly label: no criteria grades
+    for another cohort, whatever source asks for them; a PCOS cohort still gets them."""
+    from deeppcos.data.cohort import Cohort, empty_images_table
+    from deeppcos.data.spec import spec_from_dict
+    from deeppcos.fusion.grading import severity_targets
+
+    patients = pd.DataFrame(
+        {
+            "patient_id": ["a", "b"],
+            "label": pd.array([1, 0], dtype="Int8"),
+            "cycle_irregular": [1.0, 0.0],
+            "total_testosterone_nmol_l": [3.0, 1.0],
+        }
+    )
+
+    def cohort(label_name: str) -> Cohort:
+        spec = spec_from_dict({"name": "t", "label_name": label_name, "patients": {}})
+        features = ["cycle_irregular", "total_testosterone_nmol_l"]
+        return Cohort(spec, patients, empty_images_table(), features)
+
+    for source in ("auto", "criteria"):
+        assert severity_targets(cohort("cardiomegaly"), source, "rotterdam-2003") is None
+    pcos = severity_targets(cohort("pcos"), "auto", "rotterdam-2003")
+    assert pcos is not None and pcos.source == "criteria"
