@@ -658,14 +658,33 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option(help="with --cohort: where the report goes (RUN/external/NAME)")
     ] = None,
+    recalibrate: Annotated[
+        float | None,
+        typer.Option(
+            metavar="FRACTION",
+            help="with --cohort: fit a logistic recalibration on this share of the cohort's "
+            "patients (e.g. 0.5; split by patient, stratified by label, with the run's seed) and "
+            "report it on the rest, before and after",
+        ),
+    ] = None,
 ) -> None:
     """Score the locked test part once: metrics with CIs, plots, subgroups, model card; or,
     with --cohort, validate the run on another cohort."""
+    if recalibrate is not None and cohort is None:
+        raise typer.BadParameter(
+            "recalibrates on an external cohort: give --cohort too", param_hint="--recalibrate"
+        )
+    if recalibrate is not None and not 0 < recalibrate < 1:
+        raise typer.BadParameter(
+            f"{recalibrate:g}: the share of the external cohort the recalibration is fitted on "
+            "must lie strictly between 0 and 1 (e.g. 0.5)",
+            param_hint="--recalibrate",
+        )
     if cohort is not None:
         from deeppcos.evaluation.external import external_validation
 
         with _errors_as_messages():
-            report = external_validation(run, cohort, out)
+            report = external_validation(run, cohort, out, recalibrate=recalibrate)
         _print_external(report, run)
         return
     from deeppcos.evaluate import evaluate_run
@@ -703,7 +722,50 @@ def _print_external(report: dict[str, Any], run: Path) -> None:
         f"{', '.join(mix['large_shifts']) or 'none'}",
         highlight=False,
     )
+    if report.get("recalibration"):
+        _print_recalibration(report["recalibration"])
     console.print(f"report: {report['folder']} (metrics.json, model_card.md, plots, case_mix.csv)")
+
+
+def _print_recalibration(recal: dict[str, Any]) -> None:
+    split, held = recal["split"], recal["held_out"]
+    fit, rest = split["fit"], split["held out"]
+    before, after = held["before"], held["after"]
+    table = Table(
+        title=f"recalibration fitted on {fit['patients']} patients ({fit['positives']} positive), "
+        f"scored on the held-out {rest['patients']} ({rest['positives']} positive)"
+    )
+    for column in ("on the held-out part", "before", "95% CI", "after", "95% CI "):
+        table.add_column(column)
+    cut_name = f"at the run's threshold {before['threshold']:.3f}"
+    rows = [
+        ("calibration in the large (0 = ideal)", "calibration", "in_the_large"),
+        ("calibration slope (1 = ideal)", "calibration", "slope"),
+        ("Brier score", None, "brier"),
+        (f"sensitivity {cut_name}", None, "sensitivity"),
+        (f"specificity {cut_name}", None, "specificity"),
+    ]
+    for name, section, key in rows:
+        one, two = ((part[section] if section else part)[key] for part in (before, after))
+        table.add_row(
+            name,
+            _fmt(one["value"]),
+            _interval(one.get("ci")),
+            _fmt(two["value"]),
+            _interval(two.get("ci")),
+        )
+    console.print(table)
+    cut, auc = held["threshold_for_target_sensitivity"], held["discrimination"]["roc_auc"]
+    console.print(
+        f"after recalibration, {cut['target']:.0%} sensitivity needs "
+        f"{cut['chosen_on_fitting_part']:.3f} (chosen on the fitting part): sensitivity "
+        f"{_fmt(cut['sensitivity']['value'])} ({_interval(cut['sensitivity'].get('ci'))}), "
+        f"specificity {_fmt(cut['specificity']['value'])} "
+        f"({_interval(cut['specificity'].get('ci'))}) on the held-out part; ROC AUC there "
+        f"{_fmt(auc['value'])} ({_interval(auc.get('ci'))}), unchanged by the recalibration; "
+        f"the fitting patients are listed in {split['ids_file']}",
+        highlight=False,
+    )
 
 
 def _print_evaluation(result: dict[str, Any], run: Path) -> None:
@@ -818,8 +880,8 @@ def predict(
             cohort = load_cohort(spec_used)
         else:
             cohort = load_cohort(spec)
-        _print_report(cohort.report, 5)
         predictions = predictor.predict(cohort)
+        _print_report(cohort.report, 5)  # after scoring: it adds categories the model never saw
     if out.suffix == ".parquet":
         predictions.to_parquet(out, index=False)
     else:

@@ -19,28 +19,45 @@ measures, in the spirit of TRIPOD+AI's external validation items:
   missing, listed); the modalities its patients have;
 - **contamination**: when both cohorts have images, copies shared with the run's development
   cohort (:mod:`deeppcos.data.cross_audit`) — an external set that shares images measures
-  memory, and the report says so first.
+  memory, and the report says so first;
+- **recalibration** (optional, ``recalibrate=FRACTION``, CLI ``--recalibrate``): the scored
+  patients are split by patient (patients linked by duplicate images stay together), stratified
+  by label, with the run's seed; a logistic recalibration ``logit P(y) = a + b·logit(risk)`` (the
+  model behind the calibration slope) is fitted on that fraction and scored on the rest only:
+  calibration in the large, slope, Brier, sensitivity and specificity at the run's threshold,
+  before and after, with the same bootstrap intervals, a reliability diagram, and the threshold
+  for the target sensitivity after recalibration (chosen on the fitting part, scored on the
+  rest). A monotone recalibration leaves every patient's rank, hence ROC and PR AUC, unchanged:
+  the report gives the rest's AUC once and says so. ``recalibration_split.csv`` lists which
+  patients fitted it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from deeppcos.evaluation.metrics import classification_metrics, threshold_for_sensitivity
 from deeppcos.evaluation.model_card import with_ci
 from deeppcos.exceptions import SchemaError
 from deeppcos.stats import bootstrap_interval
 
-__all__ = ["external_validation", "net_benefit"]
+__all__ = ["external_validation", "net_benefit", "recalibration_split"]
 
 DCA_THRESHOLDS = np.round(np.arange(0.01, 0.61, 0.01), 2)
 N_BOOT = 1000
+# Each part of a recalibration split needs this many patients of each class: fewer and the
+# fitted slope, or the figures on the rest, are noise.
+MIN_PER_CLASS = 10
+RECALIBRATION_FILES = ("recalibration_split.csv", "recalibration_reliability.png")
+FIT, HELD_OUT = "fit", "held out"
 SECTION_START = "<!-- external validation: {name} -->"
 SECTION_END = "<!-- end external validation: {name} -->"
 
@@ -52,11 +69,18 @@ def external_validation(
     *,
     seed: int = 0,
     check_contamination: bool = True,
+    recalibrate: float | None = None,
 ) -> dict[str, Any]:
-    """Score ``run`` on the cohort of ``cohort_spec`` and write the report (see module notes)."""
+    """Score ``run`` on the cohort of ``cohort_spec`` and write the report (see module notes).
+
+    ``seed`` seeds the bootstrap; ``recalibrate`` (a fraction in (0, 1)) fits a logistic
+    recalibration on that share of the scored patients, split with the run's own seed, and
+    scores it on the rest.
+    """
     from deeppcos.data.cohort import load_cohort
     from deeppcos.predictor import load_run
 
+    _check_fraction(recalibrate)
     run = Path(run)
     predictor = load_run(run)
     external = load_cohort(cohort_spec)
@@ -70,8 +94,9 @@ def external_validation(
     predictions = predictor.predict(external)
     labels = external.patients.set_index("patient_id")["label"]
     predictions.insert(1, "label", labels.reindex(predictions["patient_id"]).to_numpy())
+    # The split is made, and refused, before anything is written.
+    split = _split(predictions, predictor, external, run, recalibrate) if recalibrate else None
     folder = Path(out) if out else run / "external" / _folder_name(external.spec.name)
-    folder.mkdir(parents=True, exist_ok=True)
     result = {
         "run": str(run),
         "folder": str(folder),
@@ -85,7 +110,12 @@ def external_validation(
         "case_mix": _case_mix(internal, external, _model_inputs(predictor), absent),
         "modalities": predictions["modalities"].value_counts().to_dict(),
     }
+    folder.mkdir(parents=True, exist_ok=True)
     result["net_benefit"] = _decision_curves(folder, predictions, run)
+    for name in RECALIBRATION_FILES:  # an earlier report's, in the same folder
+        (folder / name).unlink(missing_ok=True)
+    if split is not None:
+        result["recalibration"] = _recalibration(folder, split, predictor, seed)
     _write(folder, result, predictions)
     _model_card(run, folder, result)
     return result
@@ -174,23 +204,305 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _intercept(y: np.ndarray, offset: np.ndarray) -> float:
-    """Maximum-likelihood a in logit P(y) = a + offset (Newton's method; 1 parameter)."""
-    a = 0.0
-    for _ in range(50):
-        p = 1 / (1 + np.exp(-(a + offset)))
+    """Maximum-likelihood a in logit P(y) = a + offset (Newton's method; 1 parameter).
+
+    Each step is halved until it raises the likelihood: a plain Newton step from 0 overshoots
+    to ±1e14 when most risks sit near 0 or 1 (a resample of a badly calibrated model)."""
+    y = np.asarray(y, dtype="float64")
+    a, loss = 0.0, _log_loss(y, offset)
+    for _ in range(100):
+        p = expit(a + offset)
         step = (y - p).sum() / max((p * (1 - p)).sum(), 1e-12)
-        a += step
-        if abs(step) < 1e-10:
+        scale = 1.0
+        while scale > 1e-9:
+            trial_loss = _log_loss(y, a + scale * step + offset)
+            if trial_loss <= loss + 1e-12:
+                break
+            scale /= 2
+        else:
+            break
+        a, loss = a + scale * step, trial_loss
+        if abs(scale * step) < 1e-10:
             break
     return float(a)
 
 
 def _slope(y: np.ndarray, logit: np.ndarray) -> float:
     """b in logit P(y) = a + b·logit(risk), unpenalised."""
-    from sklearn.linear_model import LogisticRegression
+    return _logistic(y, logit)[1]
 
-    model = LogisticRegression(C=np.inf, max_iter=1000).fit(logit.reshape(-1, 1), y)  # unpenalised
-    return float(model.coef_[0, 0])
+
+def _logistic(y: np.ndarray, logit: np.ndarray) -> tuple[float, float]:
+    """(a, b) of logit P(y) = a + b·logit(risk), unpenalised maximum likelihood.
+
+    Newton's method on the two parameters (a thousand bootstrap fits take a tenth of a second,
+    not the seconds of a general solver), started from the identity map (0, 1), with step
+    halving whenever a step would lower the likelihood. Where the classes are separated the
+    maximum lies at infinity: the fit stops after a fixed number of steps with a large slope.
+    """
+    y = np.asarray(y, dtype="float64")
+    design = np.column_stack([np.ones_like(logit), logit])
+    beta = np.array([0.0, 1.0])
+    loss = _log_loss(y, design @ beta)
+    for _ in range(100):
+        p = expit(design @ beta)
+        weights = p * (1 - p)
+        gradient = design.T @ (y - p)
+        hessian = (design * weights[:, None]).T @ design + 1e-12 * np.eye(2)
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            break
+        scale = 1.0
+        while scale > 1e-6:
+            trial = beta + scale * step
+            trial_loss = _log_loss(y, design @ trial)
+            if trial_loss <= loss + 1e-12:
+                break
+            scale /= 2
+        else:
+            break
+        beta, previous, loss = trial, loss, trial_loss
+        if np.abs(scale * step).max() < 1e-9 or previous - loss < 1e-13:
+            break
+    return float(beta[0]), float(beta[1])
+
+
+def _log_loss(y: np.ndarray, eta: np.ndarray) -> float:
+    """Summed negative log likelihood of the logistic model at linear predictor ``eta``."""
+    return float(np.sum(np.logaddexp(0, eta) - y * eta))
+
+
+# --- recalibration -------------------------------------------------------------------------------
+
+
+def _check_fraction(fraction: float | None) -> None:
+    from deeppcos.exceptions import SplitError
+
+    if fraction is None:
+        return
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise SplitError(f"--recalibrate (recalibrate=): expected a fraction, got {fraction!r}")
+    if not 0 < fraction < 1:
+        raise SplitError(
+            f"--recalibrate {fraction:g}: the share of the external cohort the recalibration "
+            "is fitted on must lie strictly between 0 and 1 (e.g. 0.5); the rest scores it"
+        )
+
+
+def recalibration_split(
+    labels: pd.Series,
+    fraction: float,
+    seed: int,
+    groups: pd.Series | None = None,
+) -> pd.Series:
+    """``fit`` or ``held out`` per patient (``labels``: patient_id -> 0/1, every one labelled).
+
+    By patient, stratified by label: in each class (a group of linked patients counts in the
+    class of its most severe label) the units are shuffled with ``seed`` and taken into the
+    fitting part until it holds ``round(fraction × patients of the class)``. ``groups`` maps
+    patient_id to a group id; linked patients land in one part together.
+    """
+    from deeppcos.exceptions import SplitError
+
+    _check_fraction(fraction)
+    ids = labels.index.astype(str)
+    y = labels.astype(int).to_numpy()
+    group_of = pd.Series(ids, index=ids) if groups is None else _groups_for(ids, groups)
+    frame = pd.DataFrame({"group": group_of.to_numpy(), "label": y}, index=ids)
+    units = frame.groupby("group", sort=True)["label"].agg(["max", "size"])
+    rng = np.random.default_rng(seed)
+    fitting: set[str] = set()
+    for label in (0, 1):
+        stratum = units[units["max"] == label]
+        wanted = int(np.floor(fraction * stratum["size"].sum() + 0.5))
+        taken = 0
+        for unit in rng.permutation(stratum.index.to_numpy()):
+            if taken >= wanted:
+                break
+            fitting.add(unit)
+            taken += int(stratum.loc[unit, "size"])
+    parts = pd.Series(
+        np.where(frame["group"].isin(fitting), FIT, HELD_OUT), index=ids, name="part"
+    ).rename_axis("patient_id")
+    counts = {
+        part: [int(((parts == part) & (frame["label"] == c)).sum()) for c in (1, 0)]
+        for part in (FIT, HELD_OUT)
+    }
+    short = [part for part, (pos, neg) in counts.items() if min(pos, neg) < MIN_PER_CLASS]
+    if short:
+        raise SplitError(
+            f"--recalibrate {fraction:g}: the fitting part would hold {counts[FIT][0]} positive "
+            f"and {counts[FIT][1]} negative patients, the held-out rest {counts[HELD_OUT][0]} and "
+            f"{counts[HELD_OUT][1]}; each part needs at least {MIN_PER_CLASS} of each class "
+            "(a fraction nearer 0.5, or a larger external cohort)"
+        )
+    return parts
+
+
+def _groups_for(ids: pd.Index, groups: pd.Series) -> pd.Series:
+    mapped = pd.Series(ids, index=ids).map(groups.astype(str).to_dict())
+    # Patients the grouping does not know stand alone, under an id no real group can have.
+    return mapped.fillna(pd.Series("__self__" + ids, index=ids))
+
+
+def _linked_patients(external: Any, predictor: Any) -> pd.Series | None:
+    """Patients of the external cohort linked by duplicate images (as the run's own split
+    grouped them), or None when the cohort has no images or the run did not group."""
+    split = predictor.config.split
+    if not (len(external.images) and split.group_duplicates):
+        return None
+    from deeppcos.data.audit import duplicate_patient_groups
+
+    return duplicate_patient_groups(external, near_duplicate_threshold=split.near_duplicate_bits)
+
+
+def _run_seed(run: Path, predictor: Any) -> tuple[int, str]:
+    seed = _read(run / "metrics.json").get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed, "metrics.json"
+    return int(predictor.config.seed), "config.yaml"
+
+
+@dataclass(frozen=True)
+class _Split:
+    """The scored, labelled patients and the part each is in."""
+
+    fraction: float
+    labels: pd.Series  # patient_id -> 0/1
+    risk: np.ndarray
+    parts: pd.Series  # patient_id -> FIT / HELD_OUT
+    groups: pd.Series | None
+    seed: int
+    seed_source: str
+    not_scored: int
+
+
+def _split(
+    predictions: pd.DataFrame, predictor: Any, external: Any, run: Path, fraction: float
+) -> _Split:
+    scored = predictions[predictions["risk"].notna() & predictions["label"].notna()]
+    labels = scored.set_index(scored["patient_id"].astype(str))["label"].astype(int)
+    seed, source = _run_seed(run, predictor)
+    groups = _linked_patients(external, predictor)
+    parts = recalibration_split(labels, fraction, seed, groups)
+    risk = scored["risk"].to_numpy(dtype="float64")
+    return _Split(
+        fraction, labels, risk, parts, groups, seed, source, len(predictions) - len(scored)
+    )
+
+
+def _recalibration(folder: Path, split: _Split, predictor: Any, seed: int) -> dict[str, Any]:
+    """Fit the recalibration on the split's fitting part; score it on the rest."""
+    from deeppcos.csvsafe import write_csv
+    from deeppcos.evaluation.plots import plot_reliability
+
+    labels, parts, groups, risk = split.labels, split.parts, split.groups, split.risk
+    fraction, split_seed, seed_source = split.fraction, split.seed, split.seed_source
+    y = labels.to_numpy()
+    fit = (parts == FIT).to_numpy()
+    intercept, slope = _logistic(y[fit], _logit(risk[fit]))
+    recalibrated = _apply(intercept, slope, risk)
+    held = ~fit
+    threshold = float(predictor.threshold)
+    target = float(predictor.config.fusion.target_sensitivity)
+    before = classification_metrics(y[held], risk[held], threshold, seed=seed)
+    after = classification_metrics(y[held], recalibrated[held], threshold, seed=seed)
+    chosen = threshold_for_sensitivity(y[fit], recalibrated[fit], target)
+    at_chosen = classification_metrics(y[held], recalibrated[held], chosen, seed=seed)
+    linked = (
+        int(_groups_for(labels.index, groups).duplicated(keep=False).sum())
+        if groups is not None
+        else 0
+    )
+    table = pd.DataFrame(
+        {
+            "patient_id": labels.index,
+            "label": y,
+            "part": parts.to_numpy(),
+            "risk": risk.round(6),
+            "risk_recalibrated": recalibrated.round(6),
+        }
+    )
+    write_csv(table, folder / "recalibration_split.csv", index=False)
+    plot_reliability(
+        {"before": (y[held], risk[held]), "after recalibration": (y[held], recalibrated[held])},
+        folder / "recalibration_reliability.png",
+        title=f"Held-out {int(held.sum())} patients, before and after recalibration",
+    )
+    decision_keys = ("sensitivity", "specificity", "ppv", "npv", "brier", "ece")
+    counts = ("threshold", "n", "positives", "tp", "fp", "tn", "fn")
+    return {
+        "fraction": float(fraction),
+        "model": "logit P(y) = a + b·logit(risk), unpenalised maximum likelihood on the fitting "
+        "part (the model of the calibration slope)",
+        "coefficients": {"intercept": round(intercept, 4), "slope": round(slope, 4)},
+        "split": {
+            "unit": "patient",
+            "linked_patients": linked,
+            "linked_by": "duplicate images (kept in one part)" if groups is not None else None,
+            "stratified_by": "label",
+            "seed": split_seed,
+            "seed_source": seed_source,
+            FIT: {"patients": int(fit.sum()), "positives": int(y[fit].sum())},
+            HELD_OUT: {"patients": int(held.sum()), "positives": int(y[held].sum())},
+            "not_scored": int(split.not_scored),
+            "ids_file": "recalibration_split.csv",
+        },
+        "held_out": {
+            "discrimination": {
+                "roc_auc": before["roc_auc"],
+                "pr_auc": before["pr_auc"],
+                "note": (
+                    "unchanged by the recalibration, a monotone map of the risk that keeps "
+                    "every patient's rank: ROC and PR AUC are the same before and after"
+                    if slope > 0
+                    else f"not repaired by the recalibration: its fitted slope is {slope:.3f} "
+                    "(≤ 0), the model does not rank these patients the right way round"
+                ),
+            },
+            "before": {
+                "calibration": _calibration(y[held], risk[held], seed),
+                **{k: before[k] for k in (*decision_keys, *counts)},
+            },
+            "after": {
+                "calibration": _calibration(y[held], recalibrated[held], seed),
+                **{k: after[k] for k in (*decision_keys, *counts)},
+            },
+            "threshold_for_target_sensitivity": {
+                "target": target,
+                "chosen_on_fitting_part": round(chosen, 4),
+                "sensitivity": at_chosen["sensitivity"],
+                "specificity": at_chosen["specificity"],
+                "held_out_would_need": round(
+                    threshold_for_sensitivity(y[held], recalibrated[held], target), 4
+                ),
+                "run_threshold_after_recalibration": round(
+                    float(_apply(intercept, slope, np.array([threshold]))[0]), 4
+                ),
+                "reading": "the threshold is chosen on the fitting part's recalibrated risks "
+                "and scored on the held-out rest; the run's threshold mapped through the "
+                "recalibration gives the run's own decisions",
+            },
+            "bootstrap": before["bootstrap"],
+        },
+        "reliability_plot": "recalibration_reliability.png",
+    }
+
+
+def _linked_text(split: dict[str, Any]) -> str:
+    if not split.get("linked_by"):
+        return ""
+    linked = split.get("linked_patients") or 0
+    return (
+        f" ({linked} patients linked by duplicate images, each link kept in one part)"
+        if linked
+        else " (no patients linked by duplicate images)"
+    )
+
+
+def _apply(intercept: float, slope: float, risk: np.ndarray) -> np.ndarray:
+    return expit(intercept + slope * _logit(risk))
 
 
 # --- net benefit -------------------------------------------------------------------------------
@@ -396,7 +708,47 @@ def _section(result: dict[str, Any]) -> str:
     if mix["large_shifts"]:
         lines.append(f"- Large case-mix shifts (|SMD| > 0.5): {', '.join(mix['large_shifts'])}.")
     lines.append("- Decision curve: decision_curve.png; case mix: case_mix.csv.")
+    if result.get("recalibration"):
+        lines += ["", *_recalibration_lines(result["recalibration"])]
     return "\n".join(lines) + "\n"
+
+
+def _recalibration_lines(recal: dict[str, Any]) -> list[str]:
+    split, held = recal["split"], recal["held_out"]
+    fit, rest = split[FIT], split[HELD_OUT]
+    before, after = held["before"], held["after"]
+    cut = held["threshold_for_target_sensitivity"]
+    coef = recal["coefficients"]
+
+    def change(key: str) -> str:
+        one, two = (part["calibration"][key] for part in (before, after))
+        return f"{with_ci(one)} → {with_ci(two)}"
+
+    def pair(key: str) -> str:
+        return f"{with_ci(before[key])} → {with_ci(after[key])}"
+
+    return [
+        f"### Logistic recalibration, fitted on {recal['fraction']:.0%} of the scored patients",
+        "",
+        f"- Fitted on {fit['patients']} patients ({fit['positives']} positive), scored on the "
+        f"held-out {rest['patients']} ({rest['positives']} positive); split by patient"
+        f"{_linked_text(split)}, stratified by label, with the run's seed {split['seed']} (from "
+        f"{split['seed_source']}); "
+        f"the fitting patients are listed in {split['ids_file']}.",
+        f"- Recalibrated risk: logit = {coef['intercept']:.3f} + {coef['slope']:.3f} × "
+        "logit(risk).",
+        f"- On the held-out part, before → after: calibration in the large "
+        f"{change('in_the_large')}; slope {change('slope')}; Brier {pair('brier')}.",
+        f"- At the run's threshold {before['threshold']:.3f}: sensitivity {pair('sensitivity')}, "
+        f"specificity {pair('specificity')}.",
+        f"- For {cut['target']:.0%} sensitivity after recalibration: threshold "
+        f"{cut['chosen_on_fitting_part']:.3f} (chosen on the fitting part), giving sensitivity "
+        f"{with_ci(cut['sensitivity'])} and specificity {with_ci(cut['specificity'])} on the "
+        f"held-out part.",
+        f"- ROC AUC on the held-out part {with_ci(held['discrimination']['roc_auc'])}, PR AUC "
+        f"{with_ci(held['discrimination']['pr_auc'])}; {held['discrimination']['note']}.",
+        f"- Reliability before and after: {recal['reliability_plot']}.",
+    ]
 
 
 def _internal_line(internal: dict[str, Any]) -> str:
