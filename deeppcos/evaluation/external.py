@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from deeppcos.data.categorical import category_text
 from deeppcos.evaluation.metrics import classification_metrics, threshold_for_sensitivity
 from deeppcos.evaluation.model_card import with_ci
 from deeppcos.exceptions import SchemaError
@@ -560,17 +561,7 @@ def _case_mix(internal: Any, external: Any, inputs: list[str], absent: list[str]
     inside = derive_features(internal.patients)
     outside = derive_features(external.patients)
     rows = []
-    for name in inputs:
-        a = (
-            pd.to_numeric(inside[name], errors="coerce")
-            if name in inside
-            else pd.Series(dtype=float)
-        )
-        b = (
-            pd.to_numeric(outside[name], errors="coerce")
-            if name in outside
-            else pd.Series(dtype=float)
-        )
+    for name, a, b in _compared_columns(inside, outside, inputs):
         pooled = (
             np.sqrt((a.var() + b.var()) / 2)
             if a.notna().sum() > 1 and b.notna().sum() > 1
@@ -587,7 +578,7 @@ def _case_mix(internal: Any, external: Any, inputs: list[str], absent: list[str]
                 "external_sd": _r(b.std()),
                 "external_missing": _r(b.isna().mean() if len(b) else 1.0),
                 "standardised_difference": _r(smd),
-                "absent_here": name in absent,
+                "absent_here": name.split("=")[0] in absent,
             }
         )
     table = pd.DataFrame(rows)
@@ -602,6 +593,30 @@ def _case_mix(internal: Any, external: Any, inputs: list[str], absent: list[str]
             "external": _r(pd.to_numeric(external.patients["label"]).mean()),
         },
     }
+
+
+def _compared_columns(
+    inside: pd.DataFrame, outside: pd.DataFrame, inputs: list[str]
+) -> list[tuple[str, pd.Series, pd.Series]]:
+    """(name, internal values, external values) per input; a categorical input becomes one 0/1
+    column per category (``blood_group=O+``), whose mean is the category's share and whose
+    standardised difference is the usual one for a proportion."""
+    out = []
+    for name in inputs:
+        a = inside[name] if name in inside else pd.Series(dtype=float)
+        b = outside[name] if name in outside else pd.Series(dtype=float)
+        if not any(isinstance(v.dtype, pd.CategoricalDtype) for v in (a, b)):
+            out.append((name, pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")))
+            continue
+        labels = [category_text(v) for v in (*a.dropna().unique(), *b.dropna().unique())]
+        for label in sorted(set(labels) - {None}):
+            out.append((f"{name}={label}", _indicator(a, label), _indicator(b, label)))
+    return out
+
+
+def _indicator(values: pd.Series, label: str) -> pd.Series:
+    text = values.astype(object).map(category_text)
+    return pd.Series(np.where(text.isna(), np.nan, (text == label) * 1.0), dtype="float64")
 
 
 def _r(value: Any) -> float | None:

@@ -258,3 +258,23 @@ def test_dashboard_shows_a_category_by_label(cohort) -> None:
     assert bars["pcos"]["east"] > bars["no pcos"]["east"]  # the site's signal, in % of the group
     assert abs(sum(bars["pcos"].values()) - 100) < 1e-6
     assert "site_code" not in set(analysis.correlations(cohort.patients, ["site_code", "lh_iu_l"]))
+
+
+def test_external_case_mix_compares_each_category(run: Path, tmp_path: Path) -> None:
+    """Another clinic's patients with more 'east' (and a site never seen): each category is
+    a share in both cohorts with its standardised difference; the unseen one is listed."""
+    from deeppcos.evaluation.external import external_validation
+
+    table = _table(120, seed=5)
+    table.loc[:59, "site_code"] = "east"
+    table.loc[60:64, "site_code"] = "west"
+    _load(tmp_path / "other", table)
+    report = external_validation(run, tmp_path / "other" / "cohort.yaml", tmp_path / "report")
+    rows = {r["feature"]: r for r in report["case_mix"]["table"]}
+    east = rows["site_code=east"]
+    assert east["external_mean"] > east["internal_mean"] + 0.2
+    assert (
+        east["standardised_difference"] > 0.5
+        and "site_code=east" in (report["case_mix"]["large_shifts"])
+    )
+    assert rows["site_code=west"]["internal_mean"] == 0.0
