@@ -163,10 +163,25 @@ def count_rows(path: Path) -> int | None:
     return max(lines - 1, 0)  # the header (quoted newlines make this an estimate)
 
 
-def chunk_spec(training: CohortSpec | None, columns: list[str], name: str) -> CohortSpec:
+def chunk_spec(
+    training: CohortSpec | None,
+    columns: list[str],
+    name: str,
+    categories: dict[str, list[str]] | None = None,
+) -> CohortSpec:
     """How a chunk's columns are read: the training cohort's ``tables`` layout (renames, dropped
     and declared feature columns; label and site only when present, a grade ignored), else
-    canonical names."""
+    canonical names. ``categories`` (the run's categorical inputs) are declared, and nothing
+    else is inferred to be one: a few rows must not decide what a column is."""
+    fixed = {
+        "categorical": dict(categories or {}),
+        "infer_categorical": False,
+    }
+    kind = (
+        {"label_name": training.label_name, "pcos": training.is_pcos, "ranges": training.ranges}
+        if training is not None
+        else {}
+    )
     if training is not None and training.format == "tables" and training.patients is not None:
         known = training.patients
         present = {known.rename.get(c.strip(), c.strip()) for c in columns}
@@ -181,10 +196,16 @@ def chunk_spec(training: CohortSpec | None, columns: list[str], name: str) -> Co
                 "severity_levels": None,
                 "group_column": known.group_column if known.group_column in present else None,
                 "drop_columns": [*known.drop_columns, *severity],
+                **fixed,
             }
         )
         return spec_from_dict(
-            {"name": name, "patients": patients.model_dump(), "range_policy": training.range_policy}
+            {
+                "name": name,
+                "patients": patients.model_dump(),
+                "range_policy": training.range_policy,
+                **kind,
+            }
         )
     if training is not None and training.format != "tables" and training.patients is not None:
         raise ConfigError(
@@ -192,7 +213,8 @@ def chunk_spec(training: CohortSpec | None, columns: list[str], name: str) -> Co
             "with canonical column names or in a 'tables' layout. Convert the table, or score it "
             "whole with 'deeppcos predict' (without --chunk-size)"
         )
-    return spec_from_dict({"name": name, "patients": PatientsSpec(label_column=None).model_dump()})
+    patients = PatientsSpec(label_column=None, **fixed).model_dump()
+    return spec_from_dict({"name": name, "patients": patients, **kind})
 
 
 def load_images_manifest(
@@ -517,6 +539,8 @@ class _Chunks:
         manifest_file: str | None,
     ) -> None:
         self.training = _training_spec(predictor)
+        tabular = predictor.branches.get("tabular")
+        self.categories: dict[str, list[str]] = dict(getattr(tabular, "categories_", {}))
         self.patients, self.chunk_size = patients, chunk_size
         self.manifest, self.manifest_file = manifest, manifest_file
         self.by_patient = (
@@ -532,7 +556,9 @@ class _Chunks:
         file = str(self.patients)
         for raw in iter_chunks(self.patients, self.chunk_size):
             if self.spec is None:
-                self.spec = chunk_spec(self.training, list(raw.columns), self.patients.name)
+                self.spec = chunk_spec(
+                    self.training, list(raw.columns), self.patients.name, self.categories
+                )
             assert self.spec.patients is not None
             ids = self._new_ids(raw, self.spec.patients.id_column, file)
             self.chunks += 1

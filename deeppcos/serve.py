@@ -34,6 +34,7 @@ import functools
 import hmac
 import ipaddress
 import json
+import math
 import multiprocessing
 import os
 import tempfile
@@ -53,7 +54,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 from deeppcos.batch import model_inputs
 from deeppcos.data.catalog import CATALOG
@@ -99,22 +107,44 @@ class ImageIn(BaseModel):
     side: Literal["left", "right"] | None = Field(None, description="which ovary, if known")
 
 
-def _not_a_boolean(value: Any) -> Any:
+MAX_CATEGORY_CHARS = 64
+
+
+def _measurement_or_category(value: Any) -> float | str | None:
+    """A number (finite, not a boolean) or a categorical input's label; one validator rather
+    than a union, so an error's location ends at the feature's name."""
+    if value is None:
+        return None
     if isinstance(value, bool):  # pydantic would read true as 1.0: a unit error in waiting
         raise ValueError("a boolean is not a measurement; send the number in the catalog's unit")
-    return value
+    if isinstance(value, str):
+        if not 0 < len(value.strip()) <= MAX_CATEGORY_CHARS:
+            raise ValueError(
+                f"a category is 1 to {MAX_CATEGORY_CHARS} characters; a measurement is a number"
+            )
+        return value
+    if not isinstance(value, int | float):
+        raise ValueError("expected a number in the catalog's unit, or a category's label")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("the number should be finite (not NaN or infinity)")
+    return number
 
 
-FeatureValue = Annotated[float, BeforeValidator(_not_a_boolean), Field(allow_inf_nan=False)]
-# A categorical input's label (GET /model lists each such input's categories).
-CategoryValue = Annotated[str, Field(min_length=1, max_length=64)]
+# A measurement in the catalog's unit, or a categorical input's label (GET /model lists each
+# such input's categories).
+FeatureValue = Annotated[
+    float | str | None,
+    PlainValidator(_measurement_or_category),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]}),
+]
 
 
 class PatientIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     patient_id: str = Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")
-    features: dict[str, FeatureValue | CategoryValue | None] = Field(
+    features: dict[str, FeatureValue] = Field(
         default_factory=dict,
         description="catalog feature name → value in the catalog's unit, or a categorical "
         "input's category (GET /model lists them); null or absent = not measured",

@@ -317,8 +317,11 @@ def _catalog_category(column: str) -> bool:
 
 
 def _inferred_categorical(values: pd.Series, pspec: PatientsSpec) -> bool:
+    """Only for a column outside the catalog: a catalog quantity with text in it has typing
+    errors (each reported), not categories."""
     return (
-        pspec.feature_columns is None
+        values.name not in CATALOG
+        and pspec.feature_columns is None
         and pspec.infer_categorical
         and looks_categorical(values, pspec.max_categories)
     )
