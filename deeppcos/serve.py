@@ -875,24 +875,23 @@ def _categories(
     service: _Service, patients: list[PatientIn], column: str, report: LoadReport
 ) -> pd.Series:
     """A categorical input's labels; one the model never saw is reported (scored missing)."""
-    from deeppcos.data.categorical import category_text
+    from deeppcos.data.categorical import UNSEEN, category_text, report_each
 
     known = service.categories[column]
-    labels = [category_text(p.features.get(column)) for p in patients]
-    for row, label in enumerate(labels):
-        if label is not None and label not in known:
-            labels[row] = None  # reported here, with the request's row, and scored missing
-            report.add(
-                "warning",
-                "unseen_category",
-                "a category the model was not trained on; scored as missing",
-                file="request",
-                row=row,
-                column=column,
-                found=label,
-                expected=", ".join(known),
-            )
-    return pd.Series(labels, dtype=object)
+    labels = pd.Series([category_text(p.features.get(column)) for p in patients], dtype=object)
+    unseen = labels.notna() & ~labels.isin(known)
+    # Reported here, with the request's row, and scored missing.
+    report_each(
+        report,
+        labels[unseen],
+        "unseen_category",
+        UNSEEN,
+        file="request",
+        column=column,
+        expected=known,
+    )
+    labels[unseen] = None
+    return labels
 
 
 def _check_patients(service: _Service, patients: list[PatientIn]) -> None:

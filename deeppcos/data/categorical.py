@@ -56,17 +56,15 @@ def read_categorical(
     if declared is not None:
         allowed = [str(c) for c in declared]
         outside = labels.notna() & ~labels.isin(allowed)
-        for row, value in labels[outside].items():
-            report.add(
-                "warning",
-                "coerced",
-                "not one of the spec's categories for this column; set to missing",
-                file=file,
-                row=row,
-                column=column,
-                found=value,
-                expected=", ".join(allowed),
-            )
+        report_each(
+            report,
+            labels[outside],
+            "coerced",
+            "not one of the spec's categories for this column; set to missing",
+            file=file,
+            column=column,
+            expected=allowed,
+        )
         labels = labels.where(~outside, None)
         categories = allowed
     else:
@@ -80,9 +78,34 @@ def read_categorical(
                 "patients.categorical, or raise patients.max_categories"
             )
         categories = sorted(str(v) for v in distinct)
-    return pd.Series(
-        pd.Categorical(labels, categories=categories), index=values.index, name=column
-    )
+    return pd.Series(pd.Categorical(labels, categories=categories), index=values.index, name=column)
+
+
+def report_each(
+    report: LoadReport,
+    labels: pd.Series,
+    action: str,
+    message: str,
+    *,
+    file: str,
+    column: str,
+    expected: list[str],
+) -> None:
+    """One warning per cell of ``labels`` (indexed by row), naming the categories expected."""
+    for row, value in labels.items():
+        report.add(
+            "warning",
+            action,
+            message,
+            file=file,
+            row=row,
+            column=column,
+            found=value,
+            expected=", ".join(expected),
+        )
+
+
+UNSEEN = "a category the model was not trained on; scored as missing"
 
 
 def report_inferred(report: LoadReport, file: str, column: str, series: pd.Series) -> None:

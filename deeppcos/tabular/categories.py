@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.categorical import category_text
+from deeppcos.data.categorical import UNSEEN, category_text, report_each
 from deeppcos.data.report import LoadReport
 
 # Where a design matrix carries its model's categories (pandas keeps attrs through slicing).
@@ -54,17 +54,15 @@ def encode(
         codes = labels.map({label: float(k) for k, label in enumerate(known)})
         unseen = labels.notna() & codes.isna()
         if report is not None:
-            for row, value in labels[unseen].items():
-                report.add(
-                    "warning",
-                    "unseen_category",
-                    "a category the model was not trained on; scored as missing",
-                    file=file,
-                    row=row,
-                    column=column,
-                    found=value,
-                    expected=", ".join(known),
-                )
+            report_each(
+                report,
+                labels[unseen],
+                "unseen_category",
+                UNSEEN,
+                file=file,
+                column=column,
+                expected=list(known),
+            )
         out[column] = codes.astype("float64")
     out.attrs[CATEGORIES_ATTR] = {c: list(v) for c, v in categories.items()}
     return out
