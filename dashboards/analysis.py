@@ -297,11 +297,14 @@ def range_warning(name: str, value: float | None, pcos: bool = True) -> str | No
     )
 
 
-def patient_table(patient_id: str, values: dict[str, float | None], features: list[str]):
+def patient_table(
+    patient_id: str, values: dict[str, float | str | None], features: list[str]
+):
     """A one-row patients table in canonical column names; blanks are missing values (the
-    loader, not this table, sets out-of-range values missing and reports them)."""
+    loader, not this table, sets out-of-range values missing and reports them); a categorical
+    input keeps its label."""
     row: dict[str, Any] = {"patient_id": patient_id}
     for name in features:
         value = values.get(name)
-        row[name] = np.nan if value is None else float(value)
+        row[name] = np.nan if value is None else value if isinstance(value, str) else float(value)
     return pd.DataFrame([row])

@@ -106,8 +106,10 @@ def _probe(path: Path, name: str) -> None:
         raise ImageError(str(exc).replace(str(path), name)) from None
 
 
-def load_patient(patient: NewPatient) -> Any:
-    """The one-patient cohort, read with canonical column names (``new_patients_spec``)."""
+def load_patient(patient: NewPatient, predictor: Any = None) -> Any:
+    """The one-patient cohort, read with canonical column names (``new_patients_spec``) and,
+    given the run's ``predictor``, as the run's kind of cohort: its label, its ranges and its
+    categorical inputs (one row must not decide what a column is)."""
     from deeppcos.data.cohort import load_cohort
     from deeppcos.scoring import new_patients_spec
 
@@ -119,14 +121,52 @@ def load_patient(patient: NewPatient) -> Any:
         images if patient.images else None,
         patient.folder,
     )
+    if predictor is not None:
+        spec = _as_the_runs_cohort(spec, predictor)
     return load_cohort(spec)
+
+
+def _as_the_runs_cohort(spec: Any, predictor: Any) -> Any:
+    training = predictor.training_spec()
+    update: dict[str, Any] = {
+        "label_name": training.label_name,
+        "pcos": training.is_pcos,
+        "ranges": training.ranges,
+    }
+    tabular = predictor.branches.get("tabular")
+    categories = dict(getattr(tabular, "categories_", {}))
+    if spec.patients is not None:
+        update["patients"] = spec.patients.model_copy(
+            update={"categorical": categories, "infer_categorical": False}
+        )
+    return spec.model_copy(update=update)
+
+
+def read_fhir_upload(name: str, data: bytes, ranges: Any) -> Any:
+    """A FHIR upload — a Bundle (.json) or an NDJSON export (.ndjson) — as
+    :class:`~deeppcos.data.fhir.FhirPatients`, checked against the run's ``ranges``."""
+    import json
+
+    from deeppcos.data.fhir import FhirOptions, read_bundle, read_fhir_source
+
+    options = FhirOptions(ranges=ranges)
+    if name.lower().endswith(".ndjson"):
+        with tempfile.TemporaryDirectory(prefix="deeppcos-fhir-") as folder:
+            path = Path(folder) / Path(name).name
+            path.write_bytes(data)
+            return read_fhir_source(path, options)
+    try:
+        bundle = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DeepPCOSError(f"{name}: not a JSON FHIR Bundle ({exc})") from None
+    return read_bundle(bundle, options)
 
 
 def explain_new(predictor: Any, patient: NewPatient) -> Any:
     """Predict and explain the new patient (Grad-CAM on her images)."""
     from deeppcos.explain import explain_patient
 
-    cohort = load_patient(patient)
+    cohort = load_patient(patient, predictor)
     ids = cohort.patients["patient_id"].astype(str).tolist()
     if patient.patient_id not in ids:
         raise DeepPCOSError(f"the new patient {patient.patient_id!r} was not read back ({ids})")

@@ -940,9 +940,12 @@ def _grades_in_words(predictions: Any) -> str:  # predictions: pd.DataFrame
 
 def _fhir_cohort(bundle: Path, window_days: float | None, predictor: Any):  # -> Cohort
     from deeppcos.batch import model_inputs
+    from deeppcos.data.catalog import CATALOG
     from deeppcos.data.fhir import FhirOptions, load_fhir_cohort
 
-    return load_fhir_cohort(bundle, FhirOptions(window_days=window_days), model_inputs(predictor))
+    # The ranges the run checked in training (a PCOS run's differ from another's for age).
+    options = FhirOptions(window_days=window_days, ranges=predictor.input_ranges(list(CATALOG)))
+    return load_fhir_cohort(bundle, options, model_inputs(predictor))
 
 
 def _predict_in_chunks(

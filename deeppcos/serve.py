@@ -746,7 +746,8 @@ def _fhir_cohort(service: _Service, request: PredictRequest):  # -> Cohort
     from deeppcos.exceptions import EmptyCohortError
 
     try:
-        bundle = read_bundle(request.fhir or {}, FhirOptions(window_days=request.fhir_window_days))
+        options = FhirOptions(window_days=request.fhir_window_days, ranges=service.ranges)
+        bundle = read_bundle(request.fhir or {}, options)
     except FhirError as exc:
         raise HTTPException(
             422,

@@ -1,6 +1,7 @@
-"""Predict: a new patient's labs (units shown, plausible ranges checked as typed) and ultrasound
-images (type and size checked) → prediction and explanation. Uploads are written to a temporary
-folder that is deleted after the prediction unless "keep" is ticked."""
+"""Predict: a new patient's labs (units shown, the run's plausible ranges checked as typed, a
+categorical input chosen from the run's categories; or filled from a FHIR Bundle or NDJSON
+upload) and images (type and size checked) → prediction and explanation. Uploads are written to
+a temporary folder that is deleted after the prediction unless "keep" is ticked."""
 
 from __future__ import annotations
 
@@ -20,20 +21,33 @@ def _flag_text(value: float | None) -> str:
     return {None: "not recorded", 0.0: "no", 1.0: "yes"}[value]
 
 
-def lab_input(name: str) -> float | None:
-    """One lab's input with its unit; a warning under it when outside the plausible range."""
+def lab_input(
+    name: str, pcos: bool = True, categories: list[str] | None = None
+) -> float | str | None:
+    """One input with its unit; a warning under it when outside the plausible range (the one
+    the run's kind of cohort uses); a categorical input is chosen from the run's categories."""
     from deeppcos.data.catalog import CATALOG
     from deeppcos.explain.wording import feature_label
 
     feature = CATALOG.get(name)
     unit = analysis.unit_of(name)
     label = feature_label(name) + (f" ({unit})" if unit else "")
+    plausible = analysis.range_text(name, pcos)
     help_text = (
-        f"{feature.description}. Plausible {analysis.range_text(name)}"
+        feature.description
+        + (f". Plausible {plausible}" if plausible else "")
         + (f"; typical: {feature.typical}" if feature.typical else "")
         if feature is not None
         else name
     )
+    if categories is not None:
+        return st.selectbox(
+            label,
+            [None, *categories],
+            format_func=lambda v: "not recorded" if v is None else str(v),
+            key=f"lab-{name}",
+            help=f"{help_text}. The categories the model was trained on.",
+        )
     if feature is not None and feature.kind == "binary":
         return st.selectbox(
             label, FLAG_OPTIONS, format_func=_flag_text, key=f"lab-{name}", help=help_text
@@ -47,31 +61,75 @@ def lab_input(name: str) -> float | None:
         help=help_text,
         placeholder="not measured",
     )
-    warning = analysis.range_warning(name, value)
+    warning = analysis.range_warning(name, value, pcos)
     if warning:
         st.warning(warning)
     return value
 
 
-def lab_form(features: list[str]) -> dict[str, float | None]:
-    st.subheader("Laboratory values and history")
+def lab_form(
+    features: list[str], pcos: bool, categories: dict[str, list[str]]
+) -> dict[str, float | str | None]:
+    st.subheader("Laboratory values and history" if pcos else "Tabular data")
     st.caption(
         "Leave a field empty when it was not measured; missing values are allowed. Computed "
         "features (BMI, ratios, HOMA-IR, FAI) follow from their parts."
     )
-    values: dict[str, float | None] = {}
+    values: dict[str, float | str | None] = {}
     columns = st.columns(COLUMNS)
     for k, name in enumerate(features):
         with columns[k % COLUMNS]:
-            values[name] = lab_input(name)
+            values[name] = lab_input(name, pcos, categories.get(name))
     return values
 
 
-def image_input() -> list[uploads.Upload]:
-    st.subheader("Ultrasound images")
+def fhir_input(predictor: Any, features: list[str], categories: dict[str, list[str]]) -> None:
+    """A FHIR R4 Bundle (.json) or NDJSON export: its values fill the form (and the id), as
+    read (units converted, each change in the report below), ready to check and predict."""
+    from deeppcos.data.catalog import CATALOG
+
+    upload = st.file_uploader(
+        "Or fill the form from FHIR R4: a Bundle (.json) or an NDJSON export of Patient and "
+        "Observation resources",
+        type=["json", "ndjson"],
+        key="predict_fhir",
+    )
+    if upload is None:
+        return
+    try:
+        read = uploads.read_fhir_upload(
+            upload.name, upload.getvalue(), predictor.input_ranges(list(CATALOG))
+        )
+    except DeepPCOSError as exc:
+        st.error(f"{upload.name}: {exc}")
+        return
+    ids = read.patients["patient_id"].astype(str).tolist()
+    chosen = st.selectbox("Patient in the upload", ids, key="predict_fhir_patient")
+    row = read.patients.set_index(read.patients["patient_id"].astype(str)).loc[chosen]
+    found = [n for n in features if n in row and row[n] == row[n]]
+    st.caption(
+        f"{len(found)} of the model's {len(features)} inputs are in the upload for {chosen}; "
+        f"{len(read.report)} report entries (units converted, codes not read, …)."
+    )
+    with st.expander("What reading the upload did"):
+        st.dataframe(read.report.to_frame(), hide_index=True)
+    if st.button("Fill the form", key="predict_fhir_fill"):
+        st.session_state["predict_id"] = chosen
+        for name in features:
+            if name in categories:
+                continue  # FHIR Observations carry quantities; a category is chosen by hand
+            value = row.get(name)
+            st.session_state[f"lab-{name}"] = (
+                None if value is None or value != value else float(value)
+            )
+        st.rerun()
+
+
+def image_input(words: Any) -> list[uploads.Upload]:
+    st.subheader(words.images_title)
     files = st.file_uploader(
-        f"One image per ovary (PNG, JPEG, BMP, TIFF or DICOM; at most {uploads.MAX_UPLOAD_MB} MB "
-        "each)",
+        ("One image per ovary" if words.pcos else "Images")
+        + f" (PNG, JPEG, BMP, TIFF or DICOM; at most {uploads.MAX_UPLOAD_MB} MB each)",
         type=uploads.UPLOAD_TYPES,
         accept_multiple_files=True,
         key="predict_images",
@@ -115,15 +173,23 @@ def main() -> None:
     st.title("Predict a new patient")
     run = context.require_run()
     predictor = context.predictor(run)
+    from deeppcos.explain.wording import run_words
+
+    words = run_words(run)
     tabular = predictor.branches.get("tabular")
     features = analysis.form_features(tabular.feature_names_) if tabular is not None else []
-    patient_id = st.columns(3)[0].text_input("Patient id", value="new-1", key="predict_id")
-    values = lab_form(features) if features else {}
+    categories: dict[str, list[str]] = dict(getattr(tabular, "categories_", {}))
+    if features:
+        fhir_input(predictor, features, categories)
+    if "predict_id" not in st.session_state:
+        st.session_state["predict_id"] = "new-1"
+    patient_id = st.columns(3)[0].text_input("Patient id", key="predict_id")
+    values = lab_form(features, words.pcos, categories) if features else {}
     if not features:
         st.caption("This run has no tabular branch: the prediction uses the images alone.")
-    images = image_input() if "image" in predictor.branches else []
+    images = image_input(words) if "image" in predictor.branches else []
     if "image" not in predictor.branches:
-        st.caption("This run has no image branch: the prediction uses the labs alone.")
+        st.caption(f"This run has no image branch: the prediction uses the {words.table} alone.")
     keep = st.checkbox(
         "Keep the uploaded files after the prediction (they are deleted otherwise)",
         key="predict_keep",

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.data.catalog import CATALOG, Feature
+from deeppcos.data.ranges import RangeRule
 from deeppcos.data.report import LoadReport
 from deeppcos.data.tables import check_ranges
 from deeppcos.data.units import (
@@ -74,6 +75,7 @@ __all__ = [
     "feature_codes",
     "load_fhir_cohort",
     "read_bundle",
+    "read_fhir_source",
 ]
 
 LOINC_SYSTEM = "http://loinc.org"
@@ -96,6 +98,8 @@ _TENTATIVE = {"preliminary", "unknown"}
 _COMPARATORS = ("<", "<=", ">=", ">", "ad")
 _DIMENSIONLESS_UNITS = {"1", "{score}", "{count}", "%"}
 MAX_LISTED_PROBLEMS = 10
+# Condition.verificationStatus codes that say the condition was not diagnosed.
+NOT_A_DIAGNOSIS = {"refuted", "entered-in-error"}
 
 # R4 primitive formats (https://hl7.org/fhir/R4/datatypes.html).
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -147,6 +151,10 @@ class FhirOptions:
     range_policy: Literal["null", "keep"] = "null"
     censored: Literal["bound", "missing"] = "bound"
     insulin_pmol_per_uiu: float = INSULIN_PMOL_PER_UIU
+    # Condition codes ("system|code") that mean label = 1; empty: Conditions are not read.
+    label_codes: tuple[str, ...] = ()
+    # The range each feature is checked against (deeppcos.data.ranges); None: a PCOS cohort's.
+    ranges: Mapping[str, RangeRule] | None = None
 
     def __post_init__(self) -> None:
         if self.window_days is not None and not self.window_days > 0:
@@ -316,6 +324,76 @@ def load_fhir_cohort(
     return read_bundle(source, options).to_cohort(features)
 
 
+def read_fhir_source(path: Path | str, options: FhirOptions | None = None) -> FhirPatients:
+    """A FHIR cohort from files: a Bundle (``.json``), an NDJSON bulk export (``.ndjson``, one
+    resource per line: Patient.ndjson, Observation.ndjson, Condition.ndjson, …), or a folder of
+    either (its top level, in name order). Every resource is read as one collection, so an
+    Observation in one file may refer to a Patient in another; a patient id in two files is an
+    error naming both places. A line that is not a JSON resource is left out and reported with
+    its file and line."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(
+            f for f in path.iterdir() if f.is_file() and f.suffix.lower() in (".json", ".ndjson")
+        )
+        if not files:
+            raise DataFileError(f"{path}: no .json or .ndjson FHIR files in this folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DataFileError(f"{path}: FHIR file or folder not found")
+    if files == [path] and path.suffix.lower() == ".json":
+        return read_bundle(path, options)
+    reader = _BundleReader(str(path), options or FhirOptions())
+    entries: list[dict[str, Any]] = []
+    origins: list[str] = []
+    for file in files:
+        if file.suffix.lower() == ".ndjson":
+            _ndjson_entries(file, entries, origins, reader.report)
+        else:
+            _bundle_entries(file, entries, origins)
+    reader.origins = origins
+    return reader.read({"resourceType": "Bundle", "type": "collection", "entry": entries})
+
+
+def _ndjson_entries(
+    file: Path, entries: list[dict[str, Any]], origins: list[str], report: LoadReport
+) -> None:
+    with file.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                resource = json.loads(line)
+            except json.JSONDecodeError as exc:
+                resource, problem = None, f"not valid JSON ({exc.msg}, column {exc.colno})"
+            else:
+                problem = (
+                    None
+                    if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str)
+                    else "not a FHIR resource (a JSON object with a resourceType)"
+                )
+            if problem is not None:
+                report.add(
+                    "excluded", "note", f"{problem}; line left out", file=str(file), row=number
+                )
+                continue
+            entries.append({"resource": resource})
+            origins.append(f"{file.name}:{number}")
+
+
+def _bundle_entries(file: Path, entries: list[dict[str, Any]], origins: list[str]) -> None:
+    bundle, _ = _load_json(file)
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise DataFileError(f"{file}: not a FHIR Bundle (resourceType 'Bundle' expected)")
+    raw = bundle.get("entry", [])
+    if not isinstance(raw, list):
+        raise DataFileError(f"{file}: Bundle.entry is not an array")
+    for index, entry in enumerate(raw):
+        entries.append(entry)
+        origins.append(f"{file.name} entry[{index}]")
+
+
 def _load_json(source: Path | str | Mapping[str, Any]) -> tuple[Any, str]:
     if isinstance(source, Mapping):
         return source, "<FHIR bundle>"
@@ -345,11 +423,21 @@ class _BundleReader:
         self.patients: dict[str, _Patient] = {}  # patient_id -> patient
         self.references: dict[str, str] = {}  # reference text -> patient_id
         self.values: list[_Value] = []
+        self.diagnosed: set[str] = set()  # patients with a Condition coded as the label
+        # Where each entry came from ("file.ndjson:12"), when entries were gathered from files.
+        self.origins: list[str] | None = None
 
     # -- helpers ------------------------------------------------------------------------
 
     def problem(self, entry: int | None, where: str, message: str) -> None:
+        if entry is not None and self.origins is not None:
+            # Read from files: name the file and line (or entry) instead of a merged index.
+            entry, where = None, f"{self.origins[entry]}: {where}"
         self.problems.append(FhirProblem(entry, where, message))
+
+    def where(self, entry: int) -> str:
+        """An entry as a user finds it: its index, and its file and line when read from files."""
+        return f"entry[{entry}]" if self.origins is None else self.origins[entry]
 
     def note(
         self,
@@ -366,7 +454,7 @@ class _BundleReader:
             action,
             message,
             file=self.source,
-            row=None if entry is None else f"entry[{entry}]",
+            row=None if entry is None else self.where(entry),
             column=column,
             found=found,
             expected=expected,
@@ -386,6 +474,7 @@ class _BundleReader:
     def read(self, bundle: Any) -> FhirPatients:
         entries = self._entries(bundle)
         observations: list[tuple[int, dict[str, Any]]] = []
+        conditions: list[tuple[int, dict[str, Any]]] = []
         ignored: dict[str, list[int]] = defaultdict(list)
         for index, entry in entries:
             resource = entry["resource"]
@@ -394,17 +483,22 @@ class _BundleReader:
                 self._patient(index, resource, entry.get("fullUrl"))
             elif kind == "Observation":
                 observations.append((index, resource))
+            elif kind == "Condition" and self.options.label_codes:
+                conditions.append((index, resource))
             else:
                 ignored[kind].append(index)
         for index, resource in observations:
             self._observation(index, resource)
+        for index, resource in conditions:
+            self._condition(index, resource)
         if self.problems:
             raise FhirError(self.source, self.problems)
         for kind, indices in ignored.items():
             self.note(
                 "info",
                 "note",
-                f"{len(indices)} {kind} resource(s) not read (only Patient and Observation are)",
+                f"{len(indices)} {kind} resource(s) not read (only Patient and Observation are"
+                + (", and Condition for the label)" if self.options.label_codes else ")"),
                 entry=indices[0],
                 column="resourceType",
                 found=kind,
@@ -514,7 +608,9 @@ class _BundleReader:
             )
         if patient_id in self.patients:
             first = self.patients[patient_id].entry
-            self.problem(index, "resource.id", f"patient id {patient_id!r} repeats entry[{first}]")
+            self.problem(
+                index, "resource.id", f"patient id {patient_id!r} repeats {self.where(first)}"
+            )
             return
         self.patients[patient_id] = _Patient(index, patient_id, birth)
         for key in self._reference_keys(resource, rid, full_url):
@@ -582,6 +678,43 @@ class _BundleReader:
             if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
                 keys.append(f"identifier:{identifier.get('system') or ''}|{identifier['value']}")
         return keys
+
+    # -- Condition (the label) ------------------------------------------------------------
+
+    def _condition(self, index: int, resource: dict[str, Any]) -> None:
+        """A Condition whose code is one of ``label_codes`` makes its patient's label 1, unless
+        its verificationStatus says it is not a diagnosis (refuted, entered in error) — a
+        resolved or inactive one still is: the patient had the condition."""
+        codes = self._condition_codes(index, resource)
+        if not codes & set(self.options.label_codes):
+            return
+        status = _first_code(resource.get("verificationStatus"))
+        if status in NOT_A_DIAGNOSIS:
+            self.note(
+                "excluded",
+                "note",
+                f"Condition with verificationStatus {status!r}: not a diagnosis; not counted",
+                index,
+                "Condition.verificationStatus",
+                status,
+            )
+            return
+        patient_id = self._subject(index, resource)
+        if patient_id is not None:
+            self.diagnosed.add(patient_id)
+
+    def _condition_codes(self, index: int, resource: dict[str, Any]) -> set[str]:
+        code = resource.get("code")
+        if code is None:
+            return set()
+        if not isinstance(code, dict) or not isinstance(code.get("coding", []), list):
+            self.problem(index, "resource.code", "expected a CodeableConcept object")
+            return set()
+        return {
+            f"{c.get('system')}|{c.get('code')}"
+            for c in code.get("coding", [])
+            if isinstance(c, dict) and isinstance(c.get("system"), str) and c.get("code")
+        }
 
     # -- Observation --------------------------------------------------------------------
 
@@ -701,14 +834,15 @@ class _BundleReader:
         return moment
 
     def _subject(self, index: int, resource: dict[str, Any]) -> str | None:
+        kind = str(resource.get("resourceType", "Observation"))
         subject = resource.get("subject")
         if subject is None:
             self.note(
                 "excluded",
                 "note",
-                "Observation without a subject: cannot tell whose value it is; not used",
+                f"{kind} without a subject: cannot tell whose it is; not used",
                 index,
-                "Observation.subject",
+                f"{kind}.subject",
             )
             return None
         if not isinstance(subject, dict):
@@ -734,9 +868,9 @@ class _BundleReader:
         self.note(
             "excluded",
             "note",
-            "subject is not a Patient in this bundle; value not used",
+            "subject is not a Patient in this bundle; not used",
             index,
-            "Observation.subject",
+            f"{kind}.subject",
             reference or identifier,
             expected="a reference to a Patient entry (Patient/<id> or its fullUrl)",
         )
@@ -1152,10 +1286,29 @@ class _BundleReader:
         columns = [name for name in CATALOG if any(name in row for row in rows)]
         frame = pd.DataFrame(rows, columns=["patient_id", *columns])
         frame[columns] = frame[columns].astype("float64")
+        if self.options.label_codes:
+            diagnosed = frame["patient_id"].isin(self.diagnosed)
+            frame.insert(1, "label", pd.array(diagnosed.astype(int), dtype="Int8"))
         frame.index = pd.Index(frame["patient_id"], name="row")
-        check_ranges(frame, self.report, self.source, self.options.range_policy, columns)
+        check_ranges(
+            frame,
+            self.report,
+            self.source,
+            self.options.range_policy,
+            columns,
+            self.options.ranges,
+        )
         frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
         return FhirPatients(frame, columns, self.report, self.source, dates)
+
+
+def _first_code(concept: Any) -> str | None:
+    if not isinstance(concept, dict):
+        return None
+    for coding in concept.get("coding", []) or []:
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+            return coding["code"]
+    return None
 
 
 def _concept_text(concept: Any) -> str:

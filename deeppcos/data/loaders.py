@@ -21,6 +21,7 @@ from deeppcos.data.cohort import (
     Progress,
     attach_images,
     build_patients,
+    empty_images_table,
     id_text,
     parse_binary_label,
 )
@@ -499,10 +500,51 @@ def _kaggle(spec: CohortSpec, progress: Progress | None) -> Cohort:
     return load_kaggle_pcos(spec)
 
 
+def load_fhir(spec: CohortSpec, progress: Progress | None) -> Cohort:
+    """A cohort from FHIR R4 files (``spec.fhir``): features from Observations, the label from
+    Conditions coded as ``label_codes``, ranges as for any cohort of this kind."""
+    from deeppcos.data.catalog import CATALOG
+    from deeppcos.data.fhir import FhirOptions, read_fhir_source
+    from deeppcos.data.ranges import rules_for_spec
+
+    source = spec.fhir
+    assert source is not None  # the spec's validator requires it for this format
+    path = spec.resolve(source.path)
+    assert path is not None
+    options = FhirOptions(
+        window_days=source.window_days,
+        patient_id=source.patient_id,
+        identifier_system=source.identifier_system,
+        range_policy=spec.range_policy,
+        censored=source.censored,
+        label_codes=tuple(source.label_codes),
+        ranges=rules_for_spec(spec, list(CATALOG)),
+    )
+    read = read_fhir_source(path, options)
+    if source.label_codes:
+        positives = int(read.patients["label"].sum())
+        read.report.add(
+            "info",
+            "note",
+            f"label {spec.label_name!r} = 1 for the {positives} of {len(read.patients)} patients "
+            f"with a Condition coded {', '.join(source.label_codes)} (not refuted or entered in "
+            "error); 0 for the others",
+            file=str(path),
+        )
+    return Cohort(
+        spec=spec,
+        patients=read.patients.reset_index(drop=True),
+        images=empty_images_table(),
+        feature_columns=list(read.feature_columns),
+        report=read.report,
+    )
+
+
 LOADERS: dict[str, Callable[[CohortSpec, Progress | None], Cohort]] = {
     "tables": load_tables,
     "kaggle-pcos": _kaggle,
     "image-folder": load_image_folder,
     "dicom": load_dicom,
     "nih-chestxr": load_nih_chestxr,
+    "fhir": load_fhir,
 }

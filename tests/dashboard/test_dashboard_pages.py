@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import REPO
 from tests.dashboard.dashboard_helpers import PAGES, no_exception, texts
 
 KEY_TEXT = {
@@ -85,9 +86,9 @@ def test_threshold_slider_rescores_live(app: Any, dashboard_run: Path) -> None:
     assert seen[0.0] != seen[1.0] and len(set(seen.values())) >= 2
     at.button(key="reset_threshold").click().run()
     assert at.slider[0].value == pytest.approx(
-        float(pd.read_json(dashboard_run / "evaluation" / "metrics.json", typ="series")[
-            "threshold"
-        ]),
+        float(
+            pd.read_json(dashboard_run / "evaluation" / "metrics.json", typ="series")["threshold"]
+        ),
         abs=1e-3,
     )
 
@@ -96,9 +97,10 @@ def test_patient_page_finds_by_error_kind_and_id(app: Any, dashboard_run: Path) 
     at = page(app(dashboard_run), "patient")
     kinds = at.selectbox(key="patient_kind")
     order = ["false negative", "false positive", "true positive", "true negative"]
-    assert kinds.options == [
-        o for o in kinds.options if o.split("s (")[0] in order
-    ] and sorted(kinds.options, key=lambda o: order.index(o.split("s (")[0])) == kinds.options
+    assert (
+        kinds.options == [o for o in kinds.options if o.split("s (")[0] in order]
+        and sorted(kinds.options, key=lambda o: order.index(o.split("s (")[0])) == kinds.options
+    )
     shown = at.selectbox(key="patient_in_kind").value
     frame = pd.read_csv(dashboard_run / "evaluation" / "test_predictions.csv", dtype=str)
     row = frame[frame["patient_id"] == shown].iloc[0]
@@ -155,6 +157,34 @@ def _png(tmp_path: Path) -> bytes:
     return buffer.tobytes()
 
 
+def _uploaders(at: Any, key: str) -> list[Any]:
+    return [u for u in at.get("file_uploader") if u.key == key]
+
+
+def _uploader(at: Any, key: str) -> Any:
+    (uploader,) = _uploaders(at, key)
+    return uploader
+
+
+def test_predict_fills_the_form_from_a_fhir_bundle(app: Any, dashboard_run: Path) -> None:
+    """A FHIR Bundle upload fills the id and the labs it holds (units converted), to predict."""
+    at = page(app(dashboard_run), "predict")
+    bundle = (REPO / "tests" / "data" / "fhir" / "two_patients.json").read_bytes()
+    _uploader(at, "predict_fhir").set_value([("b.json", bundle, "application/json")]).run()
+    no_exception(at)
+    chosen = at.selectbox(key="predict_fhir_patient")
+    assert len(chosen.options) == 2
+    at.button(key="predict_fhir_fill").click().run()
+    no_exception(at)
+    assert at.text_input(key="predict_id").value == chosen.value
+    filled = [n for n in at.number_input if n.value is not None]
+    assert filled, "no lab value was filled from the bundle"
+    at.button(key="predict_go").click().run()
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert f"Patient {chosen.value}" in texts(at)
+
+
 def test_predict_checks_ranges_and_uploads(
     app: Any, dashboard_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,10 +197,10 @@ def test_predict_checks_ranges_and_uploads(
     at.number_input(key="lab-lh_iu_l").set_value(12.0).run()
     assert not at.warning
     at.number_input(key="lab-amh_ng_ml").set_value(9.5).run()
-    uploader = at.get("file_uploader")[0]
+    uploader = _uploader(at, "predict_images")
     uploader.set_value([("scan.png", b"GIF89a not a png", "image/png")]).run()
     assert any("not an image" in e.value and "scan.png" in e.value for e in at.error)
-    at.get("file_uploader")[0].set_value([("scan.png", _png(tmp_path), "image/png")]).run()
+    _uploader(at, "predict_images").set_value([("scan.png", _png(tmp_path), "image/png")]).run()
     assert not at.error
     at.button(key="predict_go").click().run()
     no_exception(at)
@@ -221,7 +251,7 @@ def test_a_tabular_only_unevaluated_run(app: Any, tabular_run: Path) -> None:
     assert "Grad-CAM" not in texts(at)  # a run without an image model: no image section, caveat
     assert "laboratory data only" in texts(at)
     page(at, "predict")
-    assert not at.get("file_uploader") and "no image branch" in texts(at)
+    assert not _uploaders(at, "predict_images") and "no image branch" in texts(at)
     at.number_input(key="lab-amh_ng_ml").set_value(9.5).run()
     at.button(key="predict_go").click().run()
     no_exception(at)
@@ -288,7 +318,6 @@ def test_every_page_on_a_kaggle_table_run(app: Any, shared_data: Path, tmp_path:
     from deeppcos.config import load_config
     from deeppcos.evaluate import evaluate_run
     from deeppcos.training import train
-    from tests.conftest import REPO
 
     run = train(load_config(REPO / "configs" / "pcos-kaggle-tabular.yaml"), tmp_path / "run")
     evaluate_run(run)
@@ -300,7 +329,7 @@ def test_every_page_on_a_kaggle_table_run(app: Any, shared_data: Path, tmp_path:
     page(at, "patient")
     assert {m.label: m.value for m in at.metric}["Modalities used"] == "tabular"
     page(at, "predict")
-    assert not at.get("file_uploader")
+    assert not _uploaders(at, "predict_images")
     at.number_input(key="lab-amh_ng_ml").set_value(9.5).run()
     at.button(key="predict_go").click().run()
     assert {m.label: m.value for m in at.metric}["Modalities used"] == "tabular"
