@@ -32,7 +32,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "kaggle_fhir.json"
-WHEN = datetime(2020, 1, 15, 9, 0, tzinfo=UTC)  # the table has no dates: one assessment time for all
+WHEN = datetime(
+    2020, 1, 15, 9, 0, tzinfo=UTC
+)  # the table has no dates: one assessment time for all
 
 
 def _cli(*args: str) -> tuple[float, str]:

@@ -297,9 +297,7 @@ def range_warning(name: str, value: float | None, pcos: bool = True) -> str | No
     )
 
 
-def patient_table(
-    patient_id: str, values: dict[str, float | str | None], features: list[str]
-):
+def patient_table(patient_id: str, values: dict[str, float | str | None], features: list[str]):
     """A one-row patients table in canonical column names; blanks are missing values (the
     loader, not this table, sets out-of-range values missing and reports them); a categorical
     input keeps its label."""

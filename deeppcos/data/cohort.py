@@ -165,8 +165,10 @@ def build_patients(raw: pd.DataFrame, spec: CohortSpec, report: LoadReport, file
     _require_columns(raw, [c for c in declared if c not in features], file, "categorical")
     numeric = []
     for column in features:
-        if column in declared or _catalog_category(column) or _inferred_categorical(
-            raw[column], pspec
+        if (
+            column in declared
+            or _catalog_category(column)
+            or _inferred_categorical(raw[column], pspec)
         ):
             out[column] = read_categorical(
                 raw[column], column, declared.get(column), pspec.max_categories, report, file

@@ -71,7 +71,9 @@ class PatientsSpec(_Strict):
         "max_categories distinct values as a categorical feature (the load report says so)",
     )
     max_categories: int = Field(
-        20, ge=2, description="more distinct values than this in a categorical column is free "
+        20,
+        ge=2,
+        description="more distinct values than this in a categorical column is free "
         "text, not categories: refused with the column named",
     )
 
@@ -150,8 +152,9 @@ class FhirSourceSpec(_Strict):
         "the cohort is unlabelled",
     )
     window_days: float | None = Field(
-        None, gt=0, description="use only observations within this many days of each "
-        "patient's latest one"
+        None,
+        gt=0,
+        description="use only observations within this many days of each patient's latest one",
     )
     patient_id: Literal["id", "identifier"] = "id"
     identifier_system: str | None = None
