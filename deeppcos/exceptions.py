@@ -50,3 +50,19 @@ class RunError(DeepPCOSError):
 class LogIntegrityError(DataFileError):
     """An append-only log (the reviewers' feedback log) was altered outside deeppcos: an entry
     was changed, replaced or removed, so its hash chain no longer matches."""
+
+
+class NotFittedError(DeepPCOSError, ValueError, AttributeError):
+    """A model used before it was fitted or loaded. Also a ValueError and an AttributeError,
+    as scikit-learn's NotFittedError is, so code written for scikit-learn estimators catches it.
+    """
+
+
+def require_fitted(model: object, attribute: str, how: str | None = None) -> None:
+    """Raise :class:`NotFittedError` unless ``model`` has the fitted ``attribute``; ``how`` says
+    what fits it (default: its fit() or its class's load())."""
+    if not hasattr(model, attribute):
+        name = type(model).__name__
+        raise NotFittedError(
+            f"this {name} is not fitted yet; {how or f'call fit() or {name}.load() first'}"
+        )

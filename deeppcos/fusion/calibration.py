@@ -44,7 +44,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import StratifiedKFold
 
-from deeppcos.exceptions import ConfigError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import ConfigError, SchemaError, require_fitted
 
 __all__ = ["METHODS", "Calibrator", "choose_calibrator"]
 
@@ -105,11 +105,9 @@ class Calibrator:
         return p.copy()
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "n_train_"):
-            raise DeepPCOSError(
-                "this Calibrator is not fitted yet; call fit(), choose_calibrator() or "
-                "Calibrator.from_dict() first"
-            )
+        require_fitted(
+            self, "n_train_", "call fit(), choose_calibrator() or Calibrator.from_dict() first"
+        )
 
     # --- persistence -----------------------------------------------------------------------
 

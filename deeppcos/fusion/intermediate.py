@@ -53,7 +53,12 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.decomposition import PCA
 
-from deeppcos.exceptions import ConfigError, DataFileError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import (
+    ConfigError,
+    DataFileError,
+    SchemaError,
+    require_fitted,
+)
 from deeppcos.fusion.late import (
     as_labels,
     check_format,
@@ -374,11 +379,7 @@ class IntermediateFusion:
         )
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "booster_"):
-            raise DeepPCOSError(
-                "this IntermediateFusion is not fitted yet; call fit() or "
-                "IntermediateFusion.load() first"
-            )
+        require_fitted(self, "booster_")
 
     # --- persistence -------------------------------------------------------------------------
 

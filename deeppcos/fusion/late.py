@@ -47,7 +47,12 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 import deeppcos
-from deeppcos.exceptions import ConfigError, DataFileError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import (
+    ConfigError,
+    DataFileError,
+    SchemaError,
+    require_fitted,
+)
 
 __all__ = ["MODALITIES", "LateFusion", "cross_val_fusion_oof", "modality_label"]
 
@@ -127,10 +132,7 @@ class LateFusion:
         return sigmoid(self.decision_function(frame))
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            raise DeepPCOSError(
-                "this LateFusion is not fitted yet; call fit() or LateFusion.load() first"
-            )
+        require_fitted(self, "coef_")
 
     # --- persistence -------------------------------------------------------------------------
 

@@ -40,7 +40,12 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
 
-from deeppcos.exceptions import ConfigError, DataFileError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import (
+    ConfigError,
+    DataFileError,
+    SchemaError,
+    require_fitted,
+)
 from deeppcos.persist import read_meta, write_meta
 
 __all__ = ["OrdinalHead"]
@@ -256,10 +261,7 @@ class OrdinalHead:
         return self.predict_proba(X) @ np.arange(self.n_classes_, dtype="float64")
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "thresholds_"):
-            raise DeepPCOSError(
-                "this OrdinalHead is not fitted yet; call fit() or OrdinalHead.load() first"
-            )
+        require_fitted(self, "thresholds_")
 
     # --- persistence -------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.data.cohort import Cohort
-from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError, require_fitted
 from deeppcos.image.params import ImageParams
 from deeppcos.image.preprocess import PreprocessConfig
 from deeppcos.persist import read_meta, write_meta
@@ -373,10 +373,7 @@ class ImageBranch:
     # --- prediction ------------------------------------------------------------------------
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise DeepPCOSError(
-                "this ImageBranch is not fitted yet; call fit() or ImageBranch.load() first"
-            )
+        require_fitted(self, "model_")
 
     def _inference_model(self) -> keras.Model:
         """The model with two outputs: P(label = 1) and the embedding (one forward pass)."""

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.report import LoadReport
 from deeppcos.data.splits import make_splits
-from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import DataFileError, SchemaError, require_fitted
 from deeppcos.persist import read_meta, write_meta
 from deeppcos.tabular.categories import categories_of, encode, feature_types
 from deeppcos.tabular.features import DERIVED_BY_NAME, derive_features, select_features
@@ -297,10 +297,7 @@ class TabularBranch:
         return pd.Series(out, index=x.index.rename("patient_id"), name="p_tabular")
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "booster_"):
-            raise DeepPCOSError(
-                "this TabularBranch is not fitted yet; call fit() or TabularBranch.load() first"
-            )
+        require_fitted(self, "booster_")
 
     # --- persistence -----------------------------------------------------------------------
 

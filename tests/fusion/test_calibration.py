@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from deeppcos.exceptions import ConfigError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import ConfigError, NotFittedError, SchemaError
 from deeppcos.fusion.calibration import SMALL_CLASS, SMALL_ROWS, Calibrator, choose_calibrator
 
 
@@ -141,7 +141,7 @@ def test_errors_say_what_is_wrong():
     y, p = _miscalibrated(300, seed=11)
     with pytest.raises(ConfigError, match="method must be"):
         Calibrator("beta")  # type: ignore[arg-type]
-    with pytest.raises(DeepPCOSError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         Calibrator().transform(p)
     with pytest.raises(SchemaError, match="both classes"):
         Calibrator("isotonic").fit(np.ones(300), p)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import DataFileError, NotFittedError, SchemaError
 from deeppcos.fusion.intermediate import IntermediateFusion, cross_val_intermediate_oof
 
 N_EMB = 32
@@ -168,7 +168,7 @@ def test_cross_val_intermediate_oof(data):
 
 def test_errors_say_what_is_wrong(data, fitted, tmp_path):
     tab, emb, y = data["tab"], data["emb"], data["y"]
-    with pytest.raises(DeepPCOSError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         IntermediateFusion().predict_proba(tab, emb)
     partial = emb.copy()
     partial.iloc[0, 3] = np.nan

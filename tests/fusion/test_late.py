@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from deeppcos.exceptions import ConfigError, DataFileError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import (
+    ConfigError,
+    DataFileError,
+    NotFittedError,
+    SchemaError,
+)
 from deeppcos.fusion.late import LateFusion, cross_val_fusion_oof
 
 
@@ -150,7 +155,7 @@ def test_cross_val_fusion_oof_checks_folds(data):
 
 def test_errors_say_what_is_wrong(data, tmp_path):
     frame, y = data["train"], data["y_train"]
-    with pytest.raises(DeepPCOSError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         LateFusion().predict_proba(frame)
     with pytest.raises(SchemaError, match=r"\[0, 1\]"):
         LateFusion().fit(frame.assign(p_image=frame["p_image"] * 3), y)

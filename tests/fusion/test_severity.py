@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from deeppcos.exceptions import ConfigError, DataFileError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import (
+    ConfigError,
+    DataFileError,
+    NotFittedError,
+    SchemaError,
+)
 from deeppcos.fusion.severity import OrdinalHead, _Constant
 
 KINDS = ["xgboost", "logistic"]
@@ -174,7 +179,7 @@ def test_bad_params_and_unfitted_use_are_refused(tmp_path):
         OrdinalHead("forest").fit(np.zeros((4, 1)), [0, 1, 0, 1])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="n_estimators"):
         OrdinalHead(n_estimators=0).fit(np.zeros((4, 1)), [0, 1, 0, 1])
-    with pytest.raises(DeepPCOSError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         OrdinalHead().predict_proba(np.zeros((1, 1)))
     with pytest.raises(DataFileError, match="not found"):
         OrdinalHead.load(tmp_path)

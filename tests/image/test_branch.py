@@ -15,7 +15,7 @@ from sklearn.model_selection import train_test_split
 
 from deeppcos.data import Cohort, load_cohort
 from deeppcos.data.synthetic import generate_cohort
-from deeppcos.exceptions import DeepPCOSError, ImageError, SchemaError
+from deeppcos.exceptions import DeepPCOSError, ImageError, NotFittedError, SchemaError
 from deeppcos.image import ImageBranch, ImageParams, pipeline
 from deeppcos.image.backbones import backbone_of, build_model
 
@@ -117,7 +117,7 @@ def test_load_errors(tmp_path: Path) -> None:
 
 def test_contract_errors(cohort: Cohort, split: Split) -> None:
     branch = ImageBranch(ImageParams(image_size=32, max_epochs_compact=1))
-    with pytest.raises(DeepPCOSError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         branch.predict_proba(cohort, split[2])
     labels = cohort.patients.set_index("patient_id")["label"]
     negatives = [i for i in split[0] if labels[i] == 0]
@@ -232,5 +232,5 @@ def test_failed_fit_leaves_branch_unfitted(
     branch = ImageBranch(ImageParams(image_size=32, max_epochs_compact=1))
     with pytest.raises(KeyboardInterrupt):
         branch.fit(cohort, split[0])
-    with pytest.raises(DeepPCOSError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         branch.predict_proba(cohort, split[2])

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
 from deeppcos.data import Cohort, make_splits
-from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError
+from deeppcos.exceptions import DataFileError, NotFittedError, SchemaError
 from deeppcos.tabular import TabularBranch, TabularParams, inner_validation_split
 
 
@@ -192,7 +192,7 @@ def test_one_class_and_unknown_ids_are_schema_errors(synthetic: Cohort) -> None:
 
 
 def test_unfitted_branch_and_unknown_params_are_refused(synthetic: Cohort) -> None:
-    with pytest.raises(DeepPCOSError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         TabularBranch().predict_proba(synthetic)
     with pytest.raises(ValidationError):
         TabularParams(max_dept=4)  # a typo is an error, not a silent default
