@@ -62,6 +62,29 @@ class Cohort:
     feature_columns: list[str]
     report: LoadReport = field(default_factory=LoadReport)
 
+    @classmethod
+    def from_frames(
+        cls,
+        patients: pd.DataFrame | None = None,
+        images: pd.DataFrame | None = None,
+        spec: CohortSpec | dict[str, Any] | None = None,
+    ) -> Cohort:
+        """A cohort from DataFrames, checked and reported exactly as a ``tables`` cohort read
+        from files: ``patients`` one row per patient (columns as a CSV would have them: the
+        spec's id, label and feature columns, renames, categories, ranges), ``images`` an image
+        manifest (``patient_id``, ``path``; relative paths against ``spec.images.root``, else
+        the working folder). ``spec`` is a :class:`CohortSpec`, a mapping of its fields, or
+        None (canonical names: ``patient_id``, ``pcos``)."""
+        from deeppcos.data.loaders import load_frames
+
+        if spec is None:
+            spec = {"name": "frames", "patients": {}}
+        if not isinstance(spec, CohortSpec):
+            from deeppcos.data.spec import spec_from_dict
+
+            spec = spec_from_dict(dict(spec))
+        return load_frames(patients, images, spec)
+
     @property
     def categorical_columns(self) -> list[str]:
         """The feature columns holding categories (text labels) rather than numbers."""

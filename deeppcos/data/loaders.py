@@ -62,9 +62,22 @@ def read_manifest(
     spec: CohortSpec, ispec: ImagesSpec, report: LoadReport
 ) -> tuple[pd.DataFrame, str]:
     path = _required_path(spec, ispec.manifest, "images.manifest")
-    raw = read_table(path)
-    raw.columns = [c.strip() for c in raw.columns]
     file = str(path)
+    root = spec.resolve(ispec.root) or path.parent
+    return manifest_images(read_table(path), spec, ispec, report, file, root), file
+
+
+def manifest_images(
+    raw: pd.DataFrame,
+    spec: CohortSpec,
+    ispec: ImagesSpec,
+    report: LoadReport,
+    file: str,
+    root: Path,
+) -> pd.DataFrame:
+    """The canonical images table from a manifest's rows (read from a file or given in
+    memory); relative paths resolve against ``root``."""
+    raw = raw.rename(columns=lambda c: str(c).strip())
     needed = [ispec.patient_column, ispec.path_column]
     missing = [c for c in needed if c not in raw]
     if missing:
@@ -72,7 +85,6 @@ def read_manifest(
             f"{file}: images manifest lacks column(s) {missing} named by the spec "
             f"(patient_column, path_column); it has {list(raw.columns)}"
         )
-    root = spec.resolve(ispec.root) or path.parent
     out = pd.DataFrame(index=raw.index)
     rel = raw[ispec.path_column].fillna("").astype(str).str.strip()
     empty = rel == ""
@@ -112,7 +124,45 @@ def read_manifest(
         if ispec.label_map is not None:
             labels = _mapped_labels(labels, ispec.label_map, file, ispec.label_column)
         out["label"] = parse_binary_label(labels, file, ispec.label_column, report)
-    return out[out["path"] != ""], file
+    return out[out["path"] != ""]
+
+
+PATIENTS_FRAME = "<patients frame>"
+IMAGES_FRAME = "<images frame>"
+
+
+def load_frames(
+    patients: pd.DataFrame | None,
+    images: pd.DataFrame | None,
+    spec: CohortSpec,
+    progress: Progress | None = None,
+) -> Cohort:
+    """:meth:`Cohort.from_frames`: in-memory tables through the same checks and load report as
+    :func:`load_tables`; report rows are 1-based positions in the frames."""
+    report = LoadReport()
+    if patients is None and images is None:
+        raise SchemaError("from_frames needs a patients frame, an images frame, or both")
+    manifest = None
+    if images is not None:
+        ispec = spec.images or ImagesSpec()
+        root = spec.resolve(ispec.root) or spec.base_dir
+        manifest = manifest_images(_numbered(images), spec, ispec, report, IMAGES_FRAME, root)
+    if patients is not None:
+        cohort = build_patients(_numbered(patients), spec, report, PATIENTS_FRAME)
+    else:
+        assert manifest is not None
+        cohort = _patients_from_images(spec, manifest, report)
+    if manifest is not None:
+        cohort = attach_images(cohort, manifest, progress, IMAGES_FRAME)
+    cohort.validate()
+    return cohort
+
+
+def _numbered(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy indexed 1 … n, the row numbers a file's rows get (the caller's index untouched)."""
+    out = frame.copy()
+    out.index = pd.RangeIndex(1, len(out) + 1, name="row")
+    return out
 
 
 # --- image paths stay inside the cohort's folders -------------------------------------------
