@@ -167,7 +167,16 @@ def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
     result = evaluate_run(run)
     split = json.loads((run / "split.json").read_text())["assignments"]
     assert result["test_patients"] == sum(part == "test" for part in split.values())
-    assert 0 <= result["fusion"]["sensitivity"]["value"] <= 1
+    # The reported sensitivity is the share of test patients with the label whose risk reached
+    # the run's threshold, and its interval holds it.
+    test = pd.read_csv(run / "evaluation" / "test_predictions.csv")
+    positives = test[test["label"] == 1]
+    expected = float((positives["risk"] >= result["threshold"]).mean())
+    sensitivity = result["fusion"]["sensitivity"]
+    assert sensitivity["value"] == pytest.approx(expected)
+    assert (test["decision"] == (test["risk"] >= result["threshold"])).all()
+    low, high = sensitivity["ci"]
+    assert low <= sensitivity["value"] <= high
     assert set(result["calibration_ece"]) == {"before", "after"}
     for name in ("model_card.md", "roc.png", "calibration.png", "test_predictions.csv"):
         assert (run / "evaluation" / name).is_file()

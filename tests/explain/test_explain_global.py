@@ -42,7 +42,13 @@ def test_importance_and_shares(explanation: Any, predictor: Any) -> None:
     summary = explanation.modality_summary()
     assert summary["patients"] == len(explanation.labels) == 80
     assert sum(summary["modalities"].values()) == 80
-    assert 0 <= summary["ultrasound_fraction"]["median"] <= 1
+    # The images' share of |image| + |tabular| logit points, patient by patient, summarised.
+    shares = explanation.explained.attribution.modality_shares().dropna(subset=["logit"])
+    both = shares.dropna(subset=["ultrasound", "tabular"])
+    own = (both["ultrasound"].abs() / (both["ultrasound"].abs() + both["tabular"].abs())).dropna()
+    assert summary["ultrasound_fraction"]["median"] == pytest.approx(float(own.median()))
+    low, high = summary["ultrasound_fraction"]["quartiles"]
+    assert low <= summary["ultrasound_fraction"]["median"] <= high
 
 
 def test_figures_are_written_and_closed(explanation: Any, tmp_path: Path) -> None:

@@ -93,13 +93,19 @@ def test_shap_plots_work_on_the_explanation(branch: Any, design: pd.DataFrame) -
     import matplotlib.pyplot as plt
 
     explanation = tabular_shap(branch, design)
-    for plot in (
-        lambda: shap.plots.bar(explanation, show=False),
-        lambda: shap.plots.beeswarm(explanation, show=False),
-        lambda: shap.plots.waterfall(explanation[0], show=False),
+    names = np.array(explanation.feature_names)
+    top_overall = names[np.abs(explanation.values).mean(axis=0).argmax()]
+    top_first = names[np.abs(explanation.values[0]).argmax()]
+    for plot, top in (
+        (lambda: shap.plots.bar(explanation, show=False), top_overall),
+        (lambda: shap.plots.beeswarm(explanation, show=False), top_overall),
+        (lambda: shap.plots.waterfall(explanation[0], show=False), top_first),
     ):
         plot()
+        labels = " ".join(t.get_text() for ax in plt.gcf().axes for t in ax.get_yticklabels())
         plt.close("all")
+        # Each plot names the feature that matters most (overall, or for the first patient).
+        assert top in labels, (top, labels)
 
 
 def test_threads_are_restored_and_missing_inputs_named(branch: Any, design: pd.DataFrame) -> None:

@@ -36,7 +36,12 @@ def test_heatmap_at_original_geometry(fitted: ImageBranch, cohort: Cohort, tmp_p
     assert result.heatmap.std() > 0.01  # not constant
     assert np.all(result.heatmap[:8] == 0) and np.all(result.heatmap[:, :30] == 0)  # cropped
     assert result.overlay.shape == (80, 120, 3) and result.overlay.dtype == np.uint8
-    assert result.layer_name == "block4_relu" and 0.0 <= result.probability <= 1.0
+    assert result.layer_name == "block4_relu"
+    # The probability beside the map is the image model's own for that image.
+    first = cohort.images.iloc[0]
+    own = grad_cam_file(fitted, str(first["path"])).probability
+    scored = fitted.predict_images(cohort, [str(first["patient_id"])]).set_index("image_id")
+    assert own == pytest.approx(scored.loc[first["image_id"], "probability"], abs=1e-5)
 
 
 def test_batch_and_targets(fitted: ImageBranch, cohort: Cohort) -> None:
