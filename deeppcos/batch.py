@@ -173,8 +173,11 @@ def chunk_spec(
     and declared feature columns; label and site only when present, a grade ignored), else
     canonical names. ``categories`` (the run's categorical inputs) are declared, and nothing
     else is inferred to be one: a few rows must not decide what a column is."""
+    renames = training.patients.rename if training and training.patients else {}
+    present = {renames.get(c.strip(), c.strip()) for c in columns}
     fixed = {
-        "categorical": dict(categories or {}),
+        # Only those the table has: a missing input is the model's to name (design_matrix).
+        "categorical": {c: v for c, v in (categories or {}).items() if c in present},
         "infer_categorical": False,
     }
     kind = (

@@ -278,3 +278,26 @@ def test_external_case_mix_compares_each_category(run: Path, tmp_path: Path) -> 
         and "site_code=east" in (report["case_mix"]["large_shifts"])
     )
     assert rows["site_code=west"]["internal_mean"] == 0.0
+
+
+def test_batch_chunks_read_categories_as_the_run_does(run: Path, tmp_path: Path) -> None:
+    """Chunks of three rows: the run's categories are declared, none inferred from so few rows;
+    an unseen one is reported; scores equal scoring the whole table at once."""
+    from deeppcos.batch import score_table
+    from deeppcos.data import Cohort
+    from deeppcos.predictor import load_run
+
+    table = _table(9, seed=3).drop(columns="pcos")
+    table.loc[4, "site_code"] = "west"
+    table.to_csv(tmp_path / "new.csv", index=False)
+    result = score_table(run, tmp_path / "new.csv", tmp_path / "out.parquet", chunk_size=3)
+    scored = pd.read_parquet(tmp_path / "out.parquet").set_index("patient_id")
+    report = pd.read_csv(result.report_csv)
+    (west,) = report[report["found"] == "west"].itertuples()
+    assert west.column == "site_code" and "categories" in west.message
+    whole = load_run(run).predict(
+        Cohort.from_frames(table, spec={"name": "w", "patients": {"label_column": None}})
+    )
+    np.testing.assert_allclose(
+        scored.loc[whole["patient_id"], "risk"].to_numpy(), whole["risk"].to_numpy()
+    )
