@@ -30,6 +30,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
-	rm -rf demo .pytest_cache .ruff_cache
+	rm -rf demo .pytest_cache .ruff_cache .mypy_cache

@@ -216,8 +216,8 @@ def chunk_spec(
             "with canonical column names or in a 'tables' layout. Convert the table, or score it "
             "whole with 'deeppcos predict' (without --chunk-size)"
         )
-    patients = PatientsSpec(label_column=None, **fixed).model_dump()
-    return spec_from_dict({"name": name, "patients": patients, **kind})
+    canonical = PatientsSpec(label_column=None, **fixed).model_dump()
+    return spec_from_dict({"name": name, "patients": canonical, **kind})
 
 
 def load_images_manifest(
@@ -396,7 +396,7 @@ class _Output:
         shutil.rmtree(self.partial)
 
 
-def _commit(target: Path, write: Callable[[Path], None]) -> None:
+def _commit(target: Path, write: Callable[[Path], object]) -> None:
     """Write ``target`` through ``write(temporary path)``, flush it to disk, then rename it into
     place: a reader (or a rerun after a kill) sees the whole file or none of it."""
     tmp = target.with_name(f".{target.name}.tmp")

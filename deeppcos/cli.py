@@ -408,9 +408,15 @@ def criteria(
 ) -> None:
     """Derive the Rotterdam criteria, phenotype A–D and a severity grade from a cohort's
     columns, and count how many patients meet each criterion."""
-    from deeppcos.data.criteria import GUIDELINES, CriteriaRules, criteria_summary, label_cohort
+    from deeppcos.data.criteria import (
+        GUIDELINES,
+        CriteriaRules,
+        criteria_summary,
+        is_guideline,
+        label_cohort,
+    )
 
-    if guideline not in GUIDELINES:
+    if not is_guideline(guideline):
         raise typer.BadParameter(f"expected one of {list(GUIDELINES)}", param_hint="--guideline")
     with _errors_as_messages():
         cohort = _load(spec)
@@ -890,6 +896,7 @@ def predict(
         write_csv(predictions, out, index=False)
     counts = predictions["modalities"].astype(str).value_counts().to_dict()
     flagged = int(predictions["decision"].fillna(False).sum())
+    assert predictor.threshold is not None  # load_run always sets it
     console.print(
         f"{_scored_in_words(counts)}; {flagged} flagged (risk ≥ {_percent(predictor.threshold)}); "
         f"written to {out}",

@@ -59,6 +59,7 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
         return json.loads(stored.read_text(encoding="utf-8"))
     rescored = stored.is_file()
     predictor = load_run(run)
+    assert predictor.threshold is not None  # load_run always sets it (fusion/decision.json)
     cohort = predictor.cohort()
     split = CohortSplit.load(run / "split.json")
     if not split.test_ids:
@@ -103,6 +104,7 @@ def _metrics(predictor: Predictor, predictions: pd.DataFrame, rescored: bool) ->
     y = predictions.loc[scored, "label"].astype(int).to_numpy()
     risk = predictions.loc[scored, "risk"].to_numpy()
     seed = predictor.config.seed
+    assert predictor.threshold is not None  # a loaded run's
     fusion = classification_metrics(y, risk, predictor.threshold, seed=seed)
     raw = predictions.loc[scored, "probability"].to_numpy()
     # ECE does not depend on the threshold; 0.5 is only there to satisfy the signature.
@@ -222,6 +224,7 @@ def _plots(folder: Path, predictions: pd.DataFrame, predictor: Predictor) -> Non
     # A branch scores only the patients with its modality; its curve uses just those.
     curves = {k: (yy[~np.isnan(p)], p[~np.isnan(p)]) for k, (yy, p) in curves.items()}
     curves["fusion (calibrated)"] = (y, scored["risk"].to_numpy())
+    assert predictor.threshold is not None  # a loaded run's
     threshold = {"fusion (calibrated)": predictor.threshold}
     plots.plot_roc(curves, folder / "roc.png", thresholds=threshold, title="ROC, locked test part")
     plots.plot_pr(curves, folder / "pr.png", thresholds=threshold, title="PR, locked test part")

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from deeppcos.config import RunConfig
 from deeppcos.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from deeppcos.fusion.severity import Kind
 
 __all__ = ["model_setting_problems"]
 
@@ -82,12 +85,12 @@ def _intermediate(params: dict[str, Any]) -> None:
     intermediate._check_params(intermediate_model(params).get_params())
 
 
-def _severity(kind: str, params: dict[str, Any]) -> None:
+def _severity(kind: Kind, params: dict[str, Any]) -> None:
     from deeppcos.fusion import severity
 
     allowed = severity.OrdinalHead().get_params().keys() - {"kind", "seed"}
     _refuse_unknown(params, allowed)
-    head = severity.OrdinalHead(kind, **params)  # type: ignore[arg-type]
+    head = severity.OrdinalHead(kind, **params)
     severity._check_params(head.get_params())
 
 

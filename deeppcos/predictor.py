@@ -182,6 +182,8 @@ class Predictor:
         if not full.any():
             return out
         if self.fusion_method == "intermediate":
+            # Intermediate fusion needs both branches, so the run has a tabular design matrix.
+            assert tabular is not None
             emb = embeddings[full] if embeddings is not None else None
             out[full] = self.fusion.predict_proba(tabular[full], emb)
         else:

@@ -676,9 +676,11 @@ def _request_cohort(service: _Service, request: PredictRequest, stack: ExitStack
 def _response(
     service: _Service, predictions: pd.DataFrame, explanations: dict[str, Any], cohort: Any
 ) -> PredictResponse:
+    threshold = service.predictor.threshold
+    assert threshold is not None  # load_run always sets it
     return PredictResponse(
         run=service.name,
-        threshold=float(service.predictor.threshold),
+        threshold=float(threshold),
         predictions=[_prediction(row, explanations) for row in predictions.to_dict("records")],
         report=[_entry(e) for e in cohort.report],
     )
@@ -858,7 +860,7 @@ def _outside(values: np.ndarray, columns: list[str], ranges: dict[str, RangeRule
     low = np.array([ranges[c].low if c in ranges else -np.inf for c in columns])
     high = np.array([ranges[c].high if c in ranges else np.inf for c in columns])
     with np.errstate(invalid="ignore"):
-        flagged = ((values < low) | (values > high)).any(axis=0)
+        flagged = np.asarray(((values < low) | (values > high)).any(axis=0))
     return [c for c, hit in zip(columns, flagged, strict=True) if hit]
 
 

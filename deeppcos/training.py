@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,10 @@ from deeppcos.evaluation.plots import plot_histories
 from deeppcos.exceptions import ConfigError, SchemaError
 from deeppcos.fusion.stage import FusionInputs
 from deeppcos.runs import RunWriter
+
+if TYPE_CHECKING:
+    from deeppcos.fusion.intermediate import IntermediateFusion
+    from deeppcos.fusion.late import LateFusion
 
 Progress = Callable[[str, int, int], None]
 INNER_VALIDATION_FRACTION = 0.15
@@ -433,6 +437,7 @@ def train(
         "branches": {},
     }
     if corrected is not None:
+        assert label_corrections is not None  # corrections are only reported when given
         metrics["label_corrections"] = corrected
         frame = label_corrections.rename("label").rename_axis("patient_id").reset_index()
         writer.write_frame("label_corrections.csv", frame)
@@ -672,6 +677,7 @@ def _fit_final_fusion(
 
     y = inputs.labels
     params = _method_params(config, method)
+    model: LateFusion | IntermediateFusion
     if method == "late":
         frame = inputs.oof[[f"p_{b}" for b in inputs.branches]]
         model = late_model(params).fit(frame, y)  # it fits on the patients with every modality

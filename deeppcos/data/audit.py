@@ -250,7 +250,7 @@ def pixel_digest(pixels: np.ndarray) -> str:
     if pixels.ndim == 3 and _channels_equal(pixels):
         pixels = pixels[..., 0]  # grey stored as RGB is the grey image
     digest = hashlib.sha256(f"{pixels.shape}|{pixels.dtype}|".encode())
-    digest.update(memoryview(np.ascontiguousarray(pixels)).cast("B"))
+    digest.update(np.ascontiguousarray(pixels).data.cast("B"))
     return digest.hexdigest()
 
 
@@ -947,7 +947,9 @@ def _check_split(ctx: _Context, assignments: pd.Series | None) -> list[Finding]:
             )
         ]
     several = _patients_in_several_parts(frame, assignments)
-    spans = cluster_spans(frame, "near_cluster") if len(frame) else {"spanning_parts": 0}
+    spans: dict[str, Any] = (
+        cluster_spans(frame, "near_cluster") if len(frame) else {"spanning_parts": 0}
+    )
     images_per_part = frame["part"].value_counts().to_dict() if len(frame) else {}
     figures: dict[str, Any] = {
         "source": ctx.part_source,

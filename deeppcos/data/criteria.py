@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -68,12 +68,19 @@ __all__ = [
     "CriteriaResult",
     "CriteriaRules",
     "criteria_summary",
+    "is_guideline",
     "label_cohort",
     "label_criteria",
 ]
 
 Guideline = Literal["rotterdam-2003", "2023-international"]
-GUIDELINES: tuple[str, ...] = ("rotterdam-2003", "2023-international")
+GUIDELINES: tuple[Guideline, ...] = ("rotterdam-2003", "2023-international")
+
+
+def is_guideline(value: object) -> TypeGuard[Guideline]:
+    """Whether ``value`` names one of ``GUIDELINES`` (narrows a user's text to a Guideline)."""
+    return value in GUIDELINES
+
 
 # --- thresholds, each from shared/clinical-reference.md ------------------------------------
 

@@ -14,6 +14,7 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -216,9 +217,10 @@ def read_image(path: Path | str, frame: object = None) -> np.ndarray:
     return _decode(path)
 
 
-def _frame_index(frame: object) -> int:
+def _frame_index(frame: Any) -> int:
+    """``int(frame)``, or 0 (the first frame) for whatever int() refuses."""
     try:
-        return int(frame)  # type: ignore[call-overload]
+        return int(frame)
     except (TypeError, ValueError):  # None, pd.NA, NaN
         return 0
 

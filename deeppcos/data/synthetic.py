@@ -191,6 +191,7 @@ def _draw_ovaries(rng: np.random.Generator, pcom: bool, od: bool) -> dict[str, _
     not always, polycystic too. Without PCOM both ovaries stay below 20 follicles and 10 mL, so the
     truth table never contradicts the definition.
     """
+    counts: tuple[int, ...]  # one per ovary: (left, right)
     if pcom:
         first = int(np.clip(20 + rng.gamma(2.0, 3.5), 20, 35))
         other = (
@@ -500,7 +501,7 @@ def _background(rng: np.random.Generator, geo: _Geometry) -> np.ndarray:
     """Pelvic soft tissue: patchy echogenicity plus a few bright curved fascial planes."""
     size = geo.size
     tissue = 0.36 + 0.10 * _smooth_noise(rng, size, 5) + 0.07 * _smooth_noise(rng, size, 16)
-    planes = np.zeros((size, size), np.float32)
+    planes: np.ndarray = np.zeros((size, size), np.float32)
     for _ in range(int(rng.integers(1, 4))):
         r = geo.r0 + rng.uniform(0.15, 0.95) * geo.span
         cx, cy = geo.point(r, rng.uniform(-0.6, 0.6) * geo.half_angle)
@@ -735,7 +736,8 @@ def _speckle(rng: np.random.Generator, geo: _Geometry, grain: float) -> np.ndarr
     n_r = max(8, round(geo.span / grain))
     n_t = max(8, round(2 * geo.half_angle * (geo.r0 + 0.5 * geo.span) / (1.3 * grain)))
     beams = rng.rayleigh(1.0 / math.sqrt(math.pi / 2), (n_r, n_t)).astype(np.float32)
-    beams = cv2.GaussianBlur(beams, (0, 0), sigmaX=0.8, sigmaY=0.5)
+    # Float32 in, float32 out: asarray only tells the type checker (it copies nothing).
+    beams = np.asarray(cv2.GaussianBlur(beams, (0, 0), sigmaX=0.8, sigmaY=0.5), np.float32)
     beams /= float(beams.mean())
     map_x = ((geo.theta + geo.half_angle) / (2 * geo.half_angle) * (n_t - 1)).astype(np.float32)
     map_y = ((geo.r - geo.r0) / geo.span * (n_r - 1)).astype(np.float32)

@@ -230,7 +230,8 @@ def parse_unit(text: str) -> Unit:
         )
     if " " in text:
         raise UnitError(f"unit {_shown(text)} contains a space, which UCUM does not allow")
-    factor, dims = 1.0, {}
+    factor = 1.0
+    dims: dict[str, int] = {}
     for sign, component in _split_terms(text):
         try:
             part_factor, part_dims = _component(component)

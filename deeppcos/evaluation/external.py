@@ -608,8 +608,9 @@ def _compared_columns(
         if not any(isinstance(v.dtype, pd.CategoricalDtype) for v in (a, b)):
             out.append((name, pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")))
             continue
-        labels = [category_text(v) for v in (*a.dropna().unique(), *b.dropna().unique())]
-        for label in sorted(set(labels) - {None}):
+        texts = (category_text(v) for v in (*a.dropna().unique(), *b.dropna().unique()))
+        labels = {text for text in texts if text is not None}
+        for label in sorted(labels):
             out.append((f"{name}={label}", _indicator(a, label), _indicator(b, label)))
     return out
 

@@ -12,7 +12,7 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -246,7 +246,7 @@ def _metric(m: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     return None
 
 
-def _is_entry(value: Any) -> bool:
+def _is_entry(value: Any) -> TypeGuard[Mapping[str, Any]]:
     return isinstance(value, Mapping) and "value" in value
 
 

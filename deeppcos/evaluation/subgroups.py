@@ -124,7 +124,7 @@ def _levels(values: pd.Series) -> list[tuple[str, np.ndarray]]:
     return [(label, mask) for label, mask in out if mask.any()]
 
 
-def _sort_key(value: Any) -> tuple[int, Any]:
+def _sort_key(value: Any) -> tuple[int, float, str]:
     # Numbers in numeric order, then everything else as text: mixed sites such as 1, 2, "B".
     if isinstance(value, int | float | np.number):
         return (0, float(value), "")

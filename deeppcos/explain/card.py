@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deeppcos.evaluation.model_card import DECISION_SUPPORT
 from deeppcos.runs import run_title
+
+if TYPE_CHECKING:
+    from deeppcos.data.criteria import Guideline
+    from deeppcos.predictor import Predictor
 
 __all__ = ["DECISION_SUPPORT_TEXT", "model_card_summary", "run_guideline"]
 
@@ -52,10 +56,10 @@ def model_card_summary(predictor: Any) -> dict[str, Any]:
     return out
 
 
-def run_guideline(predictor: Any) -> str:
+def run_guideline(predictor: Predictor) -> Guideline:
     """The diagnostic guideline of the run (its config's ``severity.guideline``): the one its
     criteria labeller used, and the one every checklist of this run applies."""
-    return str(predictor.config.severity.guideline)
+    return predictor.config.severity.guideline
 
 
 def _figures(at_threshold: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:

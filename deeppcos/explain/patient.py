@@ -51,7 +51,7 @@ from deeppcos.explain.fusion import (
     ExplainedPredictions,
     explain_predictions,
 )
-from deeppcos.explain.saliency import ImageSaliency, LoadedImages
+from deeppcos.explain.saliency import ImageSaliency, LoadedImages, Method
 from deeppcos.explain.wording import (
     CohortWords,
     display_unit,
@@ -336,9 +336,9 @@ def explain_patient(
     (``severity.guideline`` of its config) unless ``criteria_rules`` (a ``CriteriaRules``) says
     otherwise. The words (label, images) are the run's, read from its ``metrics.json``."""
     from deeppcos.data.criteria import CriteriaRules
-    from deeppcos.explain.saliency import METHODS
+    from deeppcos.explain.saliency import METHODS, is_method
 
-    if saliency is not None and saliency not in METHODS:
+    if saliency is not None and not is_method(saliency):
         raise SchemaError(f"saliency must be one of {list(METHODS)} or None; got {saliency!r}")
     cohort = cohort if cohort is not None else predictor.cohort()
     patient_id = str(patient_id)
@@ -586,7 +586,7 @@ def _maps(
     cohort: Any,
     patient_id: str,
     images: LoadedImages | None,
-    method: str | None,
+    method: Method | None,
     max_images: int | None,
 ) -> list[ImageSaliency]:
     if method is None or images is None:
@@ -603,7 +603,7 @@ def _maps(
     return saliency_maps(
         branch,
         images,
-        method,  # type: ignore[arg-type]
+        method,
         max_images=max_images,
         background=background,
         seed=seed,

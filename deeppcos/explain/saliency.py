@@ -26,7 +26,7 @@ import base64
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ from deeppcos.exceptions import SchemaError
 
 if TYPE_CHECKING:
     from deeppcos.data.cohort import Cohort
+    from deeppcos.image.gradcam import Target
     from deeppcos.image.preprocess import LetterboxGeometry
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "background_images",
     "blank_annotations",
     "encode_png",
+    "is_method",
     "load_images",
     "patient_saliency",
     "saliency_for_images",
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 Method = Literal["gradcam", "gradient_shap"]
-METHODS: tuple[str, ...] = ("gradcam", "gradient_shap")
+METHODS: tuple[Method, ...] = ("gradcam", "gradient_shap")
 DISPLAY_MAX_SIDE = 768  # embedded PNGs are scaled down to this longer side (aspect kept)
 
 
@@ -203,7 +205,7 @@ def patient_saliency(
     method: Method = "gradcam",
     *,
     max_images: int | None = None,
-    target: str = "positive",
+    target: Target = "positive",
     background: np.ndarray | None = None,
     nsamples: int = 64,
     seed: int = 0,
@@ -228,7 +230,7 @@ def saliency_for_images(
     rows: pd.DataFrame,
     method: Method = "gradcam",
     *,
-    target: str = "positive",
+    target: Target = "positive",
     background: np.ndarray | None = None,
     nsamples: int = 64,
     seed: int = 0,
@@ -247,7 +249,7 @@ def saliency_maps(
     method: Method = "gradcam",
     *,
     max_images: int | None = None,
-    target: str = "positive",
+    target: Target = "positive",
     background: np.ndarray | None = None,
     nsamples: int = 64,
     seed: int = 0,
@@ -285,6 +287,11 @@ def saliency_maps(
             )
         )
     return out
+
+
+def is_method(value: object) -> TypeGuard[Method]:
+    """Whether ``value`` names one of ``METHODS`` (narrows a caller's text to a Method)."""
+    return value in METHODS
 
 
 def _check_method(method: str) -> None:
@@ -332,11 +339,11 @@ def _overlay(original: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.n
     return np.clip(blended.round(), 0, 255).astype(np.uint8)
 
 
-def _grad_cam(branch: Any, batch: np.ndarray, target: str) -> tuple[np.ndarray, str]:
+def _grad_cam(branch: Any, batch: np.ndarray, target: Target) -> tuple[np.ndarray, str]:
     from deeppcos.image.gradcam import grad_cam, last_conv_layer
 
     _, layer = last_conv_layer(branch.model_)
-    return grad_cam(branch, batch, layer.name, target), str(layer.name)  # type: ignore[arg-type]
+    return grad_cam(branch, batch, layer.name, target), str(layer.name)
 
 
 def _gradient_shap(

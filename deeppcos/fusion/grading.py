@@ -33,11 +33,12 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.exceptions import SchemaError
-from deeppcos.fusion.severity import OrdinalHead
+from deeppcos.fusion.severity import Kind, OrdinalHead
 from deeppcos.tabular.categories import CATEGORIES_ATTR, one_hot
 
 if TYPE_CHECKING:
     from deeppcos.data.cohort import Cohort
+    from deeppcos.data.criteria import Guideline
 
 __all__ = [
     "IMAGE_INPUT",
@@ -76,7 +77,7 @@ class SeverityTargets:
         }
 
 
-def severity_targets(cohort: Cohort, source: str, guideline: str) -> SeverityTargets | None:
+def severity_targets(cohort: Cohort, source: str, guideline: Guideline) -> SeverityTargets | None:
     """The grades the head learns, or ``None`` when ``source="column"`` and the cohort has none,
     or when the grades would come from the PCOS criteria and the cohort is not a PCOS cohort.
 
@@ -95,7 +96,7 @@ def severity_targets(cohort: Cohort, source: str, guideline: str) -> SeverityTar
     return _criteria_targets(cohort, guideline)
 
 
-def _criteria_targets(cohort: Cohort, guideline: str) -> SeverityTargets:
+def _criteria_targets(cohort: Cohort, guideline: Guideline) -> SeverityTargets:
     from deeppcos.data.criteria import (
         SEVERITY_LEVELS,
         CriteriaRules,
@@ -213,7 +214,7 @@ def cross_val_severity(
     grades: pd.Series,
     folds: np.ndarray,
     levels: list[str],
-    kind: str,
+    kind: Kind,
     params: Mapping[str, Any] | None,
     seed: int,
 ) -> np.ndarray:
@@ -236,5 +237,5 @@ def cross_val_severity(
     return out
 
 
-def new_head(kind: str, params: Mapping[str, Any] | None, seed: int) -> OrdinalHead:
-    return OrdinalHead(kind, **dict(params or {}), seed=seed)  # type: ignore[arg-type]
+def new_head(kind: Kind, params: Mapping[str, Any] | None, seed: int) -> OrdinalHead:
+    return OrdinalHead(kind, **dict(params or {}), seed=seed)

@@ -128,16 +128,17 @@ def _intermediate_oof(
 ) -> np.ndarray:
     assert inputs.tabular is not None and inputs.fold_embeddings is not None
     tabular = inputs.tabular.reindex(inputs.oof.index)
+    fold_embeddings = inputs.fold_embeddings
     labels = inputs.labels
     folds = inputs.folds
-    missing = sorted(set(pd.unique(folds)) - set(inputs.fold_embeddings), key=str)
+    missing = sorted(set(pd.unique(folds)) - set(fold_embeddings), key=str)
     if missing:
         raise SchemaError(f"no image embeddings for fold(s) {missing}")
 
     complete = inputs.complete
 
     def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        embeddings = inputs.fold_embeddings[folds[test[0]]].reindex(inputs.oof.index)
+        embeddings = fold_embeddings[folds[test[0]]].reindex(inputs.oof.index)
         train = train[complete[train]]
         model = intermediate_model(params, seed).fit(
             tabular.iloc[train], embeddings.iloc[train], labels[train]

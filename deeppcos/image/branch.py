@@ -79,6 +79,8 @@ class ImageBranch:
     def __init__(self, params: ImageParams | None = None, seed: int = 0) -> None:
         self.params = params if params is not None else ImageParams()
         self.seed = seed
+        # Whether frozen mode may add embeddings to the on-disk cache (a loaded branch may not).
+        self.cache_writes = True
 
     @property
     def preprocess_config(self) -> PreprocessConfig:
@@ -233,7 +235,7 @@ class ImageBranch:
         return frozen.EmbeddingCache(
             frozen.cache_root(self.params.embedding_cache),
             self.embedding_key_,
-            writable=getattr(self, "cache_writes", True),
+            writable=self.cache_writes,
         )
 
     def _embed(self, table: ImageTable, progress: Progress | None = None) -> np.ndarray:
@@ -610,7 +612,7 @@ def _reraise_image_error(exc: Exception) -> None:
     ImageError it was, naming the file, rather than a TensorFlow traceback."""
     from deeppcos.image.pipeline import unwrap_image_error
 
-    error = unwrap_image_error(exc)  # type: ignore[arg-type]
+    error = unwrap_image_error(exc)
     if error is not None:
         raise error from exc
 

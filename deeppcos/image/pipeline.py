@@ -116,7 +116,7 @@ def image_labels(cohort: Cohort, images: pd.DataFrame) -> pd.Series:
 
 
 def table_from(images: pd.DataFrame, labels: pd.Series | None = None) -> ImageTable:
-    frames = images["frame"].tolist() if "frame" in images else [None] * len(images)
+    frames: list[Any] = images["frame"].tolist() if "frame" in images else [None] * len(images)
     hashes = (
         [None if pd.isna(h) else str(h) for h in images["sha256"]] if "sha256" in images else None
     )
@@ -319,7 +319,7 @@ def _in_memory_batches(
         yield np.stack([load(k) for k in rows]).astype(np.float32)
 
 
-def unwrap_image_error(exc: tf.errors.OpError) -> ImageError | None:
+def unwrap_image_error(exc: BaseException) -> ImageError | None:
     """The ImageError a failed decode raised inside TensorFlow, rebuilt from its message."""
     message = exc.message if hasattr(exc, "message") else str(exc)
     marker = "ImageError: "

@@ -87,7 +87,7 @@ def one_hot(frame: pd.DataFrame, categories: Categories) -> pd.DataFrame:
     return out
 
 
-def label_of(categories: Categories, column: str, value: float) -> str | None:
+def label_of(categories: Categories, column: str, value: float | None) -> str | None:
     """The category label of a code, or None when ``column`` is not categorical."""
     known = categories.get(column)
     if known is None:

@@ -179,7 +179,7 @@ def _apply(gains: np.ndarray, selection: SelectionSettings) -> dict[str, Any]:
     # Leave-one-fold-out means: the jackknife behind the BCa acceleration.
     interval = bootstrap_interval(mean, draws, (gains.sum() - gains) / (n - 1))
     ci = None if interval.ci is None else [round(c, 6) for c in interval.ci]
-    out = {"mean": round(mean, 6), "se": round(se, 6), "ci": ci}
+    out: dict[str, Any] = {"mean": round(mean, 6), "se": round(se, 6), "ci": ci}
     if selection.rule == "paired_se":
         keep = mean > selection.min_gain_se * se
         verdict = "beyond" if keep else "within"

@@ -162,13 +162,17 @@ class PrunerSettings(_Strict):
     reduction_factor: int = Field(3, ge=2, description="hyperband only")
 
 
+def _default_metrics() -> list[Metric]:
+    return ["roc_auc"]
+
+
 class ObjectiveSettings(_Strict):
     """``metrics``: one metric (a single-objective study) or two (multi-objective, e.g.
     ``[roc_auc, ece]``). The first one drives pruning, the choice among Pareto-optimal trials
     and the keep-the-default rule. ``specificity``: the fixed specificity of
     ``sensitivity_at_specificity``."""
 
-    metrics: list[Metric] = Field(default_factory=lambda: ["roc_auc"], min_length=1, max_length=2)
+    metrics: list[Metric] = Field(default_factory=_default_metrics, min_length=1, max_length=2)
     specificity: float = Field(0.9, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
@@ -251,7 +255,7 @@ class FusionTarget(_Strict):
                 "own folds (its inputs are their out-of-fold outputs), so there are no fresh "
                 "folds to confirm on"
             )
-        unknown = sorted(set(self.method.choices) - {"late", "intermediate"})
+        unknown = sorted(set(self.method.choices) - {"late", "intermediate"}, key=str)
         if unknown:
             raise ValueError(f"fusion.method: unknown choice(s) {unknown}; use late, intermediate")
         return self

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import deeppcos
 from deeppcos.config import RunConfig, config_to_dict, load_config
@@ -205,7 +205,9 @@ def open_study(
         _check_identity(study, identity)
         stale = fail_stale_trials(study)
     else:
-        directions = ["maximize" if MAXIMISE[m] else "minimize" for m in settings.objective.metrics]
+        directions: list[Literal["maximize", "minimize"]] = [
+            "maximize" if MAXIMISE[m] else "minimize" for m in settings.objective.metrics
+        ]
         study = optuna.create_study(study_name=job.study, storage=storage, directions=directions)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
