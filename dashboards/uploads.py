@@ -162,6 +162,31 @@ def read_fhir_upload(name: str, data: bytes, ranges: Any) -> Any:
     return read_bundle(bundle, options)
 
 
+def score_fhir(predictor: Any, read: Any) -> tuple[Any, list[Any]]:
+    """Every patient of a FHIR upload (``read``, from :func:`read_fhir_upload`) scored with the
+    run's predictor, as ``deeppcos predict --fhir`` scores a bundle: the predictions table, and
+    the report entries reading them as the model's inputs and scoring them added (inputs the
+    upload lacks, categories the model never saw)."""
+    from deeppcos.batch import model_inputs
+
+    before = len(read.report.entries)
+    cohort = read.to_cohort(model_inputs(predictor), name="upload")
+    predictions = predictor.predict(cohort)
+    return predictions, read.report.entries[before:]
+
+
+def report_table(report: Any, problems_only: bool = False) -> Any:
+    """A load report as a table to show: rows and values found as text (a line number beside
+    'file.ndjson:7'); ``problems_only``: its warnings and exclusions, what was left out or
+    changed."""
+    frame = report.to_frame()
+    if problems_only:
+        frame = frame[frame["level"].isin(["warning", "excluded", "error"])]
+    for column in ("row", "found"):
+        frame[column] = [None if v is None else str(v) for v in frame[column]]
+    return frame.reset_index(drop=True)
+
+
 def explain_new(predictor: Any, patient: NewPatient) -> Any:
     """Predict and explain the new patient (Grad-CAM on her images)."""
     from deeppcos.explain import explain_patient

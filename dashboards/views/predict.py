@@ -1,7 +1,8 @@
 """Predict: a new patient's labs (units shown, the run's plausible ranges checked as typed, a
 categorical input chosen from the run's categories; or filled from a FHIR Bundle or NDJSON
-upload) and images (type and size checked) → prediction and explanation. Uploads are written to
-a temporary folder that is deleted after the prediction unless "keep" is ticked."""
+upload, whose patients can also all be scored at once) and images (type and size checked) →
+prediction and explanation. Uploads are written to a temporary folder that is deleted after the
+prediction unless "keep" is ticked."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 import streamlit as st
 
 from dashboards import analysis, context, uploads, widgets
+from deeppcos.csvsafe import csv_text
 from deeppcos.exceptions import DeepPCOSError
 
 RESULT_KEY = "predict_result"
+FHIR_SCORES_KEY = "predict_fhir_scores_result"
 COLUMNS = 3
 FLAG_OPTIONS = (None, 0.0, 1.0)
 
@@ -84,13 +87,14 @@ def lab_form(
 
 
 def fhir_input(predictor: Any, features: list[str], categories: dict[str, list[str]]) -> None:
-    """A FHIR R4 Bundle (.json) or NDJSON export: its values fill the form (and the id), as
-    read (units converted, each change in the report below), ready to check and predict."""
+    """A FHIR R4 Bundle (.json) or NDJSON export: every patient in it scored with the run's
+    predictor, or one patient's values filling the form (and the id), as read (units converted),
+    ready to check, predict and explain. What reading left out or changed is shown, not hidden."""
     from deeppcos.data.catalog import CATALOG
 
     upload = st.file_uploader(
-        "Or fill the form from FHIR R4: a Bundle (.json) or an NDJSON export of Patient and "
-        "Observation resources",
+        "Or read FHIR R4: a Bundle (.json) or an NDJSON export of Patient and Observation "
+        "resources — score every patient in it, or fill the form with one",
         type=["json", "ndjson"],
         key="predict_fhir",
     )
@@ -104,15 +108,29 @@ def fhir_input(predictor: Any, features: list[str], categories: dict[str, list[s
         st.error(f"{upload.name}: {exc}")
         return
     ids = read.patients["patient_id"].astype(str).tolist()
+    problems = uploads.report_table(read.report, problems_only=True)
+    st.caption(
+        f"{upload.name}: {len(ids)} patient(s); {len(read.report)} report entries (units "
+        f"converted, codes not read, …), {len(problems)} of them a value left out or changed."
+    )
+    if len(problems):
+        st.warning(
+            f"Reading {upload.name} left out or changed {len(problems)} value(s) or line(s); "
+            "each is listed here. Check them before trusting a score."
+        )
+        st.dataframe(
+            problems[["level", "message", "row", "column", "found"]],
+            hide_index=True,
+        )
+    with st.expander("Everything reading the upload did"):
+        st.dataframe(uploads.report_table(read.report), hide_index=True)
+    _fhir_scores(predictor, read, upload)
     chosen = st.selectbox("Patient in the upload", ids, key="predict_fhir_patient")
     row = read.patients.set_index(read.patients["patient_id"].astype(str)).loc[chosen]
     found = [n for n in features if n in row and row[n] == row[n]]
     st.caption(
-        f"{len(found)} of the model's {len(features)} inputs are in the upload for {chosen}; "
-        f"{len(read.report)} report entries (units converted, codes not read, …)."
+        f"{len(found)} of the model's {len(features)} inputs are in the upload for {chosen}."
     )
-    with st.expander("What reading the upload did"):
-        st.dataframe(read.report.to_frame(), hide_index=True)
     if st.button("Fill the form", key="predict_fhir_fill"):
         st.session_state["predict_id"] = chosen
         for name in features:
@@ -123,6 +141,49 @@ def fhir_input(predictor: Any, features: list[str], categories: dict[str, list[s
                 None if value is None or value != value else float(value)
             )
         st.rerun()
+
+
+def _fhir_scores(predictor: Any, read: Any, upload: Any) -> None:
+    """The button scoring every patient of the upload, and its table (kept across reruns for
+    this run and this upload)."""
+    signature = (str(predictor.run), upload.file_id)
+    if st.button(
+        f"Score every patient in the upload ({len(read.patients)})", key="predict_fhir_score"
+    ):
+        try:
+            with st.spinner("Scoring…"):
+                scored, added = uploads.score_fhir(predictor, read)
+        except DeepPCOSError as exc:
+            st.error(f"No scores: {exc}")
+            return
+        st.session_state[FHIR_SCORES_KEY] = (signature, scored, added)
+    stored = st.session_state.get(FHIR_SCORES_KEY)
+    if stored is None or stored[0] != signature:
+        return
+    _, scored, added = stored
+    flagged = int(scored["decision"].fillna(False).sum())
+    st.caption(
+        f"{len(scored)} patient(s) scored with this run's predictor; {flagged} flagged (risk at "
+        f"or above the run's threshold, {predictor.threshold:.1%})."
+    )
+    shown = [c for c in ("patient_id", "risk", "decision", "modalities", "severity") if c in scored]
+    st.dataframe(
+        scored[shown],
+        hide_index=True,
+        column_config={"risk": st.column_config.NumberColumn("risk", format="percent")},
+    )
+    st.download_button(
+        "Download the scores (CSV)",
+        csv_text(scored, index=False),
+        file_name=f"{upload.name.rsplit('.', 1)[0]}-scores.csv",
+        mime="text/csv",
+        key="predict_fhir_download",
+    )
+    for entry in added:
+        if entry.level in ("warning", "excluded", "error"):
+            st.warning(entry.message)
+        else:
+            st.caption(entry.message)
 
 
 def image_input(words: Any) -> list[uploads.Upload]:

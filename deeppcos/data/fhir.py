@@ -1,4 +1,4 @@
-"""FHIR R4 input: a Bundle of Patient and Observation resources → the canonical patients table.
+"""FHIR R4 input: Patient, Observation (and Condition) resources → the canonical patients table.
 
 What is read
 ------------
@@ -18,6 +18,16 @@ What is read
   reference date count. Per feature the **latest** value wins; a code that the catalog gives to
   several features (β-hCG's two measurements) fills them with its most recent values, oldest
   first.
+* **Condition** (only with ``label_codes``, a cohort's label): a Condition with a coding whose
+  ``system|code`` is one of ``label_codes`` makes its subject's label 1 when its
+  ``verificationStatus`` is ``confirmed`` or absent; ``refuted`` and ``entered-in-error`` never
+  count; ``unconfirmed`` / ``provisional`` / ``differential`` (suspected) leave the label missing
+  unless another Condition counts; every other patient is 0. ``clinicalStatus`` and dates are
+  not read (a resolved diagnosis is still a diagnosis). The same code in another system is not
+  the label.
+* **Files** (:func:`read_fhir_source`, the ``fhir`` cohort format): one Bundle, an NDJSON bulk
+  export (one resource per line), or a folder of either, read as one collection; a bad line or
+  file is left out and reported with its file and line, a patient id in two places is an error.
 
 Nothing is dropped silently: unknown codes, units that are missing or not convertible, values
 absent (``dataAbsentReason``, no ``value[x]``), censored values (``comparator``), values outside
@@ -27,7 +37,7 @@ the entry index as the row. A bundle that breaks the FHIR structure (a value tha
 number, a malformed date, an Observation without ``status`` or ``code``, …) raises
 :class:`FhirError`, which names each entry index and field.
 
-Why plain JSON and not ``fhir.resources``: only two resource types and a handful of elements
+Why plain JSON and not ``fhir.resources``: only three resource types and a handful of elements
 are read, and every problem must be reported per entry in the project's own terms (entry index,
 field, what was expected) while the rest of the bundle still loads; ``fhir.resources`` validates
 every element of every resource (one error in an element deeppcos never reads, or in a resource
@@ -57,6 +67,7 @@ from deeppcos.data.report import LoadReport
 from deeppcos.data.tables import check_ranges
 from deeppcos.data.units import (
     INSULIN_PMOL_PER_UIU,
+    Substance,
     UnitError,
     conversion_factor,
     parse_unit,
@@ -98,8 +109,10 @@ _TENTATIVE = {"preliminary", "unknown"}
 _COMPARATORS = ("<", "<=", ">=", ">", "ad")
 _DIMENSIONLESS_UNITS = {"1", "{score}", "{count}", "%"}
 MAX_LISTED_PROBLEMS = 10
-# Condition.verificationStatus codes that say the condition was not diagnosed.
-NOT_A_DIAGNOSIS = {"refuted", "entered-in-error"}
+# Condition.verificationStatus (R4 value set condition-ver-status): what makes a label.
+NOT_A_DIAGNOSIS = {"refuted", "entered-in-error"}  # never counted
+UNCERTAIN_DIAGNOSIS = {"unconfirmed", "provisional", "differential"}  # label left missing
+DIAGNOSIS = {"confirmed"}  # and no verificationStatus at all: label 1
 
 # R4 primitive formats (https://hl7.org/fhir/R4/datatypes.html).
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -320,17 +333,23 @@ def load_fhir_cohort(
     options: FhirOptions | None = None,
     features: Sequence[str] = (),
 ):  # -> Cohort
-    """:func:`read_bundle` then :meth:`FhirPatients.to_cohort` (``features``: model inputs)."""
-    return read_bundle(source, options).to_cohort(features)
+    """:func:`read_bundle` (a parsed bundle) or :func:`read_fhir_source` (a Bundle file, an
+    NDJSON export or a folder), then :meth:`FhirPatients.to_cohort` (``features``: model
+    inputs)."""
+    if isinstance(source, Mapping):
+        return read_bundle(source, options).to_cohort(features)
+    return read_fhir_source(source, options).to_cohort(features)
 
 
 def read_fhir_source(path: Path | str, options: FhirOptions | None = None) -> FhirPatients:
     """A FHIR cohort from files: a Bundle (``.json``), an NDJSON bulk export (``.ndjson``, one
     resource per line: Patient.ndjson, Observation.ndjson, Condition.ndjson, …), or a folder of
-    either (its top level, in name order). Every resource is read as one collection, so an
-    Observation in one file may refer to a Patient in another; a patient id in two files is an
-    error naming both places. A line that is not a JSON resource is left out and reported with
-    its file and line."""
+    either (its top level, in name order; a ``.json`` there may also hold a single resource).
+    Every resource is read as one collection, so an Observation in one file may refer to a
+    Patient in another; a patient id in two files is an error naming both places (never a
+    silent merge: two sources' ids can collide). A line (or, in a folder, a ``.json`` file) that
+    is not a JSON FHIR resource is left out and reported with its file and line; structural
+    problems in a resource raise :class:`FhirError` naming the file and line or entry."""
     path = Path(path)
     if path.is_dir():
         files = sorted(
@@ -342,7 +361,7 @@ def read_fhir_source(path: Path | str, options: FhirOptions | None = None) -> Fh
         files = [path]
     else:
         raise DataFileError(f"{path}: FHIR file or folder not found")
-    if files == [path] and path.suffix.lower() == ".json":
+    if files == [path] and path.suffix.lower() != ".ndjson":
         return read_bundle(path, options)
     reader = _BundleReader(str(path), options or FhirOptions())
     entries: list[dict[str, Any]] = []
@@ -351,7 +370,7 @@ def read_fhir_source(path: Path | str, options: FhirOptions | None = None) -> Fh
         if file.suffix.lower() == ".ndjson":
             _ndjson_entries(file, entries, origins, reader.report)
         else:
-            _bundle_entries(file, entries, origins)
+            _bundle_entries(file, entries, origins, reader.report)
     reader.origins = origins
     return reader.read({"resourceType": "Bundle", "type": "collection", "entry": entries})
 
@@ -363,6 +382,7 @@ def _ndjson_entries(
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
+            problem: str | None
             try:
                 resource = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -382,13 +402,39 @@ def _ndjson_entries(
             origins.append(f"{file.name}:{number}")
 
 
-def _bundle_entries(file: Path, entries: list[dict[str, Any]], origins: list[str]) -> None:
-    bundle, _ = _load_json(file)
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        raise DataFileError(f"{file}: not a FHIR Bundle (resourceType 'Bundle' expected)")
-    raw = bundle.get("entry", [])
+def _bundle_entries(
+    file: Path, entries: list[dict[str, Any]], origins: list[str], report: LoadReport
+) -> None:
+    """The entries of a Bundle file in a folder (a single resource is one entry). A file that is
+    not JSON, or not a FHIR resource, is left out and reported, as a bad NDJSON line is."""
+    try:
+        content, _ = _load_json(file)
+    except DataFileError as exc:
+        report.add("excluded", "note", f"{exc}; file left out", file=str(file))
+        return
+    kind = content.get("resourceType") if isinstance(content, dict) else None
+    if not isinstance(kind, str):
+        report.add(
+            "excluded",
+            "note",
+            "not a FHIR resource (a JSON object with a resourceType); file left out",
+            file=str(file),
+        )
+        return
+    if kind != "Bundle":
+        entries.append({"resource": content})
+        origins.append(file.name)
+        return
+    raw = content.get("entry", [])
     if not isinstance(raw, list):
-        raise DataFileError(f"{file}: Bundle.entry is not an array")
+        report.add(
+            "excluded",
+            "note",
+            f"Bundle.entry is not an array (found {type(raw).__name__}); file left out",
+            file=str(file),
+            column="Bundle.entry",
+        )
+        return
     for index, entry in enumerate(raw):
         entries.append(entry)
         origins.append(f"{file.name} entry[{index}]")
@@ -424,6 +470,10 @@ class _BundleReader:
         self.references: dict[str, str] = {}  # reference text -> patient_id
         self.values: list[_Value] = []
         self.diagnosed: set[str] = set()  # patients with a Condition coded as the label
+        self.suspected: set[str] = set()  # … coded as the label but only suspected
+        self.other_conditions: list[int] = []  # entries of Conditions with other codes
+        # (code, features) -> the first entry, per patient, of a code filling several features
+        self.shared_fills: dict[tuple[str, tuple[str, ...]], list[int]] = defaultdict(list)
         # Where each entry came from ("file.ndjson:12"), when entries were gathered from files.
         self.origins: list[str] | None = None
 
@@ -432,7 +482,8 @@ class _BundleReader:
     def problem(self, entry: int | None, where: str, message: str) -> None:
         if entry is not None and self.origins is not None:
             # Read from files: name the file and line (or entry) instead of a merged index.
-            entry, where = None, f"{self.origins[entry]}: {where}"
+            where = f"{self.origins[entry]}: {where}"
+            entry = None
         self.problems.append(FhirProblem(entry, where, message))
 
     def where(self, entry: int) -> str:
@@ -493,6 +544,15 @@ class _BundleReader:
             self._condition(index, resource)
         if self.problems:
             raise FhirError(self.source, self.problems)
+        if self.other_conditions:
+            self.note(
+                "info",
+                "note",
+                f"{len(self.other_conditions)} Condition resource(s) coded other than "
+                f"{list(self.options.label_codes)}: not the label; not read",
+                entry=self.other_conditions[0],
+                column="Condition.code",
+            )
         for kind, indices in ignored.items():
             self.note(
                 "info",
@@ -608,8 +668,17 @@ class _BundleReader:
             )
         if patient_id in self.patients:
             first = self.patients[patient_id].entry
+            across = (
+                ""
+                if self.origins is None
+                else " (ids must be unique across the files read: if both are one woman, put "
+                "her resources in one file; if two sources' ids collide, read them apart or "
+                "use patient_id: identifier with its identifier_system)"
+            )
             self.problem(
-                index, "resource.id", f"patient id {patient_id!r} repeats {self.where(first)}"
+                index,
+                "resource.id",
+                f"patient id {patient_id!r} repeats {self.where(first)}{across}",
             )
             return
         self.patients[patient_id] = _Patient(index, patient_id, birth)
@@ -682,11 +751,16 @@ class _BundleReader:
     # -- Condition (the label) ------------------------------------------------------------
 
     def _condition(self, index: int, resource: dict[str, Any]) -> None:
-        """A Condition whose code is one of ``label_codes`` makes its patient's label 1, unless
-        its verificationStatus says it is not a diagnosis (refuted, entered in error) — a
-        resolved or inactive one still is: the patient had the condition."""
+        """A Condition coded as one of ``label_codes`` (a coding whose system and code both
+        match) is a diagnosis of its subject — label 1 — when its verificationStatus is
+        ``confirmed`` or absent (most records carry none). ``refuted`` and ``entered-in-error``
+        never count; ``unconfirmed``, ``provisional`` and ``differential`` (suspected, not
+        diagnosed) leave the label missing unless another Condition counts. clinicalStatus is
+        not read: a resolved or inactive diagnosis still says the patient had the condition, and
+        Condition dates are not windowed (a diagnosis after the labs is the usual order)."""
         codes = self._condition_codes(index, resource)
         if not codes & set(self.options.label_codes):
+            self.other_conditions.append(index)
             return
         status = _first_code(resource.get("verificationStatus"))
         if status in NOT_A_DIAGNOSIS:
@@ -700,8 +774,25 @@ class _BundleReader:
             )
             return
         patient_id = self._subject(index, resource)
-        if patient_id is not None:
+        if patient_id is None:
+            return
+        if status is None or status in DIAGNOSIS:
             self.diagnosed.add(patient_id)
+            return
+        known = status in UNCERTAIN_DIAGNOSIS
+        self.note(
+            "warning",
+            "note",
+            f"Condition with verificationStatus {status!r}: "
+            + ("suspected, not diagnosed" if known else "not a code of condition-ver-status")
+            + f"; patient {patient_id!r}'s label is left missing unless another Condition "
+            "confirms it",
+            index,
+            "Condition.verificationStatus",
+            status,
+            expected="confirmed (or no verificationStatus) for a diagnosis",
+        )
+        self.suspected.add(patient_id)
 
     def _condition_codes(self, index: int, resource: dict[str, Any]) -> set[str]:
         code = resource.get("code")
@@ -721,9 +812,9 @@ class _BundleReader:
     def _observation(self, index: int, resource: dict[str, Any]) -> None:
         status = resource.get("status")
         if status not in STATUSES:
-            found = "missing" if status is None else repr(status)
+            shown = "missing" if status is None else repr(status)
             self.problem(
-                index, "resource.status", f"expected one of {list(STATUSES)}, found {found}"
+                index, "resource.status", f"expected one of {list(STATUSES)}, found {shown}"
             )
             return
         if not isinstance(resource.get("code"), dict):
@@ -964,22 +1055,22 @@ class _BundleReader:
                 if reading is not None:
                     readings.append(reading)
                     break  # one reading per value; several targets are filled in _latest
-        for (feature, unit), entries in conversions.items():
-            factor = conversion_factor(unit, CATALOG[feature].unit, self._substance(feature))
-            source = self._substance(feature).source
+        for (name, unit), entries in conversions.items():
+            factor = conversion_factor(unit, CATALOG[name].unit, self._substance(name))
+            source = self._substance(name).source
             self.note(
                 "info",
                 "converted",
-                f"{len(entries)} value(s) converted from {unit} to {CATALOG[feature].unit} "
+                f"{len(entries)} value(s) converted from {unit} to {CATALOG[name].unit} "
                 f"(× {factor:.6g}{'; ' + source if source else ''})",
                 entries[0],
-                feature,
+                name,
                 unit,
-                CATALOG[feature].unit,
+                CATALOG[name].unit,
             )
         return readings
 
-    def _substance(self, feature: str):  # -> Substance
+    def _substance(self, feature: str) -> Substance:
         return substance_for(feature, self.options.insulin_pmol_per_uiu)
 
     def _reading(
@@ -1201,16 +1292,21 @@ class _BundleReader:
             self._same_day(kept[-1], group)
             for target, reading in zip(targets, kept, strict=False):
                 chosen[target] = reading.value
-                if len(targets) > 1:
-                    self.note(
-                        "info",
-                        "note",
-                        f"LOINC {reading.code} fills {targets} with the {len(targets)} latest "
-                        f"values, oldest first; this one is {target}",
-                        reading.entry,
-                        target,
-                    )
+            if len(targets) > 1:
+                self.shared_fills[(kept[0].code, target_names)].append(kept[0].entry)
         return chosen
+
+    def _note_shared_fills(self) -> None:
+        """One note per code that fills several features (not one per patient and value)."""
+        for (code, targets), entries in self.shared_fills.items():
+            self.note(
+                "info",
+                "note",
+                f"LOINC {code} fills {list(targets)} with the {len(targets)} latest values, "
+                f"oldest first ({len(entries)} patient(s); the first here)",
+                entries[0],
+                targets[0],
+            )
 
     def _same_day(self, latest: _Reading, group: list[_Reading]) -> None:
         if latest.when is None:
@@ -1283,12 +1379,16 @@ class _BundleReader:
             self._age(patient, assessed, row)
             rows.append({"patient_id": patient.patient_id, **row})
             dates[patient.patient_id] = None if assessed is None else assessed.isoformat()
+        self._note_shared_fills()
         columns = [name for name in CATALOG if any(name in row for row in rows)]
         frame = pd.DataFrame(rows, columns=["patient_id", *columns])
         frame[columns] = frame[columns].astype("float64")
         if self.options.label_codes:
-            diagnosed = frame["patient_id"].isin(self.diagnosed)
-            frame.insert(1, "label", pd.array(diagnosed.astype(int), dtype="Int8"))
+            label = [
+                1 if pid in self.diagnosed else None if pid in self.suspected else 0
+                for pid in frame["patient_id"]
+            ]
+            frame.insert(1, "label", pd.array(label, dtype="Int8"))
         frame.index = pd.Index(frame["patient_id"], name="row")
         check_ranges(
             frame,

@@ -572,13 +572,16 @@ def load_fhir(spec: CohortSpec, progress: Progress | None) -> Cohort:
     )
     read = read_fhir_source(path, options)
     if source.label_codes:
-        positives = int(read.patients["label"].sum())
+        label = read.patients["label"]
+        positives, missing = int((label == 1).sum()), int(label.isna().sum())
         read.report.add(
             "info",
             "note",
             f"label {spec.label_name!r} = 1 for the {positives} of {len(read.patients)} patients "
-            f"with a Condition coded {', '.join(source.label_codes)} (not refuted or entered in "
-            "error); 0 for the others",
+            f"with a Condition coded {', '.join(source.label_codes)} (confirmed or no "
+            "verificationStatus)"
+            + (f", missing for {missing} with only a suspected one" if missing else "")
+            + "; 0 for the others",
             file=str(path),
         )
     return Cohort(
