@@ -302,7 +302,8 @@ def test_train_evaluate_and_predict_on_a_fhir_cohort_from_the_cli(tmp_path: Path
     external = json.loads((tmp_path / "ext" / "metrics.json").read_text())
     assert external["scored"] == 60 and external["at_run_threshold"]["roc_auc"]["value"] > 0.9
     predicted = runner.invoke(
-        app, ["predict", str(run), "--fhir", str(tmp_path / "export"), "--out", "p.csv"]
+        app,
+        ["predict", str(run), "--fhir", str(tmp_path / "export"), "--out", str(tmp_path / "p.csv")],
     )
     assert predicted.exit_code == 0, predicted.output
     assert "60 patients scored" in predicted.output
