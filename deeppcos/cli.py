@@ -832,7 +832,10 @@ def predict(
     spec: Annotated[Path | None, typer.Option(help="or: any cohort spec to score")] = None,
     fhir: Annotated[
         Path | None,
-        typer.Option(help="or: a FHIR R4 Bundle (JSON) of Patient and Observation resources"),
+        typer.Option(
+            help="or: FHIR R4 Patient and Observation resources: a Bundle (JSON), an NDJSON "
+            "bulk-export file, or a folder of them"
+        ),
     ] = None,
     fhir_window_days: Annotated[
         float | None,

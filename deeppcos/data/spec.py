@@ -210,6 +210,11 @@ class CohortSpec(_Strict):
         if self.format == "fhir":
             if self.fhir is None:
                 raise ValueError("format 'fhir' needs a 'fhir' section (path, label_codes)")
+            if self.patients is not None or self.images is not None:
+                raise ValueError(
+                    "format 'fhir' reads patients from the 'fhir' section; remove 'patients' "
+                    "and 'images' (they would be ignored)"
+                )
         elif self.fhir is not None:
             raise ValueError(f"a 'fhir' section needs format: fhir (found format {self.format})")
         elif self.patients is None and self.images is None:

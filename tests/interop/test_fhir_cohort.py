@@ -211,6 +211,7 @@ def test_an_unlabelled_fhir_cohort_and_another_kind_of_cohort(tmp_path: Path) ->
         ({"fhir": None}, "format 'fhir' needs a 'fhir' section"),
         ({"fhir": {"path": "x", "label_codes": ["pcos"]}}, "must be 'system|code'"),
         ({"format": "tables", "patients": {}}, "a 'fhir' section needs format: fhir"),
+        ({"patients": {"path": "p.csv"}}, "remove 'patients' and 'images'"),
     ],
 )
 def test_spec_mistakes_are_named(tmp_path: Path, fields: dict, message: str) -> None:
