@@ -44,3 +44,20 @@ def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (48, 64), **k
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), pixels)
     return path
+
+
+def write_tabular_config(folder: Path, spec: Path, name: str, seed: int = 0) -> Path:
+    """A quick tabular-only training config for a cohort spec (2 folds, 30 trees)."""
+    import yaml
+
+    config = {
+        "name": name,
+        "seed": seed,
+        "cohort_spec": str(spec),
+        "split": {"n_folds": 2, "test_fraction": 0.2},
+        "tabular": {"enabled": True, "params": {"n_estimators": 30}},
+        "image": {"enabled": False},
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from deeppcos.cli import app
+from tests.conftest import write_tabular_config
 
 runner = CliRunner()
 
@@ -67,16 +68,7 @@ def _cohort(folder: Path, ids: dict[int, str] | None = None) -> Path:
         },
     }
     (folder / "cohort.yaml").write_text(yaml.safe_dump(spec))
-    config = {
-        "name": "formulas",
-        "seed": 3,
-        "cohort_spec": str(folder / "cohort.yaml"),
-        "split": {"n_folds": 2, "test_fraction": 0.2},
-        "tabular": {"enabled": True, "params": {"n_estimators": 30}},
-        "image": {"enabled": False},
-    }
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    return folder / "config.yaml"
+    return write_tabular_config(folder, folder / "cohort.yaml", "formulas", seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from deeppcos.exceptions import SchemaError
 from deeppcos.fusion.grading import severity_inputs
 from deeppcos.tabular.branch import TabularBranch, TabularParams
 from deeppcos.tabular.categories import CATEGORIES_ATTR, encode, label_of, one_hot
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, write_tabular_config
 
 SITES = ["north", "south", "east"]
 
@@ -205,16 +205,8 @@ def _tabular_run(tmp_path: Path) -> Path:
 
     cohort_folder = tmp_path / "cohort"
     _load(cohort_folder, _table())
-    config = {
-        "name": "cat",
-        "seed": 0,
-        "cohort_spec": str(cohort_folder / "cohort.yaml"),
-        "split": {"n_folds": 2, "test_fraction": 0.2},
-        "tabular": {"enabled": True, "params": {"n_estimators": 30}},
-        "image": {"enabled": False},
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    return train(load_config(tmp_path / "config.yaml"), tmp_path / "run")
+    config = write_tabular_config(tmp_path, cohort_folder / "cohort.yaml", "cat")
+    return train(load_config(config), tmp_path / "run")
 
 
 @pytest.mark.usefixtures("shared_data")
