@@ -116,7 +116,8 @@ def distributions(cohort: Any) -> None:
         st.caption(
             f"{entry.description} · unit {analysis.unit_of(feature) or '–'}"
             + (f" · plausible {plausible}" if plausible else "")
-            + (f" · typical: {entry.typical}" if entry.typical else "")
+            # The catalog's typical ranges describe women of reproductive age: PCOS cohorts only.
+            + (f" · typical: {entry.typical}" if entry.typical and _words(cohort).pcos else "")
         )
 
 

@@ -364,7 +364,7 @@ def explain_patient(
         guideline=rules.guideline,
         logit=logit,
         shares=_shares(predictor, row, terms, explained.attribution.features, logit),
-        features=_effects(explained, patient_id, logit, predictor, route),
+        features=_effects(explained, patient_id, logit, predictor, route, words.pcos),
         tabular_branch=_tabular_branch(explained, patient_id),
         criteria=_criteria(cohort, patient_id, rules) if words.pcos else None,
         images=_maps(predictor, cohort, patient_id, images, saliency, max_images),
@@ -491,7 +491,10 @@ def _effects(
     logit: float | None,
     predictor: Any,
     route: str,
+    pcos: bool = True,
 ) -> list[FeatureEffect]:
+    """Each feature's share of the score; its typical range only for a PCOS cohort (the
+    catalog's typical ranges are for women of reproductive age)."""
     features = explained.attribution.features
     if logit is None or not features or explained.design is None:
         return []
@@ -517,7 +520,7 @@ def _effects(
             value_text=labels.get(name) or format_value(name, _float(values[name])),
             category=labels.get(name),
             unit=display_unit(name),
-            typical=typical_range(name),
+            typical=typical_range(name) if pcos else "",
             logit=float(term),
             risk_without=risk,
             ultrasound_derived=is_ultrasound_feature(name),

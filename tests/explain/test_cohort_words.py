@@ -141,6 +141,14 @@ def test_a_chest_xray_report_speaks_its_own_words(chest: PatientExplanation) -> 
     assert not says_pcos(words) and "ultrasound" not in words.lower()
 
 
+def test_typical_ranges_only_for_a_pcos_cohort(
+    chest: PatientExplanation, pcos: PatientExplanation
+) -> None:
+    """The catalog's typical ranges describe women of reproductive age: not a chest cohort's."""
+    assert chest.features and all(f.typical == "" for f in chest.features)
+    assert any(f.typical for f in pcos.features)
+
+
 def test_a_pcos_report_keeps_its_rotterdam_section(pcos: PatientExplanation) -> None:
     assert pcos.words.pcos and pcos.criteria is not None
     text = visible_text(render_html(pcos))
