@@ -127,18 +127,13 @@ def load_patient(patient: NewPatient, predictor: Any = None) -> Any:
 
 
 def _as_the_runs_cohort(spec: Any, predictor: Any) -> Any:
-    training = predictor.training_spec()
-    update: dict[str, Any] = {
-        "label_name": training.label_name,
-        "pcos": training.is_pcos,
-        "ranges": training.ranges,
-    }
-    tabular = predictor.branches.get("tabular")
-    categories = dict(getattr(tabular, "categories_", {}))
+    from deeppcos.scoring import run_categories, run_kind
+
+    update: dict[str, Any] = run_kind(predictor.training_spec())
     if spec.patients is not None:
-        update["patients"] = spec.patients.model_copy(
-            update={"categorical": categories, "infer_categorical": False}
-        )
+        tabular = predictor.branches.get("tabular")
+        categories = run_categories(dict(getattr(tabular, "categories_", {})))
+        update["patients"] = spec.patients.model_copy(update=categories)
     return spec.model_copy(update=update)
 
 

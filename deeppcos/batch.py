@@ -173,21 +173,14 @@ def chunk_spec(
     and declared feature columns; label and site only when present, a grade ignored), else
     canonical names. ``categories`` (the run's categorical inputs) are declared, and nothing
     else is inferred to be one: a few rows must not decide what a column is."""
+    from deeppcos.scoring import run_categories, run_kind
+
     renames = training.patients.rename if training and training.patients else {}
     present = {renames.get(c.strip(), c.strip()) for c in columns}
-    fixed = {
-        # Only those the table has: a missing input is the model's to name (design_matrix).
-        "categorical": {c: v for c, v in (categories or {}).items() if c in present},
-        "infer_categorical": False,
-    }
-    kind = (
-        {"label_name": training.label_name, "pcos": training.is_pcos, "ranges": training.ranges}
-        if training is not None
-        else {}
-    )
+    fixed = run_categories(categories or {}, present)
+    kind = run_kind(training)
     if training is not None and training.format == "tables" and training.patients is not None:
         known = training.patients
-        present = {known.rename.get(c.strip(), c.strip()) for c in columns}
         # As ``deeppcos.scoring`` reads a whole table: label and site kept when present, a
         # severity grade ignored (it is what is predicted).
         severity = [known.severity_column] if known.severity_column in present else []

@@ -17,6 +17,7 @@ relative to the manifest's folder) or a folder laid out in one of two ways:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -29,6 +30,24 @@ __all__ = ["images_manifest", "images_spec", "new_patients_spec"]
 # Formats whose patients table a user can supply in the training layout.
 TABLE_FORMATS = ("tables", "kaggle-pcos")
 MANIFEST_NAME = "deeppcos-images-manifest.csv"
+
+
+def run_kind(training: CohortSpec | None) -> dict[str, Any]:
+    """The spec fields that read new patients as the run's kind of cohort: its label, whether
+    it is a PCOS cohort, and its own ranges (so they are checked as training checked)."""
+    if training is None:
+        return {}
+    return {"label_name": training.label_name, "pcos": training.is_pcos, "ranges": training.ranges}
+
+
+def run_categories(
+    categories: dict[str, list[str]], present: set[str] | None = None
+) -> dict[str, Any]:
+    """The patients-section fields that declare the run's categorical inputs (those of them in
+    ``present``, when given: a missing input is the model's to name) and infer no other — a few
+    new rows must not decide what a column is."""
+    declared = {c: v for c, v in categories.items() if present is None or c in present}
+    return {"categorical": declared, "infer_categorical": False}
 
 
 def new_patients_spec(

@@ -797,10 +797,9 @@ def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path | No
     frame.insert(0, "patient_id", [p.patient_id for p in patients])
     frame.index = pd.RangeIndex(0, len(frame), name="row")  # row i = patients[i]
     report = LoadReport()
-    for column in columns:
+    for column in columns:  # columns are read by name: their order in the frame is free
         if column in service.categories:
             frame[column] = _categories(service, patients, column, report)
-    frame = frame[["patient_id", *columns]]
     check_ranges(
         frame, report, "request", "null", _outside(values, numeric, service.ranges), service.ranges
     )
