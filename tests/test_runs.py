@@ -52,7 +52,7 @@ def test_shipped_configs_load() -> None:
         config = load_config(path)
         assert config.tabular.enabled or config.image.enabled, path
     frozen = load_tuning_settings(REPO / "configs" / "tuning-image-frozen.yaml")
-    assert set(frozen.image.space) == {"head_c", "image_size", "tta"}
+    assert set(frozen.image.space) == {"head_c", "image_size", "tta", "pool_grid"}
 
 
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:

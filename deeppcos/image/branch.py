@@ -136,6 +136,7 @@ class ImageBranch:
                 self.seed,
                 width=p.width,
                 mixed_precision=self.mixed_precision_,
+                **p.pooling,
             )
         self.model_ = model
         self.embedding_layer_name_ = embedding
@@ -191,7 +192,7 @@ class ImageBranch:
         pipeline.check_files(train)
         self.embedding_key_ = self.embedding_key()
         self.model_, self.embedding_layer_name_ = backbones.build_model(
-            p.backbone, p.image_size, p.weights, p.dropout, self.seed, width=p.width
+            p.backbone, p.image_size, p.weights, p.dropout, self.seed, width=p.width, **p.pooling
         )
         self.backbone_layer_name_ = backbones.backbone_of(self.model_).name
         self.class_weight_ = None
@@ -224,6 +225,7 @@ class ImageBranch:
             weights_sha256=backbones.weights_sha256(source),
             preprocess=self.preprocess_config.model_dump_json(),
             tta=p.tta,
+            pooling=p.pooling_key,
             deeppcos_version=deeppcos.__version__,
             keras_version=_keras_version(),
         )

@@ -84,13 +84,17 @@ class EmbeddingKey:
     weights_sha256: str
     preprocess: str  # PreprocessConfig as JSON (size, channels, crop, letterbox, …)
     tta: int
+    pooling: str = ""  # ImageParams.pooling_key: "" is global average pooling
     # The code that computes a vector: another deeppcos (its preprocessing) or Keras (its
     # layers) is another key, so an upgrade never reads vectors made the old way.
     deeppcos_version: str = ""
     keras_version: str = ""
 
     def digest(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if not fields["pooling"]:  # keys made before pooling was an option stay valid
+            del fields["pooling"]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,14 +279,22 @@ def head_probability(x: np.ndarray, weights: np.ndarray, bias: float) -> np.ndar
 
 @lru_cache(maxsize=2)
 def _worker_embedder(
-    backbone: str, width: float, weights: str, image_size: int, tta: int
+    backbone: str,
+    width: float,
+    weights: str,
+    image_size: int,
+    tta: int,
+    pool_grid: int = 1,
+    pool_layers: tuple[str, ...] = (),
 ) -> Callable[[Any], Any]:
     """A worker's embedder, built once per process (a Dask worker's model cache)."""
     import keras
 
     from deeppcos.image.backbones import build_model
 
-    model, embedding = build_model(backbone, image_size, weights, width=width)
+    model, embedding = build_model(
+        backbone, image_size, weights, width=width, pool_grid=pool_grid, pool_layers=pool_layers
+    )
     embedder = keras.Model(model.input, model.get_layer(embedding).output)
     return view_mean(embedder, tta)
 
@@ -380,7 +392,7 @@ def precompute(
         from deeppcos.image.backbones import build_model
 
         model, embedding = build_model(
-            params.backbone, params.image_size, params.weights, width=params.width
+            params.backbone, params.image_size, params.weights, width=params.width, **params.pooling
         )
         embedder = keras.Model(model.input, model.get_layer(embedding).output)
         start = time.perf_counter()  # the images, not the model's construction
@@ -410,6 +422,7 @@ def precompute(
                 "weights": params.weights,
                 "image_size": params.image_size,
                 "tta": params.tta,
+                **params.pooling,
             }
             embed_distributed(
                 table,

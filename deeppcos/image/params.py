@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,6 +38,19 @@ class ImageParams(BaseModel):
         1,
         description="frozen mode: views averaged per image embedding (1 = none, 2 = + a "
         "left-right flip, 4 = + a 90% centre crop of each)",
+    )
+    pool_grid: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="cells per side over which the backbone's feature maps are averaged into "
+        "the embedding: 1 = global average pooling; 4 = a 4 x 4 grid, which keeps where in the "
+        "image a feature is (the heart's size on a chest X-ray)",
+    )
+    pool_layers: list[str] = Field(
+        default_factory=list,
+        description="backbone layers pooled beside its last output (for MobileNet v1 e.g. "
+        "conv_pw_11_relu): earlier, finer features in the embedding",
     )
     embedding_cache: str | None = Field(
         None,
@@ -125,6 +139,19 @@ class ImageParams(BaseModel):
     def pretrained(self) -> bool:
         """Pretrained backbones train in two phases (frozen, then top blocks unfrozen)."""
         return self.weights is not None
+
+    @property
+    def pooling(self) -> dict[str, Any]:
+        """``build_model``'s pooling arguments."""
+        return {"pool_grid": self.pool_grid, "pool_layers": tuple(self.pool_layers)}
+
+    @property
+    def pooling_key(self) -> str:
+        """The pooling as cache-key text; empty for global average pooling, the default (so
+        embeddings cached before the option existed stay valid)."""
+        if self.pool_grid == 1 and not self.pool_layers:
+            return ""
+        return json.dumps({"grid": self.pool_grid, "layers": list(self.pool_layers)})
 
     @property
     def frozen(self) -> bool:

@@ -6,6 +6,7 @@ every image once."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -360,3 +361,69 @@ def test_embed_command_fills_the_cache_once(
     path.write_text(yaml.safe_dump(config))
     wrong = runner.invoke(app, ["embed", "--config", str(path)])
     assert wrong.exit_code == 1 and "mode: frozen" in wrong.output
+
+
+def test_spatial_grid_pooling_averages_each_cell_of_each_map() -> None:
+    from deeppcos.image.backbones import SpatialGridPooling, grid_edges
+
+    rng = np.random.default_rng(0)
+    fine, coarse = rng.normal(size=(2, 5, 5, 3)), rng.normal(size=(2, 3, 3, 4))
+    out = np.asarray(SpatialGridPooling(2)([fine.astype("float32"), coarse.astype("float32")]))
+    assert grid_edges(5, 2) == [0, 2, 5] and grid_edges(3, 2) == [0, 2, 3]
+    expected = []
+    for maps in (fine, coarse):
+        edges = grid_edges(maps.shape[1], 2)
+        for top, bottom in itertools.pairwise(edges):
+            for left, right in itertools.pairwise(edges):
+                expected.append(maps[:, top:bottom, left:right, :].mean(axis=(1, 2)))
+    np.testing.assert_allclose(out, np.concatenate(expected, axis=1), atol=1e-6)
+    assert out.shape == (2, 4 * 3 + 4 * 4)
+    with pytest.raises(ConfigError, match="pool_grid 4 needs feature maps at least 4"):
+        grid_edges(3, 4)
+
+
+def test_grid_pooled_embeddings_grad_cam_and_reloading(
+    keras_cache: Path, cohort: Cohort, split: Any, tmp_path: Path
+) -> None:
+    """A grid-pooled frozen branch: the embedding keeps each cell of both maps, the Keras model
+    still gives the head's probability, Grad-CAM explains the last map, and it reloads."""
+    train, _, held_out = split
+    params = _mobilenet(
+        mode="frozen",
+        image_size=96,
+        pool_grid=2,
+        pool_layers=["conv_pw_11_relu"],
+        embedding_cache=str(tmp_path / "cache"),
+    )
+    branch = ImageBranch(params, seed=0).fit(cohort, train, None)
+    # MobileNet 0.25: conv_pw_11 has 128 channels, the last map 256; 2 x 2 cells of each.
+    assert branch.embedding_width() == 4 * (128 + 256)
+    plain = ImageBranch(_mobilenet(mode="frozen", image_size=96), seed=0)
+    plain.fit(cohort, train[:6], None)
+    assert plain.embedding_key_.digest() != branch.embedding_key_.digest()
+    table = branch._images(cohort, held_out)
+    p_cached, _ = branch._forward(table)
+    pixels = _pixels(branch, table)
+    p_model = np.asarray(branch.model_.predict(pixels, verbose=0)).reshape(-1)
+    np.testing.assert_allclose(p_cached, p_model, atol=1e-5)
+    heat = grad_cam(branch, pixels[0])
+    assert heat.shape == (96, 96) and heat.max() > 0
+    loaded = ImageBranch.load(branch.save(tmp_path / "saved"))
+    np.testing.assert_allclose(
+        loaded.predict_proba(cohort, held_out), branch.predict_proba(cohort, held_out), atol=1e-6
+    )
+    with pytest.raises(ConfigError, match=r"no layer 'conv_pw_99_relu'.*conv_pw_13_relu"):
+        build_model("mobilenet", 96, "imagenet", width=0.25, pool_layers=["conv_pw_99_relu"])
+
+
+def test_keys_made_before_pooling_was_an_option_keep_their_digest() -> None:
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    key = frozen.EmbeddingKey("mobilenet", 0.25, "abc", "{}", 1, "", "0.1", "3.15")
+    old = {k: v for k, v in asdict(key).items() if k != "pooling"}  # the field set before
+    assert key.digest() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:24]
+    assert frozen.EmbeddingKey("mobilenet", 0.25, "abc", "{}", 1, '{"grid": 4}').digest() != (
+        key.digest()
+    )
