@@ -27,17 +27,6 @@ from deeppcos.data.spec import CohortSpec
 from deeppcos.exceptions import RunError
 from deeppcos.runs import read_run_record
 
-PREDICTION_COLUMNS = [
-    "patient_id",
-    "p_tabular",
-    "p_image",
-    "probability",
-    "risk",
-    "decision",
-    "modalities",
-    "severity",
-]
-
 
 @dataclass
 class Prediction:
@@ -121,44 +110,47 @@ class Predictor:
     ) -> Prediction:
         """:meth:`predict`, keeping the model inputs it computed (for explanations)."""
         ids = list(cohort.patients["patient_id"]) if patient_ids is None else list(patient_ids)
-        frame = pd.DataFrame(index=pd.Index(ids, name="patient_id"))
-        # Each branch reads its inputs once: the design matrix and the images' single pass
-        # (probability and embedding) also feed the fusion and the severity head.
+        # Arrays until the one output frame: for the one or few patients of a service request,
+        # pandas' per-operation cost is most of a prediction's (the models take ~0.5 ms).
         tabular = self._tabular_inputs(cohort, ids)
-        frame["p_tabular"] = (
+        p_tabular = (
             self.branches["tabular"].predict_design(tabular).to_numpy()
             if tabular is not None
-            else np.nan
+            else np.full(len(ids), np.nan)
         )
         embeddings = None
+        p_image = np.full(len(ids), np.nan)
         if "image" in self.branches:
-            p_image, embeddings = self.branches["image"].predict_patients(cohort, ids)
-            frame["p_image"] = p_image.to_numpy()
-        else:
-            frame["p_image"] = np.nan
+            image_p, embeddings = self.branches["image"].predict_patients(cohort, ids)
+            p_image = image_p.to_numpy()
+        # Each branch read its inputs once: the design matrix and the images' single pass
+        # (probability and embedding) also feed the fusion and the severity head.
+        frame = pd.DataFrame(
+            {"p_tabular": p_tabular, "p_image": p_image},
+            index=pd.Index(ids, name="patient_id"),
+        )
         routes = self.router.route(frame)
         fused = self._fuse(frame, tabular, embeddings, routes == self.router.full)
         probability = self.router.score(frame, fused, routes)
         risk = self.router.calibrate(probability, routes)
-        decision = pd.array(
-            [pd.NA if np.isnan(r) else bool(r >= self.threshold) for r in risk], dtype="boolean"
-        )
+        unscored = np.isnan(risk)
+        flagged = np.where(unscored, False, risk >= self.threshold)
+        decision = pd.arrays.BooleanArray(flagged, unscored)
         severity = self._grade(frame, tabular, risk, decision)
-        # Built in one go: column by column, pandas costs more than the models for one patient.
         out = pd.DataFrame(
             {
                 "patient_id": frame.index.to_numpy(),
-                "p_tabular": frame["p_tabular"].to_numpy(),
-                "p_image": frame["p_image"].to_numpy(),
+                "p_tabular": p_tabular,
+                "p_image": p_image,
                 "probability": probability,
                 "risk": risk,
                 "decision": decision,
                 "modalities": routes,
-                **{column: severity[column].array for column in severity.columns},
+                "severity": severity["severity"].array,
+                **{c: severity[c].array for c in severity.columns if c != "severity"},
             }
         )
-        columns = [*PREDICTION_COLUMNS, *severity.columns.drop("severity")]
-        return Prediction(out[columns], tabular, embeddings)
+        return Prediction(out, tabular, embeddings)
 
     def calibrate(self, probability: Any, route: str) -> np.ndarray:
         """Probabilities of one route through that route's calibrator (for what-if risks)."""

@@ -362,7 +362,7 @@ class _Service:
         # The ranges training checked, for every input a request may send.
         self.ranges = self.predictor.input_ranges(sorted(set(CATALOG) | set(self.accepted)))
         self.uses_images = "image" in self.predictor.branches
-        self.batcher: MicroBatcher[Any, pd.DataFrame] = MicroBatcher(
+        self.batcher: MicroBatcher[Any, list[dict[str, Any]]] = MicroBatcher(
             self._score_batch, max_wait_s=limits.batch_wait_ms / 1000
         )
         self.explain_lock = threading.Lock()  # one explanation request at a time
@@ -396,10 +396,11 @@ class _Service:
             self._explainer_process.shutdown(cancel_futures=True)
             self._explainer_process = None
 
-    def _score_batch(self, cohorts: Sequence[Any]) -> list[pd.DataFrame]:
-        """Every request's predictions from one model call (on the batcher's thread)."""
+    def _score_batch(self, cohorts: Sequence[Any]) -> list[list[dict[str, Any]]]:
+        """Every request's predictions (one record per patient) from one model call (on the
+        batcher's thread)."""
         if len(cohorts) == 1:
-            return [self.predictor.predict(cohorts[0])]
+            return [self.predictor.predict(cohorts[0]).to_dict("records")]
         merged, parts = merge_cohorts(cohorts, self.features)
         predictions = self.predictor.predict(merged)
         return split_predictions(predictions, parts)
@@ -639,7 +640,7 @@ def _predict_explained(service: _Service, request: PredictRequest) -> PredictRes
                 "the patients over several requests)",
             )
         predictions, explanations = service.explain(cohort)
-    return _response(service, predictions, explanations, cohort)
+    return _response(service, predictions.to_dict("records"), explanations, cohort)
 
 
 # The explainer process: the run loaded once, at a lower priority than the service.
@@ -674,14 +675,14 @@ def _request_cohort(service: _Service, request: PredictRequest, stack: ExitStack
 
 
 def _response(
-    service: _Service, predictions: pd.DataFrame, explanations: dict[str, Any], cohort: Any
+    service: _Service, records: list[dict[str, Any]], explanations: dict[str, Any], cohort: Any
 ) -> PredictResponse:
     threshold = service.predictor.threshold
     assert threshold is not None  # load_run always sets it
     return PredictResponse(
         run=service.name,
         threshold=float(threshold),
-        predictions=[_prediction(row, explanations) for row in predictions.to_dict("records")],
+        predictions=[_prediction(row, explanations) for row in records],
         report=[_entry(e) for e in cohort.report],
     )
 
@@ -695,19 +696,19 @@ def merge_cohorts(cohorts: Sequence[Any], features: list[str]) -> tuple[Any, lis
     from deeppcos.data.cohort import Cohort
     from deeppcos.data.report import LoadReport
 
-    tables, images, parts = [], [], []
+    # One concatenation and one column selection for the whole batch (per-request frame
+    # operations cost more than the model for a batch of one-patient requests).
+    parts = [[str(i) for i in cohort.patients["patient_id"]] for cohort in cohorts]
+    patients = pd.concat([cohort.patients for cohort in cohorts], ignore_index=True)
+    patients = patients.reindex(columns=["patient_id", *features])
+    patients["patient_id"] = [f"{k}/{pid}" for k, ids in enumerate(parts) for pid in ids]
+    images = []
     for k, cohort in enumerate(cohorts):
-        prefix = f"{k}/"
-        table = cohort.patients.reindex(columns=["patient_id", *features])
-        table["patient_id"] = prefix + table["patient_id"].astype(str)
-        tables.append(table)
         if len(cohort.images):
             own = cohort.images.copy()
-            own["patient_id"] = prefix + own["patient_id"].astype(str)
-            own["image_id"] = prefix + own["image_id"].astype(str)
+            own["patient_id"] = f"{k}/" + own["patient_id"].astype(str)
+            own["image_id"] = f"{k}/" + own["image_id"].astype(str)
             images.append(own)
-        parts.append(list(cohort.patients["patient_id"].astype(str)))
-    patients = pd.concat(tables, ignore_index=True)
     image_table = (
         pd.concat(images, ignore_index=True) if images else cohorts[0].images.iloc[0:0].copy()
     )
@@ -715,13 +716,18 @@ def merge_cohorts(cohorts: Sequence[Any], features: list[str]) -> tuple[Any, lis
     return merged, parts
 
 
-def split_predictions(predictions: pd.DataFrame, parts: list[list[str]]) -> list[pd.DataFrame]:
-    """Each request's rows of a merged prediction, in its own order, under its own ids."""
+def split_predictions(
+    predictions: pd.DataFrame, parts: list[list[str]]
+) -> list[list[dict[str, Any]]]:
+    """Each request's rows of a merged prediction (one record per patient), in its own order,
+    under its own ids."""
+    records = predictions.to_dict("records")
     out, start = [], 0
     for ids in parts:
-        own = predictions.iloc[start : start + len(ids)].copy()
-        own["patient_id"] = ids
-        out.append(own.reset_index(drop=True))
+        own = records[start : start + len(ids)]
+        for record, pid in zip(own, ids, strict=True):
+            record["patient_id"] = pid
+        out.append(own)
         start += len(ids)
     return out
 

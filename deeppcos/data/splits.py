@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from deeppcos.exceptions import SplitError
 
@@ -118,12 +118,21 @@ def make_splits(
         test_idx, develop = _first_fold(idx, y, group_of, round(1 / test_fraction), seed)
         parts.iloc[test_idx] = TEST
         y = labels.to_numpy()[develop].astype(int)
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    splitter = _grouped_folds(n_folds, seed)
     for k, (_, val) in enumerate(splitter.split(develop, y, group_of[develop])):
         parts.iloc[develop[val]] = f"fold{k}"
     split = CohortSplit(parts.sort_index(), n_folds, seed, test_fraction)
     check_split(split, pd.Series(group_of, index=ids))
     return split
+
+
+def _grouped_folds(n_splits: int, seed: int) -> Any:
+    # Imported here: scikit-learn costs ~1 s to import, and every command that reads a cohort
+    # imports this module while only training splits one (a cold `deeppcos explain` or
+    # `predict` for one patient pays nothing for it).
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
 
 
 def _group_ids(ids: np.ndarray, groups: pd.Series | None) -> np.ndarray:
@@ -137,7 +146,7 @@ def _group_ids(ids: np.ndarray, groups: pd.Series | None) -> np.ndarray:
 def _first_fold(
     idx: np.ndarray, y: np.ndarray, group_of: np.ndarray, n_splits: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    splitter = StratifiedGroupKFold(n_splits=max(n_splits, 2), shuffle=True, random_state=seed)
+    splitter = _grouped_folds(max(n_splits, 2), seed)
     rest, held = next(iter(splitter.split(idx, y, group_of[idx])))
     return idx[held], idx[rest]
 

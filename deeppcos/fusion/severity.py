@@ -344,6 +344,15 @@ def _as_matrix(
     n_features: int | None = None,
 ) -> tuple[np.ndarray, list[str] | None]:
     """Float matrix (NaN = missing); a DataFrame is matched to the fitted columns by name."""
+    if isinstance(X, pd.DataFrame) and names is not None and list(X.columns) == names:
+        try:  # the columns the head was fitted on, in its order: the common case, checked once
+            matrix = X.to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError):
+            matrix = None
+        if matrix is not None:
+            if np.isinf(matrix).any():
+                raise SchemaError("X holds ±inf; use NaN for missing values")
+            return matrix, list(names)
     if isinstance(X, pd.DataFrame):
         if names is not None:
             missing = [c for c in names if c not in X]

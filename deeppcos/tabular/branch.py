@@ -393,6 +393,8 @@ def _rows(cohort: Cohort, ids: Sequence[str]) -> pd.DataFrame:
     """Patients rows for ``ids`` in that order, indexed by patient_id; unknown ids are an error."""
     table = cohort.patients.set_index("patient_id", drop=True)
     ids = [str(i) for i in ids]
+    if table.index.astype(str).tolist() == ids:
+        return table  # every patient in the table's order (a request, a whole cohort): no lookup
     unknown = [i for i in dict.fromkeys(ids) if i not in table.index]
     if unknown:
         raise SchemaError(

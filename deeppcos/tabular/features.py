@@ -114,21 +114,26 @@ def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
     Computed values outside the catalog's plausible range (a validation heuristic, the same the
     loaders apply) stay missing, so a keying error in a part cannot re-enter through a ratio.
     """
-    out = frame.copy()
+    # Computed into arrays and added in one step: per-column inserts cost more than the
+    # arithmetic for the one or few rows of a prediction request.
+    added: dict[str, np.ndarray] = {}
+
+    def column(name: str) -> np.ndarray:
+        return added[name] if name in added else _floats(frame[name])
+
     for derived in DERIVED:
-        if not all(part in out for part in derived.parts):
+        if not all(part in frame or part in added for part in derived.parts):
             continue
-        current = _floats(out[derived.name]) if derived.name in out else None
+        present = derived.name in frame or derived.name in added
+        current = column(derived.name) if present else None
         if current is not None and not np.isnan(current).any():
             continue
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            values = _screen(
-                derived.name, derived.formula(*(_floats(out[p]) for p in derived.parts))
-            )
-        out[derived.name] = (
+            values = _screen(derived.name, derived.formula(*(column(p) for p in derived.parts)))
+        added[derived.name] = (
             values if current is None else np.where(np.isnan(current), values, current)
         )
-    return out
+    return frame.assign(**added) if added else frame.copy()
 
 
 def _floats(column: pd.Series) -> np.ndarray:
