@@ -7,7 +7,7 @@ answers at once; import what you need from the subpackages, e.g.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_run"]
+__all__ = ["MultimodalClassifier", "TabularClassifier", "__version__", "load_run"]
 
 
 def load_run(run):  # -> deeppcos.predictor.Predictor; imported on use to keep the root light
@@ -15,3 +15,11 @@ def load_run(run):  # -> deeppcos.predictor.Predictor; imported on use to keep t
     from deeppcos.predictor import load_run as _load_run
 
     return _load_run(run)
+
+
+def __getattr__(name):  # the estimators, imported on first use (they pull in pandas, sklearn)
+    if name in ("MultimodalClassifier", "TabularClassifier"):
+        from deeppcos import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'deeppcos' has no attribute {name!r}")

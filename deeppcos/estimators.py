@@ -11,12 +11,14 @@ when their parts are columns — unless ``derive_features=False``.
 What differs from the branch in a run: there is no validation part, so no early stopping
 (``n_estimators`` rounds are trained), and a row with every value missing still gets the
 booster's probability (scikit-learn expects one for every row), where a run reports it as not
-scored. The full multimodal model (images, fusion, calibration, severity) stays with
-``deeppcos train`` and ``deeppcos.load_run``.
+scored. The full multimodal model (images, fusion, calibration, severity) is
+:class:`MultimodalClassifier`: ``fit(cohort)``, ``predict_proba``, ``predict``,
+``predict_severity``, ``explain``, ``save`` / ``load`` (a run folder).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from deeppcos.tabular.branch import TabularBranch, TabularParams
 from deeppcos.tabular.features import derive_features
 
-__all__ = ["TabularClassifier"]
+__all__ = ["MultimodalClassifier", "TabularClassifier"]
 
 
 class TabularClassifier(ClassifierMixin, BaseEstimator):
@@ -137,3 +139,158 @@ class TabularClassifier(ClassifierMixin, BaseEstimator):
         )
         frame = pd.DataFrame(values, columns=columns)
         return derive_features(frame) if self.derive_features else frame
+
+
+# --- the whole model ------------------------------------------------------------------------------
+
+
+class MultimodalClassifier:
+    """deeppcos's whole model — both branches, the fusion with its routes and calibration, the
+    decision threshold and the severity head — fitted on a :class:`~deeppcos.data.Cohort` in
+    memory, scikit-learn style::
+
+        model = MultimodalClassifier(config).fit(cohort)
+        model.predict_proba(new)[:, 1]      # calibrated PCOS risk per patient
+        model.predict(new)                  # the decision at the run's threshold
+        model.predict_severity(new)         # the grade (lowest unless flagged)
+        model.explain(new, "P-17")          # the clinician's explanation of one patient
+        model.save("runs/mine")             # an ordinary run folder: deeppcos evaluate, serve …
+        MultimodalClassifier.load("runs/mine")
+
+    ``config``: a run config (``RunConfig``, a YAML path, or a mapping of its sections:
+    ``tabular``, ``image``, ``split``, ``fusion``, ``severity``, ``seed``, ``name``); None fits
+    the tabular branch alone with the library's defaults. ``deeppcos train`` is this class's
+    ``fit`` then ``save`` (:func:`deeppcos.training.fit_run`, :meth:`FittedRun.write`), so both
+    give the same run. Fitted attributes: ``predictor_`` (what scores), ``metrics_`` (what
+    ``metrics.json`` records: out-of-fold figures with intervals), ``threshold_``,
+    ``fusion_method_``, ``branches_``, ``test_ids_`` (the fitting cohort's locked test part,
+    never trained on), ``fitted_`` (the in-memory run; None after ``load``) and ``run_`` (the
+    folder it was saved to or loaded from; None before).
+
+    Predictions take a cohort (``Cohort.from_frames(patients, images)`` for data frames, or any
+    loaded cohort) and optional ``patient_ids`` (default every patient, in the table's order).
+    """
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+
+    # --- fitting ------------------------------------------------------------------------------
+
+    def fit(self, cohort: Any, *, progress: Any = None) -> MultimodalClassifier:
+        """Cross-validate and fit every enabled branch, the fusion stage and the severity head
+        on ``cohort``'s development part (its locked test part is held out, as in a run)."""
+        from deeppcos.training import fit_run
+
+        fitted = fit_run(self._run_config(cohort), cohort, progress=progress)
+        self._set(fitted.predictor(), fitted, None)
+        return self
+
+    def _run_config(self, cohort: Any) -> Any:
+        """The config as a ``RunConfig`` whose cohort source names the in-memory cohort (a given
+        config keeps its own source)."""
+        from deeppcos.config import RunConfig, load_config
+
+        config = self.config
+        if isinstance(config, RunConfig):
+            return config
+        if isinstance(config, str | Path):
+            return load_config(config)
+        sections = dict(config or {"tabular": {"enabled": True}, "image": {"enabled": False}})
+        sections.setdefault("name", "multimodal-classifier")
+        if not any(k in sections for k in ("cohort", "cohort_spec", "synthetic")):
+            # Not a source anything can reload: predictions and evaluation of such a model
+            # take the patients as an argument.
+            sections["cohort"] = {
+                "name": cohort.spec.name,
+                "description": "passed in memory to deeppcos.MultimodalClassifier.fit",
+            }
+        try:
+            return RunConfig.model_validate(sections)
+        except ValueError as exc:
+            from deeppcos.exceptions import ConfigError
+
+            raise ConfigError(f"MultimodalClassifier config: {exc}") from exc
+
+    def _set(self, predictor: Any, fitted: Any, run: Path | None) -> None:
+        self.predictor_ = predictor
+        self.fitted_ = fitted
+        self.run_ = run
+        self.metrics_ = predictor.metrics
+        self.threshold_ = predictor.threshold
+        self.fusion_method_ = predictor.fusion_method
+        self.branches_ = list(predictor.branches)
+        # The locked test part of the fitting cohort's split: never trained on.
+        self.test_ids_ = [p for p, part in predictor.split_assignments.items() if part == "test"]
+
+    # --- prediction ---------------------------------------------------------------------------
+
+    def predict_frame(self, cohort: Any, patient_ids: Any = None) -> pd.DataFrame:
+        """One row per patient: branch probabilities, calibrated ``risk``, ``decision``, the
+        route (``modalities``) and, with a severity head, ``severity`` and its probabilities
+        (``deeppcos.load_run(...).predict``'s frame)."""
+        return self._predictor().predict(cohort, patient_ids)
+
+    def predict_proba(self, cohort: Any, patient_ids: Any = None) -> np.ndarray:
+        """(n, 2): 1 − risk and the calibrated risk; NaN for a patient with neither labs nor
+        images of the model's kinds."""
+        risk = self.predict_frame(cohort, patient_ids)["risk"].to_numpy(dtype="float64")
+        return np.column_stack([1.0 - risk, risk])
+
+    def predict(self, cohort: Any, patient_ids: Any = None) -> pd.array:
+        """The decision at the model's threshold (chosen for its target sensitivity out of
+        fold): True / False, missing where nothing could be scored."""
+        return self.predict_frame(cohort, patient_ids)["decision"].array
+
+    def predict_severity(self, cohort: Any, patient_ids: Any = None) -> pd.Series:
+        """The severity grade per patient (indexed by patient_id): the lowest grade unless the
+        decision is positive. Raises when the model has no severity head."""
+        from deeppcos.exceptions import NotFittedError
+
+        if self._predictor().severity is None:
+            raise NotFittedError(
+                "this model has no severity head (severity.enabled was false, or the cohort "
+                "had no grades: see metrics_['severity'])"
+            )
+        frame = self.predict_frame(cohort, patient_ids)
+        return pd.Series(frame["severity"].array, index=frame["patient_id"], name="severity")
+
+    def explain(self, cohort: Any, patient_id: str, *, saliency: str | None = "gradcam") -> Any:
+        """One patient's explanation (``deeppcos.explain.PatientExplanation``): what moved her
+        risk, her criteria checklist, image maps; ``.to_dict()`` for JSON, and
+        ``deeppcos.explain.report.write_report`` for the clinician's HTML report."""
+        from deeppcos.explain.patient import explain_patient
+
+        predictor = self._predictor()
+        maps = saliency if "image" in predictor.branches else None
+        return explain_patient(predictor, patient_id, cohort, saliency=maps)
+
+    def _predictor(self) -> Any:
+        from deeppcos.exceptions import require_fitted
+
+        require_fitted(self, "predictor_")
+        return self.predictor_
+
+    # --- persistence --------------------------------------------------------------------------
+
+    def save(self, run_dir: Path | str, *, overwrite: bool = False) -> Path:
+        """Write the model as a run folder (what ``deeppcos train`` writes); returns it."""
+        from deeppcos.exceptions import RunError
+
+        self._predictor()
+        if self.fitted_ is None:
+            raise RunError(
+                f"this model was loaded from {self.run_}: it is already a run folder (copy it)"
+            )
+        run = self.fitted_.save(run_dir, overwrite=overwrite)
+        self._set(self.fitted_.predictor(run), self.fitted_, run)
+        return run
+
+    @classmethod
+    def load(cls, run_dir: Path | str) -> MultimodalClassifier:
+        """A model from a run folder (``deeppcos train``'s or :meth:`save`'s)."""
+        from deeppcos.predictor import load_run
+
+        predictor = load_run(run_dir)
+        model = cls(predictor.config)
+        model._set(predictor, None, Path(run_dir))
+        return model

@@ -40,7 +40,7 @@ class Prediction:
 
 @dataclass
 class Predictor:
-    run: Path
+    run: Path | None  # None for models fitted in memory and not saved (MultimodalClassifier)
     config: RunConfig
     record: dict[str, Any]
     branches: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +50,16 @@ class Predictor:
     threshold: float | None = None
     severity: Any = None  # OrdinalHead, or None when the run has no severity head
     severity_info: dict[str, Any] = field(default_factory=dict)
+    # What training recorded (metrics.json, cohort.json, split.json's assignments), read once:
+    # explanations and checks take them from here, whether the model is a folder or in memory.
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cohort_summary: dict[str, Any] = field(default_factory=dict)
+    split_assignments: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The run's folder name, else its config's name (a model not saved)."""
+        return self.run.name if self.run is not None else str(self.record.get("name", ""))
 
     def cohort(self) -> Cohort:
         """The cohort the run was trained on, checked against the run's fingerprint."""
@@ -61,8 +71,8 @@ class Predictor:
                 f"{self.run}: the cohort's content changed since training (fingerprint "
                 f"{cohort.fingerprint()[:12]} ≠ {str(self.record.get('cohort_fingerprint'))[:12]})"
             )
-        corrections = self.run / "label_corrections.csv"
-        if corrections.is_file():
+        corrections = self.run / "label_corrections.csv" if self.run is not None else None
+        if corrections is not None and corrections.is_file():
             from deeppcos.training import apply_label_corrections
 
             table = pd.read_csv(corrections, dtype={"patient_id": str})
@@ -88,7 +98,7 @@ class Predictor:
         the run did not record gets the catalog's range for the run's kind of cohort."""
         from deeppcos.data.ranges import catalog_rule, rules_from_json
 
-        summary = _json(self.run / "cohort.json") if (self.run / "cohort.json").is_file() else {}
+        summary = self.cohort_summary
         recorded = rules_from_json(summary.get("ranges"))
         pcos = bool(summary.get("pcos", True))  # runs from before the field were PCOS runs
         rules: dict[str, RangeRule] = {}
@@ -261,7 +271,14 @@ def load_run(run: Path | str) -> Predictor:
         raise RunError(f"{run}: no fusion stage in this run; retrain with fusion enabled")
     from deeppcos.fusion.routing import Router
 
-    predictor = Predictor(run=run, config=config, record=record)
+    predictor = Predictor(
+        run=run,
+        config=config,
+        record=record,
+        metrics=_json(run / "metrics.json") if (run / "metrics.json").is_file() else {},
+        cohort_summary=_json(run / "cohort.json") if (run / "cohort.json").is_file() else {},
+        split_assignments=_assignments(run / "split.json"),
+    )
     for name in record.get("branches", []):
         predictor.branches[name] = _load_branch(name, run / name)
     method = _json(run / "fusion" / "fusion.json")["method"]
@@ -298,6 +315,14 @@ def _load_branch(name: str, folder: Path) -> Any:
     from deeppcos.image.lazy import LazyImageBranch
 
     return LazyImageBranch(folder)
+
+
+def _assignments(path: Path) -> dict[str, str]:
+    """patient_id → part (``fold0`` …, ``test``, ``unlabelled``) from a run's split.json."""
+    if not path.is_file():
+        return {}
+    assignments = json.loads(path.read_text(encoding="utf-8")).get("assignments", {})
+    return {str(k): str(v) for k, v in assignments.items()}
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -220,8 +220,11 @@ def read_run_record(run: Path | str) -> dict[str, Any]:
     return data
 
 
-def run_title(run: Path | str, record: dict[str, Any]) -> str:
-    """How reports name a run: its config's name, and the folder when that differs."""
+def run_title(run: Path | str | None, record: dict[str, Any]) -> str:
+    """How reports name a run: its config's name, and the folder when that differs (a model
+    fitted in memory and not saved has no folder)."""
+    if run is None:
+        return f"{record.get('name') or 'model'} (not saved)"
     name = str(record.get("name") or Path(run).name)
     folder = Path(run).name
     return name if name == folder else f"{name} (folder {folder})"

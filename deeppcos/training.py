@@ -13,6 +13,7 @@ touched here: it is scored once, by evaluation.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from deeppcos.data.spec import spec_from_dict
 from deeppcos.data.splits import CohortSplit, make_splits
 from deeppcos.evaluation.metrics import binary_metrics
 from deeppcos.evaluation.plots import plot_histories
-from deeppcos.exceptions import ConfigError, SchemaError
+from deeppcos.exceptions import ConfigError, RunError, SchemaError
 from deeppcos.fusion.stage import FusionInputs
 from deeppcos.runs import RunWriter
 
@@ -399,6 +400,125 @@ def _flatten_history(prefix: str, history: Any) -> dict[str, dict[str, list[floa
 # --- the whole run ------------------------------------------------------------------------------
 
 
+@dataclass
+class FusionResult:
+    """The fitted fusion stage: the kept method's final model, the routes with their
+    calibrators, the decision threshold, the development patients' out-of-fold route, score and
+    risk (``oof``), and the metrics entry."""
+
+    method: str
+    params: dict[str, Any]
+    model: Any  # LateFusion or IntermediateFusion
+    router: Any  # deeppcos.fusion.routing.Router
+    decision: dict[str, Any]
+    oof: pd.DataFrame
+    metrics: dict[str, Any]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.decision["threshold"])
+
+    def write(self, writer: RunWriter) -> None:
+        self.model.save(writer.folder("fusion"))
+        writer.write_json("fusion/fusion.json", {"method": self.method, "params": self.params})
+        self.router.save(writer.folder("fusion"))
+        writer.write_json("fusion/decision.json", self.decision)
+
+
+@dataclass
+class SeverityResult:
+    """The fitted severity stage: the metrics entry (with ``skipped`` when no head was fitted),
+    the development patients' true and out-of-fold grades, the head, its description and every
+    patient's grade."""
+
+    metrics: dict[str, Any]
+    oof_grades: pd.DataFrame | None = None
+    head: Any = None  # OrdinalHead
+    info: dict[str, Any] = field(default_factory=dict)
+    grades: pd.DataFrame | None = None
+
+    def write(self, writer: RunWriter) -> None:
+        if self.head is None:
+            return
+        self.head.save(writer.folder("severity"))
+        writer.write_json("severity/severity.json", self.info)
+        if self.grades is not None:
+            writer.write_frame("severity/grades.csv", self.grades)
+
+
+@dataclass
+class FittedRun:
+    """Everything ``deeppcos train`` fits, in memory: :func:`fit_run` makes it, :meth:`write`
+    (or :meth:`save`) puts it in a run folder, :meth:`predictor` scores with it."""
+
+    config: RunConfig
+    cohort_summary: dict[str, Any]
+    split: CohortSplit
+    load_report: pd.DataFrame
+    oof: pd.DataFrame
+    metrics: dict[str, Any]
+    branches: dict[str, Any]
+    record: dict[str, Any]
+    started: float
+    label_corrections: pd.DataFrame | None = None
+    oof_embeddings: pd.DataFrame | None = None
+    histories: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fusion: FusionResult | None = None
+    severity: SeverityResult | None = None
+
+    def save(self, out: Path | str, *, overwrite: bool = False) -> Path:
+        """Write the run folder ``out`` (atomically: see :class:`~deeppcos.runs.RunWriter`)."""
+        writer = RunWriter(out, overwrite=overwrite)
+        writer.started = self.started  # the run's time is its fitting's, not the writing's
+        return self.write(writer)
+
+    def write(self, writer: RunWriter) -> Path:
+        """Every run file through ``writer``, then the completion record; the run's folder."""
+        writer.write_yaml("config.yaml", config_to_dict(self.config))
+        writer.write_json("cohort.json", self.cohort_summary)
+        self.split.save(writer.path("split.json"))
+        write_csv(self.load_report, writer.path("load_report.csv"), index=False)
+        if self.label_corrections is not None:
+            writer.write_frame("label_corrections.csv", self.label_corrections)
+        for name, branch in self.branches.items():
+            if name == "image" and self.oof_embeddings is not None:
+                writer.write_frame("oof_embeddings.parquet", self.oof_embeddings)
+            _write_curves(writer, name, self.histories.get(name, {}))
+            branch.save(writer.folder(name))
+        if self.fusion is not None:
+            self.fusion.write(writer)
+        if self.severity is not None:
+            self.severity.write(writer)
+        writer.write_frame("oof_predictions.csv", self.oof)
+        writer.write_json("metrics.json", self.metrics)
+        return writer.finish(self.record)
+
+    def predictor(self, run: Path | None = None) -> Any:
+        """A :class:`~deeppcos.predictor.Predictor` over these models, without a run folder
+        (``run``: the folder it was saved to, when it was)."""
+        from deeppcos.predictor import Predictor
+
+        if self.fusion is None:
+            raise RunError("no fusion stage was fitted (fusion.enabled is false): nothing scores")
+        predictor = Predictor(
+            run=run,
+            config=self.config,
+            record=self.record,
+            branches=dict(self.branches),
+            fusion=self.fusion.model,
+            fusion_method=self.fusion.method,
+            router=self.fusion.router,
+            threshold=self.fusion.threshold,
+            metrics=self.metrics,
+            cohort_summary=self.cohort_summary,
+            split_assignments={str(k): str(v) for k, v in self.split.assignments.items()},
+        )
+        if self.severity is not None and self.severity.head is not None:
+            predictor.severity = self.severity.head
+            predictor.severity_info = self.severity.info
+        return predictor
+
+
 def train(
     config: RunConfig,
     out: Path | str,
@@ -407,25 +527,40 @@ def train(
     progress: Progress | None = None,
     label_corrections: pd.Series | None = None,
 ) -> Path:
-    """Train every enabled branch with grouped CV, refit, fuse, grade, and write the run folder.
+    """Train every enabled branch with grouped CV, refit, fuse, grade, and write the run folder:
+    :func:`fit_run`, then :meth:`FittedRun.write`.
 
     ``label_corrections`` (patient_id → 0/1, opt-in, e.g. from reviewers' feedback logs)
     replace those patients' labels before the split; the run records every change.
     """
-    params = resolve_branch_params(config)
+    resolve_branch_params(config)  # a bad setting fails before the cohort is read
     cohort = cohort_for(config, lambda d, t: progress and progress("cohort", d, t))
+    # Opened before fitting: an existing run without --overwrite fails now, not after training.
+    writer = RunWriter(out, overwrite=overwrite)
+    fitted = fit_run(config, cohort, progress=progress, label_corrections=label_corrections)
+    return fitted.write(writer)
+
+
+def fit_run(
+    config: RunConfig,
+    cohort: Cohort,
+    *,
+    progress: Progress | None = None,
+    label_corrections: pd.Series | None = None,
+) -> FittedRun:
+    """Everything ``train`` fits, in memory and without a run folder: the split, each branch's
+    cross-validation and refit, the fusion stage (routes, calibration, threshold) and the
+    severity head, with the metrics ``metrics.json`` records."""
+    started = time.time()
+    params = resolve_branch_params(config)
     # Run files are joined back on ids (corrections, grades, reviewers' feedback), so an id a
     # spreadsheet would run as a formula is refused here rather than quoted in every file.
     refuse_formula_ids(cohort.patients["patient_id"], f"cohort {cohort.spec.name!r}")
     source_fingerprint = cohort.fingerprint()  # of the data as loaded, before any correction
     corrected = apply_label_corrections(cohort, label_corrections)
     split, groups = development_split(config, cohort, progress)
-    writer = RunWriter(out, overwrite=overwrite)
-    writer.write_yaml("config.yaml", config_to_dict(config))
     summary = cohort.summary()
-    writer.write_json("cohort.json", summary)
-    split.save(writer.path("split.json"))
-    write_csv(cohort.report.to_frame(), writer.path("load_report.csv"), index=False)
+    load_report = cohort.report.to_frame()
     oof = _oof_frame(cohort, split)
     metrics: dict[str, Any] = {
         "label_name": cohort.spec.label_name,
@@ -436,14 +571,15 @@ def train(
         "test_patients": len(split.test_ids),
         "branches": {},
     }
+    corrections = None
     if corrected is not None:
         assert label_corrections is not None  # corrections are only reported when given
         metrics["label_corrections"] = corrected
-        frame = label_corrections.rename("label").rename_axis("patient_id").reset_index()
-        writer.write_frame("label_corrections.csv", frame)
+        corrections = label_corrections.rename("label").rename_axis("patient_id").reset_index()
     embed_all = _wants_intermediate(config, list(params))
     results: dict[str, BranchResult] = {}
     finals: dict[str, Any] = {}
+    oof_embeddings = None
     for name, branch_params in params.items():
         result = cross_validate_branch(
             name, branch_params, cohort, split, groups, config.seed, progress, embed_all=embed_all
@@ -456,8 +592,7 @@ def train(
             "params": branch_params.model_dump(mode="json"),
         }
         if result.embeddings is not None:
-            writer.write_frame("oof_embeddings.parquet", result.embeddings.reset_index())
-        _write_curves(writer, name, result.histories)
+            oof_embeddings = result.embeddings.reset_index()
         if progress:
             progress(f"{name}: refit", config.split.n_folds, config.split.n_folds + 1)
         finals[name] = refit_branch(
@@ -467,39 +602,52 @@ def train(
             "patients": len(split.development_ids),
             "rounds": getattr(finals[name], "n_trees_", None),
         }
-        finals[name].save(writer.folder(name))
     inputs = fusion_inputs(oof, results)
     stage = _FinalModels(cohort, split.development_ids, finals)
+    fusion = severity = None
     if config.fusion.enabled:
         if progress:
             progress("fusion", 0, 1)
-        fused, metrics["fusion"] = fuse(writer, inputs, config, stage)
-        oof = oof.join(fused, on="patient_id")
-    if config.severity.enabled and config.fusion.enabled:
+        fusion = fuse(inputs, config, stage)
+        metrics["fusion"] = fusion.metrics
+        oof = oof.join(fusion.oof, on="patient_id")
+    if config.severity.enabled and fusion is not None:
         if progress:
             progress("severity", 0, 1)
-        threshold = metrics["fusion"]["decision"]["threshold"]
-        metrics["severity"], grades = grade(writer, inputs, config, cohort, fused, threshold)
-        if grades is not None:
-            oof = oof.join(grades, on="patient_id")
+        severity = grade(inputs, config, cohort, fusion.oof, fusion.threshold)
+        metrics["severity"] = severity.metrics
+        if severity.oof_grades is not None:
+            oof = oof.join(severity.oof_grades, on="patient_id")
     elif config.severity.enabled:
         metrics["severity"] = {
             "skipped": "the severity grade is conditional on the presence decision; enable the "
             "fusion stage"
         }
-    writer.write_frame("oof_predictions.csv", oof)
-    writer.write_json("metrics.json", metrics)
-    return writer.finish(
-        {
-            "name": config.name,
-            "description": config.description,
-            "cohort": cohort.spec.name,
-            "cohort_fingerprint": source_fingerprint,
-            "branches": list(params),
-            "fusion_method": metrics.get("fusion", {}).get("method"),
-            "severity": "severity" in metrics and "skipped" not in metrics["severity"],
-            "seed": config.seed,
-        }
+    record = {
+        "name": config.name,
+        "description": config.description,
+        "cohort": cohort.spec.name,
+        "cohort_fingerprint": source_fingerprint,
+        "branches": list(params),
+        "fusion_method": fusion.method if fusion is not None else None,
+        "severity": "severity" in metrics and "skipped" not in metrics["severity"],
+        "seed": config.seed,
+    }
+    return FittedRun(
+        config=config,
+        cohort_summary=summary,
+        split=split,
+        load_report=load_report,
+        oof=oof,
+        metrics=metrics,
+        branches=finals,
+        record=record,
+        started=started,
+        label_corrections=corrections,
+        oof_embeddings=oof_embeddings,
+        histories={name: result.histories for name, result in results.items()},
+        fusion=fusion,
+        severity=severity,
     )
 
 
@@ -573,11 +721,9 @@ def fusion_methods(config: RunConfig, inputs: FusionInputs) -> list[str]:
     return [config.fusion.method]
 
 
-def fuse(
-    writer: RunWriter, inputs: FusionInputs, config: RunConfig, final: _FinalModels
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+def fuse(inputs: FusionInputs, config: RunConfig, final: _FinalModels) -> FusionResult:
     """Cross-validate the fusion method(s), keep the best on validation, calibrate every route,
-    choose the decision threshold, and save the final fusion model and the routes.
+    choose the decision threshold, and fit the final fusion model.
 
     The fusion scores the patients who have every modality (the full route); a patient missing
     one is scored by the other branch alone (:mod:`deeppcos.fusion.routing`). Each method's
@@ -586,8 +732,8 @@ def fuse(
     model embeds every patient). Each route's calibrator is fitted on that route's out-of-fold
     scores, and the threshold on the pooled out-of-fold calibrated risks.
 
-    Returns per development patient (rows of ``inputs.oof``): ``route``, ``p_fusion`` (the
-    route's uncalibrated score) and ``risk`` (calibrated), and the metrics entry.
+    The result's ``oof`` holds per development patient (rows of ``inputs.oof``): ``route``,
+    ``p_fusion`` (the route's uncalibrated score) and ``risk`` (calibrated).
     """
     from deeppcos.evaluation.metrics import classification_metrics, threshold_for_sensitivity
     from deeppcos.fusion.routing import Router, missingness_report
@@ -611,19 +757,17 @@ def fuse(
     threshold = threshold_for_sensitivity(
         y[scored], risk[scored], target=config.fusion.target_sensitivity
     )
-    _fit_final_fusion(writer, inputs, config, chosen, final)
-    router.save(writer.folder("fusion"))
+    model = _fit_final_fusion(inputs, config, chosen, final)
     decision = {
         "threshold": threshold,
         "target_sensitivity": config.fusion.target_sensitivity,
         "chosen_on": "out-of-fold development predictions, every route pooled",
     }
-    writer.write_json("fusion/decision.json", decision)
     full = router.full
     oof = pd.DataFrame(
         {"route": routes, "p_fusion": probability, "risk": risk}, index=inputs.oof.index
     )
-    return oof, {
+    metrics = {
         "method": chosen,
         "chosen_by": "highest out-of-fold ROC AUC on the development folds, over the patients "
         "with every modality (ties: late)",
@@ -642,6 +786,8 @@ def fuse(
         "missing_modalities": missingness_report(y, branch_oof, inputs.branches),
         "decision": decision,
     }
+    params = _method_params(config, chosen)
+    return FusionResult(chosen, params, model, router, decision, oof, metrics)
 
 
 def _route_metrics(
@@ -667,12 +813,8 @@ def _method_params(config: RunConfig, method: str) -> dict[str, Any]:
 
 
 def _fit_final_fusion(
-    writer: RunWriter,
-    inputs: FusionInputs,
-    config: RunConfig,
-    method: str,
-    final: _FinalModels,
-) -> None:
+    inputs: FusionInputs, config: RunConfig, method: str, final: _FinalModels
+) -> LateFusion | IntermediateFusion:
     from deeppcos.fusion.stage import intermediate_model, late_model
 
     y = inputs.labels
@@ -688,27 +830,26 @@ def _fit_final_fusion(
         tabular = final.tabular().reindex(complete)
         embeddings = final.embeddings().reindex(complete)
         model = intermediate_model(params, config.seed).fit(tabular, embeddings, y[inputs.complete])
-    model.save(writer.folder("fusion"))
-    writer.write_json("fusion/fusion.json", {"method": method, "params": params})
+    return model
 
 
 # --- severity -----------------------------------------------------------------------------------
 
 
 def grade(
-    writer: RunWriter,
     inputs: FusionInputs,
     config: RunConfig,
     cohort: Cohort,
     presence: pd.DataFrame,
     threshold: float,
-) -> tuple[dict[str, Any], pd.DataFrame | None]:
+) -> SeverityResult:
     """Cross-validate and fit the severity head (grade given PCOS) on the development patients,
     and grade them out of fold together with the presence decision.
 
     ``presence``: the fusion stage's out-of-fold ``risk`` per development patient (rows of
-    ``inputs.oof``); ``threshold``: the decision threshold. Returns the metrics entry and, per
-    development patient, the true grade and the out-of-fold grade (``None`` when skipped).
+    ``inputs.oof``); ``threshold``: the decision threshold. The result holds the metrics entry
+    and, per development patient, the true grade and the out-of-fold grade (no head and no
+    grades when skipped).
     """
     from deeppcos.evaluation.metrics import ordinal_metrics
     from deeppcos.fusion.grading import (
@@ -726,35 +867,43 @@ def grade(
     targets = severity_targets(cohort, section.source, section.guideline)
     if targets is None:
         if not cohort.spec.is_pcos:
-            return {
-                "skipped": f"the cohort has no severity grades, and grades by PCOS phenotype "
-                f"apply to a PCOS cohort only (the label here is {cohort.spec.label_name!r}); "
-                "give a severity_column in the spec to grade"
-            }, None
-        return {
-            "skipped": "the cohort has no severity grades; set severity.source: criteria to "
-            "derive them from the Rotterdam criteria"
-        }, None
+            return SeverityResult(
+                {
+                    "skipped": f"the cohort has no severity grades, and grades by PCOS "
+                    f"phenotype apply to a PCOS cohort only (the label here is "
+                    f"{cohort.spec.label_name!r}); give a severity_column in the spec to grade"
+                }
+            )
+        return SeverityResult(
+            {
+                "skipped": "the cohort has no severity grades; set severity.source: criteria "
+                "to derive them from the Rotterdam criteria"
+            }
+        )
     index = inputs.oof.index
     labels = inputs.oof["label"]
     graded = targets.grades.reindex(index).dropna()
     if graded.nunique() < 2:
-        return {
-            **targets.describe(),
-            "skipped": f"fewer than 2 distinct grades among {len(graded)} graded development "
-            "patients",
-        }, None
+        return SeverityResult(
+            {
+                **targets.describe(),
+                "skipped": f"fewer than 2 distinct grades among {len(graded)} graded "
+                "development patients",
+            }
+        )
     targets = with_no_disease_level(targets, labels)
     p_image = inputs.oof.get("p_image")
     x = severity_inputs(inputs.tabular, p_image, targets.excluded_inputs, index)
     grades = targets.grades.reindex(index)
     given = grades_given_pcos(grades, labels, targets.levels)
     if given.nunique() < 2:
-        return {
-            **targets.describe(),
-            "skipped": f"fewer than 2 distinct PCOS grades among the {int(given.notna().sum())} "
-            "development patients labelled PCOS",
-        }, None
+        return SeverityResult(
+            {
+                **targets.describe(),
+                "skipped": f"fewer than 2 distinct PCOS grades among the "
+                f"{int(given.notna().sum())} development patients labelled PCOS",
+            }
+        )
     params = dict(section.params)
     pcos_levels = targets.levels[1:]
     try:
@@ -763,7 +912,7 @@ def grade(
         )
     except SchemaError as exc:  # e.g. a training fold without any PCOS-graded patient
         skipped = f"severity head not cross-validated: {exc}"
-        return {**targets.describe(), "skipped": skipped}, None
+        return SeverityResult({**targets.describe(), "skipped": skipped})
     risk = presence["risk"].reindex(index).to_numpy(dtype="float64")
     decision = pd.array([pd.NA if np.isnan(r) else r >= threshold for r in risk], dtype="boolean")
     combined = severity_columns(given_oof, risk, decision, targets.levels, pcos_levels)
@@ -771,7 +920,6 @@ def grade(
         {"severity": grades.array, "severity_oof": combined["severity"].array}, index=index
     )
     head = new_head(section.kind, params, config.seed).fit(x, given, levels=pcos_levels)
-    head.save(writer.folder("severity"))
     info = {
         **targets.describe(),
         "kind": section.kind,
@@ -782,9 +930,7 @@ def grade(
         "head_patients": int(given.notna().sum()),
         "label_grade_conflicts": label_grade_conflicts(grades, labels, targets.levels),
     }
-    writer.write_json("severity/severity.json", info)
     every = targets.grades.rename("severity").reset_index()
-    writer.write_frame("severity/grades.csv", every)
     graded = grades.notna() & oof_grades["severity_oof"].notna()
     metrics = ordinal_metrics(
         oof_grades.loc[graded, "severity"],
@@ -792,12 +938,13 @@ def grade(
         len(targets.levels),
         seed=config.seed,
     )
-    return {
+    entry = {
         **info,
         "oof": metrics,
         "oof_given_pcos": _given_pcos_metrics(given, given_oof, pcos_levels, config.seed),
         "presence_agreement": presence_agreement(combined["severity"], decision, targets.levels),
-    }, oof_grades
+    }
+    return SeverityResult(entry, oof_grades, head, info, every)
 
 
 def _given_pcos_metrics(

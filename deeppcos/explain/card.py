@@ -26,10 +26,11 @@ _KEYS = ("roc_auc", "sensitivity", "specificity", "ppv", "npv", "brier")
 
 def model_card_summary(predictor: Any) -> dict[str, Any]:
     """Run, cohort, model and performance facts, each figure as ``{"value", "ci"}``."""
-    run = Path(predictor.run)
-    metrics = _read(run / "metrics.json")
+    run = Path(predictor.run) if predictor.run is not None else None
+    metrics = predictor.metrics
     fusion = metrics.get("fusion", {})
-    evaluation = _read(run / "evaluation" / "metrics.json")
+    # The locked test part is scored by `deeppcos evaluate`, into the run folder.
+    evaluation = _read(run / "evaluation" / "metrics.json") if run is not None else {}
     record = predictor.record
     out: dict[str, Any] = {
         "run": run_title(run, record),
@@ -50,7 +51,7 @@ def model_card_summary(predictor: Any) -> dict[str, Any]:
         "out_of_fold": _figures(fusion.get("oof_at_threshold", {}), fusion.get("oof", {})),
         "locked_test": _figures(evaluation.get("fusion", {}), {}) if evaluation else None,
         "model_card": "evaluation/model_card.md"
-        if (run / "evaluation" / "model_card.md").is_file()
+        if run is not None and (run / "evaluation" / "model_card.md").is_file()
         else None,
     }
     return out

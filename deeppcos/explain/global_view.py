@@ -27,7 +27,7 @@ import pandas as pd
 
 from deeppcos.exceptions import SchemaError
 from deeppcos.explain.fusion import ULTRASOUND, ExplainedPredictions, explain_predictions
-from deeppcos.explain.wording import CohortWords, feature_label, run_words
+from deeppcos.explain.wording import CohortWords, feature_label, predictor_words
 
 if TYPE_CHECKING:
     import shap
@@ -136,10 +136,10 @@ def global_explanation(
     return GlobalExplanation(
         explained,
         cohort.spec.name,
-        Path(predictor.run).name,
+        predictor.name,
         part,
         labels.astype(float),
-        run_words(predictor.run, cohort.spec),
+        predictor_words(predictor, cohort.spec),
     )
 
 
@@ -149,10 +149,9 @@ def _part_ids(predictor: Any, cohort: Any, part: str) -> list[str]:
         return ids
     if part not in PARTS:
         raise SchemaError(f"part must be one of {list(PARTS)}; got {part!r}")
-    path = Path(predictor.run) / "split.json"
-    if not path.is_file():
-        raise SchemaError(f"{path}: missing; use part 'all'")
-    assignments = json.loads(path.read_text(encoding="utf-8")).get("assignments", {})
+    assignments = predictor.split_assignments
+    if not assignments:
+        raise SchemaError(f"run {predictor.name}: no split recorded; use part 'all'")
     wanted = (lambda p: p == "test") if part == "test" else (lambda p: str(p).startswith("fold"))
     return [i for i in ids if wanted(assignments.get(i, ""))]
 

@@ -34,7 +34,6 @@ import datetime as dt
 import json
 import weakref
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +57,7 @@ from deeppcos.explain.wording import (
     feature_label,
     format_percent,
     format_value,
-    run_words,
+    predictor_words,
     typical_range,
 )
 from deeppcos.runs import run_title
@@ -351,7 +350,7 @@ def explain_patient(
     terms = explained.attribution.row(patient_id)
     part = _training_part(predictor, cohort, patient_id)
     rules = criteria_rules or CriteriaRules(guideline=run_guideline(predictor))
-    words = run_words(predictor.run, cohort.spec)
+    words = predictor_words(predictor, cohort.spec)
     return PatientExplanation(
         patient_id=patient_id,
         run=run_title(predictor.run, predictor.record),
@@ -641,11 +640,7 @@ def _training_part(predictor: Any, cohort: Any, patient_id: str) -> str | None:
     """Which part of the run's split the patient was in, when this is the run's own cohort."""
     if _fingerprint(cohort) != predictor.record.get("cohort_fingerprint"):
         return None
-    path = Path(predictor.run) / "split.json"
-    if not path.is_file():
-        return None
-    assignments = json.loads(path.read_text(encoding="utf-8")).get("assignments", {})
-    part = assignments.get(patient_id)
+    part = predictor.split_assignments.get(patient_id)
     if part is None:
         return None
     return "test" if part == "test" else "development" if str(part).startswith("fold") else part

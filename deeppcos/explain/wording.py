@@ -112,6 +112,14 @@ def run_words(run: Path | str | None, spec: Any = None) -> CohortWords:
     return CohortWords.from_record(record, spec)
 
 
+def predictor_words(predictor: Any, spec: Any = None) -> CohortWords:
+    """:func:`run_words` from what a loaded (or in-memory) predictor holds, without reading."""
+    record: dict[str, Any] = {}
+    for source in (predictor.cohort_summary, predictor.metrics):  # metrics wins where both say
+        record.update(_words_fields(source))
+    return CohortWords.from_record(record, spec)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -119,6 +127,10 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         return {}
+    return _words_fields(data)
+
+
+def _words_fields(data: dict[str, Any]) -> dict[str, Any]:
     return {k: data[k] for k in ("label_name", "pcos", "image_modality") if k in data}
 
 

@@ -102,11 +102,9 @@ def test_predictions_check_what_training_checked(tmp_path: Path) -> None:
     """A run records its ranges; new patients are checked against them (service, dashboard)."""
     from deeppcos.predictor import Predictor
 
-    run = tmp_path / "run"
-    run.mkdir()
+    # What load_run reads from the run's cohort.json.
     summary = {"pcos": False, "ranges": {"age_years": {"low": 0, "high": 120, "source": "spec"}}}
-    (run / "cohort.json").write_text(__import__("json").dumps(summary))
-    predictor = Predictor(run=run, config=None, record={})  # type: ignore[arg-type]
+    predictor = Predictor(run=tmp_path, config=None, record={}, cohort_summary=summary)  # type: ignore[arg-type]
     rules = predictor.input_ranges(["age_years", "weight_kg", "shoe_size"])
     assert (rules["age_years"].high, rules["age_years"].source) == (120, "spec")
     assert rules["weight_kg"].source == "catalog"  # not a PCOS run: no adult-weight range

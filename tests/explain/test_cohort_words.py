@@ -86,7 +86,18 @@ def chest_run(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def chest_predictor(predictor: Any, chest_run: Path) -> Any:
     """The session's models, read as the run at ``chest_run`` (only its records differ)."""
-    return dataclasses.replace(predictor, run=chest_run)
+    return _as_run(predictor, chest_run)
+
+
+def _as_run(predictor: Any, run: Path) -> Any:
+    """``predictor`` with the records of the run folder ``run`` (as load_run reads them)."""
+    records = {
+        name: json.loads((run / f"{name}.json").read_text(encoding="utf-8"))
+        for name in ("metrics", "cohort")
+    }
+    return dataclasses.replace(
+        predictor, run=run, metrics=records["metrics"], cohort_summary=records["cohort"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -163,13 +174,13 @@ def test_an_old_run_without_the_new_keys_reads_as_pcos(
 ) -> None:
     old = _copy_run(run_dir, tmp_path / "old", {"label_name": "pcos"}, drop=NEW_KEYS)
     assert "pcos" not in json.loads((old / "metrics.json").read_text(encoding="utf-8"))
-    expl = explain_patient(dataclasses.replace(predictor, run=old), patient, cohort, saliency=None)
+    expl = explain_patient(_as_run(predictor, old), patient, cohort, saliency=None)
     assert expl.words == CohortWords() and expl.criteria is not None
     text = visible_text(render_html(expl))
     assert "Rotterdam criteria from the data present" in text and "Ultrasound images" in text
     # An old run of another label: no checklist, images named plainly.
     other = _copy_run(run_dir, tmp_path / "other", {"label_name": "cardiomegaly"}, NEW_KEYS)
-    other_predictor = dataclasses.replace(predictor, run=other)
+    other_predictor = _as_run(predictor, other)
     expl = explain_patient(other_predictor, patient, cohort, saliency=None)
     assert expl.words == CohortWords("cardiomegaly", False, "image") and expl.criteria is None
     text = visible_text(render_html(expl))
