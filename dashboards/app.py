@@ -15,6 +15,11 @@ _PARENT = str(Path(__file__).resolve().parents[1])
 if _PARENT not in sys.path:
     sys.path.insert(0, _PARENT)
 
+from deeppcos.extras import require  # noqa: E402
+
+for _module in ("streamlit", "plotly"):  # the 'dashboard' extra, before any page needs it
+    require(_module, "dashboard", "the deeppcos dashboard")
+
 import streamlit as st  # noqa: E402
 
 from dashboards import context  # noqa: E402

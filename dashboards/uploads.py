@@ -110,7 +110,7 @@ def load_patient(patient: NewPatient, predictor: Any = None) -> Any:
     """The one-patient cohort, read with canonical column names (``new_patients_spec``) and,
     given the run's ``predictor``, as the run's kind of cohort: its label, its ranges and its
     categorical inputs (one row must not decide what a column is)."""
-    from deeppcos.data.cohort import load_cohort
+    from deeppcos.data.loaders import load_cohort
     from deeppcos.scoring import new_patients_spec
 
     table = patient.folder / "patients.csv"

@@ -5,7 +5,7 @@ answers at once; import what you need from the subpackages, e.g.
 ``from deeppcos.data import load_cohort``.
 """
 
-__version__ = "0.1.0"
+from deeppcos._version import __version__
 
 __all__ = ["MultimodalClassifier", "TabularClassifier", "__version__", "load_run"]
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import pandas as pd
 
+from deeppcos.cluster import dask_client
 from deeppcos.csvsafe import csv_text
 from deeppcos.data.cohort import Cohort, attach_images, build_patients
 from deeppcos.data.report import LoadReport
@@ -653,24 +654,3 @@ def _store(item: tuple[int, Any], output: _Output) -> None:
         output.keep(index)
     else:
         output.write(index, *task.result())
-
-
-def dask_client(client: Any, scheduler: str | None) -> tuple[Any, Any]:
-    """(client, cluster to close or None) from a client, or a scheduler address, a scheduler
-    file or ``local[:N]`` (a local cluster of N processes, one thread each)."""
-    if client is not None:
-        return client, None
-    from distributed import Client, LocalCluster
-
-    assert scheduler is not None
-    if scheduler.startswith("local"):
-        _, _, count = scheduler.partition(":")
-        if count and not count.isdigit():
-            raise ConfigError(f"--dask {scheduler!r}: expected local or local:N (N workers)")
-        cluster = LocalCluster(
-            n_workers=int(count or 2), threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        return Client(cluster), cluster
-    if scheduler.endswith(".json") and Path(scheduler).is_file():
-        return Client(scheduler_file=scheduler), None
-    return Client(scheduler), None

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deeppcos import __version__
-from deeppcos.commands import command_line, python_command
+from deeppcos.commands import command_line
 
 # TensorFlow's C++ start-up chatter is noise to a user; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -72,7 +72,9 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # the message is text: "deeppcos[serve]" is no markup tag
+
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
 
 
@@ -95,6 +97,20 @@ def _write_json(data: Any, target: str) -> None:
         sys.stdout.write(text + "\n")
     else:
         Path(target).write_text(text + "\n", encoding="utf-8")
+
+
+def _require_image(feature: str) -> None:
+    """TensorFlow and Keras (the 'image' extra), or a MissingExtraError naming ``feature``."""
+    from deeppcos.extras import require
+
+    require("keras", "image", feature)  # imports TensorFlow, its backend
+
+
+def _require_dask(feature: str) -> None:
+    """dask and distributed (the 'dask' extra), or a MissingExtraError naming ``feature``."""
+    from deeppcos.extras import require
+
+    require("distributed", "dask", feature)  # imports dask
 
 
 # --- synth -----------------------------------------------------------------------------------
@@ -129,7 +145,7 @@ def synth(
 
 
 def _load(spec: Path):  # -> Cohort
-    from deeppcos.data.cohort import load_cohort
+    from deeppcos.data.loaders import load_cohort
 
     with _progress("checking images") as progress:
         return load_cohort(spec, progress=progress)
@@ -473,6 +489,8 @@ def train(
 
     with _errors_as_messages():
         cfg = load_config(config)
+        if cfg.image.enabled:
+            _require_image(f"the image branch (image.enabled: true in {config})")
         target = out or Path("runs") / cfg.name
         corrections = _corrections(label_corrections or [])
         with _stage_progress() as progress:
@@ -864,7 +882,7 @@ def predict(
     """Predict new patients: probability, calibrated risk, decision, severity, modalities used."""
     import tempfile
 
-    from deeppcos.data.cohort import load_cohort
+    from deeppcos.data.loaders import load_cohort
     from deeppcos.exceptions import DataFileError
     from deeppcos.predictor import load_run
     from deeppcos.scoring import new_patients_spec
@@ -970,6 +988,9 @@ def _predict_in_chunks(
 
     if patients is None:
         raise typer.BadParameter("--chunk-size and --dask stream a --patients table")
+    if dask is not None:
+        with _errors_as_messages():
+            _require_dask("deeppcos predict --dask")
     with _errors_as_messages(), _stage_progress() as progress:
         result = score_table(
             run,
@@ -1017,9 +1038,13 @@ def embed(
     ] = None,
 ) -> None:
     """Embed every image of a config's cohort into the frozen-mode cache, ahead of training."""
+    with _errors_as_messages():
+        _require_image("deeppcos embed")
+        if dask is not None:
+            _require_dask("deeppcos embed --dask")
     from deeppcos.config import load_config
     from deeppcos.exceptions import ConfigError
-    from deeppcos.image.frozen import precompute
+    from deeppcos.image.precompute import precompute
     from deeppcos.training import cohort_for, resolve_branch_params
 
     with _errors_as_messages():
@@ -1196,6 +1221,11 @@ def serve(
     Concurrent requests are scored together (micro-batching); explanations run on their own
     copy of the model, so a long one does not hold up predictions.
     """
+    from deeppcos.extras import require
+
+    with _errors_as_messages():
+        for module in ("fastapi", "uvicorn"):
+            require(module, "serve", "deeppcos serve")
     from deeppcos.exceptions import ConfigError
     from deeppcos.serve import (
         SERVE_SETTINGS_ENV,
@@ -1312,7 +1342,7 @@ def explain(
     with _errors_as_messages():
         predictor = load_run(run)
         if spec is not None:
-            from deeppcos.data.cohort import load_cohort
+            from deeppcos.data.loaders import load_cohort
 
             cohort = load_cohort(spec)
         else:
@@ -1377,9 +1407,8 @@ DASHBOARD_PORT = 8501
 
 def dashboard_app() -> Path:
     """``dashboards/app.py``: installed beside the ``deeppcos`` package (or in the checkout)."""
-    import deeppcos
-
-    return Path(deeppcos.__file__).resolve().parents[1] / "dashboards" / "app.py"
+    # The package folder is this file's: no import of the package root needed for it.
+    return Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
 
 
 def dashboard_command(port: int, address: str) -> list[str]:
@@ -1399,12 +1428,13 @@ def start_dashboard(
     run: Path | None, port: int = DASHBOARD_PORT, address: str = "127.0.0.1"
 ) -> int:
     """Serve the dashboard (``streamlit run``, run folder in ``$DEEPPCOS_RUN``) until Ctrl-C."""
-    import importlib.util
     import subprocess
 
-    if importlib.util.find_spec("streamlit") is None:
-        install = f"{python_command()} -m pip install streamlit"
-        raise _fail(RuntimeError(f"streamlit is not installed: {install}"))
+    from deeppcos.extras import require
+
+    with _errors_as_messages():
+        for module in ("streamlit", "plotly"):
+            require(module, "dashboard", "deeppcos dashboard")
     if not dashboard_app().is_file():
         raise _fail(RuntimeError(f"{dashboard_app()}: the dashboard app is not installed"))
     env = dict(os.environ)
@@ -1459,6 +1489,8 @@ def demo(
     ] = None,
 ) -> None:
     """The embedded default, end to end: synthetic cohort → audit → train → evaluate."""
+    with _errors_as_messages():  # the demo trains both branches
+        _require_image("deeppcos demo")
     from deeppcos.data.audit import audit_cohort
     from deeppcos.evaluate import evaluate_run
     from deeppcos.training import DEMO_IMAGE_PARAMS, cohort_for, demo_config, demo_image_mode

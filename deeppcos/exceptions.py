@@ -52,6 +52,13 @@ class LogIntegrityError(DataFileError):
     was changed, replaced or removed, so its hash chain no longer matches."""
 
 
+class MissingExtraError(DeepPCOSError, ImportError):
+    """A feature needs an optional extra that is not installed (``deeppcos[serve]``, …); the
+    message names the feature and the command that installs the extra. Also an ImportError, so
+    code that guarded the import with ``except ImportError`` keeps working. Raised by
+    :func:`deeppcos.extras.require`."""
+
+
 class NotFittedError(DeepPCOSError, ValueError, AttributeError):
     """A model used before it was fitted or loaded. Also a ValueError and an AttributeError,
     as scikit-learn's NotFittedError is, so code written for scikit-learn estimators catches it.

@@ -219,7 +219,7 @@ class FeedbackLog:
             connection.execute(
                 "UPDATE feedback SET entry_hash = ? WHERE entry_id = ?", (previous, row[0])
             )
-        from deeppcos import __version__
+        from deeppcos._version import __version__
 
         covered = f"entries {rows[0][0]}–{rows[-1][0]}" if rows else "no entries"
         connection.execute(

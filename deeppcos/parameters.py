@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from deeppcos.config import RunConfig
 from deeppcos.exceptions import ConfigError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the config is only annotated here: config.py imports this module
+    from deeppcos.config import RunConfig
     from deeppcos.fusion.severity import Kind
 
 __all__ = ["model_setting_problems"]

@@ -32,7 +32,7 @@ def read_meta(path: Path, fmt: str, max_version: int, what: str) -> dict[str, An
 def write_meta(path: Path, fmt: str, version: int, fields: dict[str, Any]) -> Path:
     """Write a saved model's metadata: its kind and format version, the deeppcos version that
     wrote it, then ``fields``; ``read_meta`` checks the first two on load."""
-    from deeppcos import __version__
+    from deeppcos._version import __version__
 
     meta = {"format": fmt, "format_version": version, "deeppcos_version": __version__, **fields}
     path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")

@@ -63,7 +63,7 @@ class Predictor:
 
     def cohort(self) -> Cohort:
         """The cohort the run was trained on, checked against the run's fingerprint."""
-        from deeppcos.training import cohort_for
+        from deeppcos.cohorts import cohort_for
 
         cohort = cohort_for(self.config)
         if cohort.fingerprint() != self.record.get("cohort_fingerprint"):
@@ -73,7 +73,7 @@ class Predictor:
             )
         corrections = self.run / "label_corrections.csv" if self.run is not None else None
         if corrections is not None and corrections.is_file():
-            from deeppcos.training import apply_label_corrections
+            from deeppcos.cohorts import apply_label_corrections
 
             table = pd.read_csv(corrections, dtype={"patient_id": str})
             apply_label_corrections(cohort, table.set_index("patient_id")["label"])

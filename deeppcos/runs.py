@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from deeppcos import __version__
+from deeppcos._version import __version__
 from deeppcos.csvsafe import write_csv
 from deeppcos.exceptions import RunError
 

@@ -49,11 +49,18 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader
+
+try:
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from fastapi.security import APIKeyHeader
+except ModuleNotFoundError:  # without the 'serve' extra: a MissingExtraError that says so
+    from deeppcos.extras import require
+
+    require("fastapi", "serve", "the prediction service (deeppcos.serve)")
+    raise
 from pydantic import (
     BaseModel,
     ConfigDict,

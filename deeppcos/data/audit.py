@@ -31,9 +31,10 @@ How predictiveness is measured
 Cross-validated ROC AUC with 5 patient-grouped, label-stratified folds (``StratifiedGroupKFold``;
 the groups are ``patient_groups``, so duplicates of one image never sit on both sides). Out-of-
 fold scores are pooled into one AUC, reported *as is*: an AUC below 0.5 is not flipped, because
-flipping would let noise look like signal. The 95% interval is a percentile bootstrap over
-patient groups (200 resamples). Models are shallow on purpose: one numeric property,
-``HistGradientBoostingClassifier(max_depth=3, max_iter=100)`` (missing values handled natively);
+flipping would let noise look like signal. The 95% interval is a BCa bootstrap over patient
+groups (200 resamples, drawn by ``deeppcos.stats`` like every interval of the toolkit). Models
+are shallow on purpose: one numeric property, ``HistGradientBoostingClassifier(max_depth=3,
+max_iter=100)`` (missing values handled natively);
 one categorical property, logistic regression on its one-hot encoding; several, the same boosting
 on numbers plus one-hot columns.
 
@@ -94,21 +95,24 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from deeppcos.data.audit_rules import (
+    SEVERITY_ORDER,
+    SHORTCUT_HIGH,
+    SHORTCUT_WARNING,
+    TABULAR_HIGH,
+    TABULAR_WARNING,
+    Severity,
+    json_safe,
+)
 from deeppcos.data.catalog import ultrasound_features
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.imageio import read_image, to_gray_uint8
 from deeppcos.exceptions import DeepPCOSError
 from deeppcos.stats import bootstrap_auc_ci, group_codes, weighted_auc
 
-Severity = Literal["ok", "info", "warning", "high"]
-SEVERITY_ORDER: dict[str, int] = {"ok": 0, "info": 1, "warning": 2, "high": 3}
 Progress = Callable[[int, int], None]
 
 DEFAULT_NEAR_DUP_BITS = 2  # evidence in the module docstring
-SHORTCUT_HIGH = 0.75
-SHORTCUT_WARNING = 0.65
-TABULAR_HIGH = 0.90
-TABULAR_WARNING = 0.75
 MOSTLY_MISSING = 0.5
 N_FOLDS = 5
 N_BOOTSTRAP = 200
@@ -207,27 +211,6 @@ class AuditResult:
         from deeppcos.data.audit_report import print_findings
 
         print_findings(self, console)
-
-
-def json_safe(value: Any) -> Any:
-    """Plain JSON types: numpy scalars unwrapped, NaN and pandas NA as None."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [json_safe(v) for v in value.tolist()]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) or math.isinf(value) else float(value)
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, str):
-        return value
-    return str(value)
 
 
 def worse(a: Severity, b: Severity) -> Severity:

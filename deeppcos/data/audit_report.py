@@ -15,6 +15,14 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from deeppcos.data.audit_rules import (
+    SEVERITY_ORDER,
+    SHORTCUT_HIGH,
+    SHORTCUT_WARNING,
+    TABULAR_HIGH,
+    TABULAR_WARNING,
+    json_safe,
+)
 from deeppcos.data.imageio import read_image, to_gray_uint8
 
 if TYPE_CHECKING:
@@ -75,8 +83,6 @@ def print_findings(result: AuditResult, console: Any = None) -> None:
 
 
 def sorted_findings(findings: list[Finding]) -> list[Finding]:
-    from deeppcos.data.audit import SEVERITY_ORDER
-
     return sorted(findings, key=lambda f: -SEVERITY_ORDER[f.severity])
 
 
@@ -84,13 +90,6 @@ def sorted_findings(findings: list[Finding]) -> list[Finding]:
 
 
 def render_html(result: AuditResult) -> str:
-    from deeppcos.data.audit import (
-        SHORTCUT_HIGH,
-        SHORTCUT_WARNING,
-        TABULAR_HIGH,
-        TABULAR_WARNING,
-    )
-
     settings = result.settings
     esc = html.escape
     parts = [
@@ -160,8 +159,6 @@ def _finding_block(finding: Finding) -> str:
 
 
 def _figure_text(value: Any) -> str:
-    from deeppcos.data.audit import json_safe
-
     if isinstance(value, dict | list | tuple):
         return json.dumps(json_safe(value), ensure_ascii=False)
     if isinstance(value, float):

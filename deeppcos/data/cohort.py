@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from deeppcos.data.catalog import CATALOG, ultrasound_features
@@ -33,10 +32,11 @@ from deeppcos.data.categorical import (
     report_inferred,
 )
 from deeppcos.data.imageio import ImageInfo, probe_image
+from deeppcos.data.manifest import IMAGES_FRAME, PATIENTS_FRAME, manifest_images, numbered
 from deeppcos.data.ranges import rules_for_spec, rules_to_json
 from deeppcos.data.report import LoadReport
-from deeppcos.data.spec import CohortSpec, PatientsSpec, load_spec
-from deeppcos.data.tables import check_ranges, coerce_numeric
+from deeppcos.data.spec import CohortSpec, ImagesSpec, PatientsSpec
+from deeppcos.data.tables import check_ranges, coerce_numeric, id_text, parse_binary_label
 from deeppcos.exceptions import EmptyCohortError, ImageError, SchemaError
 
 Progress = Callable[[int, int], None]
@@ -75,8 +75,6 @@ class Cohort:
         manifest (``patient_id``, ``path``; relative paths against ``spec.images.root``, else
         the working folder). ``spec`` is a :class:`CohortSpec`, a mapping of its fields, or
         None (canonical names: ``patient_id``, ``pcos``)."""
-        from deeppcos.data.loaders import load_frames
-
         if spec is None:
             spec = {"name": "frames", "patients": {}}
         if not isinstance(spec, CohortSpec):
@@ -137,17 +135,6 @@ def validate_tables(patients: pd.DataFrame, images: pd.DataFrame, features: list
             raise SchemaError("duplicate image ids in the images table")
     if patients.empty:
         raise EmptyCohortError("the cohort has no patients")
-
-
-def load_cohort(spec: CohortSpec | Path | str, progress: Progress | None = None) -> Cohort:
-    """Load a cohort from a spec (object or YAML path), dispatching on ``spec.format``."""
-    if not isinstance(spec, CohortSpec):
-        spec = load_spec(spec)
-    from deeppcos.data import loaders
-
-    cohort = loaders.LOADERS[spec.format](spec, progress)
-    cohort.validate()
-    return cohort
 
 
 # --- building the canonical patients table -------------------------------------------------
@@ -267,36 +254,6 @@ def _with_clean_ids(
     return raw
 
 
-def id_text(value: object) -> str:
-    """Ids as text; spreadsheets turn 10001 into 10001.0, which must not change the id."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def parse_binary_label(values: pd.Series, file: str, column: str, report: LoadReport) -> pd.Series:
-    """0/1 labels (missing allowed and reported); anything else is an error naming the rows."""
-    text = values.map(lambda v: "" if v is None or pd.isna(v) else str(v).strip())
-    mapping = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "False": 0, "True": 1}
-    bad = text[(text != "") & ~text.isin(list(mapping))]
-    if len(bad):
-        shown = ", ".join(f"row {r}: {v!r}" for r, v in bad.head(5).items())
-        raise SchemaError(
-            f"{file}: label column {column!r} must be 0 or 1 (or empty when unknown); "
-            f"found {shown}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        )
-    for row in text[text == ""].index:
-        report.add(
-            "warning",
-            "note",
-            "label missing; the patient can be scored, not trained on",
-            file=file,
-            row=row,
-            column=column,
-        )
-    return text.map(mapping).astype("Int8")
 
 
 def parse_severity(values: pd.Series, levels: list[str], file: str, column: str) -> pd.Series:
@@ -672,3 +629,50 @@ def cohort_summary(cohort: Cohort) -> dict[str, Any]:
         missing = patients[features].isna().mean().sort_values(ascending=False)
         summary["missing_fraction"] = {k: round(float(v), 3) for k, v in missing.items()}
     return summary
+
+
+def load_frames(
+    patients: pd.DataFrame | None,
+    images: pd.DataFrame | None,
+    spec: CohortSpec,
+    progress: Progress | None = None,
+) -> Cohort:
+    """:meth:`Cohort.from_frames`: in-memory tables through the same checks and load report as
+    :func:`load_tables`; report rows are 1-based positions in the frames."""
+    report = LoadReport()
+    if patients is None and images is None:
+        raise SchemaError("from_frames needs a patients frame, an images frame, or both")
+    manifest = None
+    if images is not None:
+        ispec = spec.images or ImagesSpec()
+        root = spec.resolve(ispec.root) or spec.base_dir
+        manifest = manifest_images(numbered(images), spec, ispec, report, IMAGES_FRAME, root)
+    if patients is not None:
+        cohort = build_patients(numbered(patients), spec, report, PATIENTS_FRAME)
+    else:
+        assert manifest is not None
+        cohort = patients_from_images(spec, manifest, report)
+    if manifest is not None:
+        cohort = attach_images(cohort, manifest, progress, IMAGES_FRAME)
+    cohort.validate()
+    return cohort
+
+
+def patients_from_images(spec: CohortSpec, images: pd.DataFrame, report: LoadReport) -> Cohort:
+    """Image-only cohort: one patient per id; the label is positive if any image is positive."""
+    if images.empty:
+        raise EmptyCohortError(f"cohort {spec.name!r}: no images found")
+    grouped = images.groupby("patient_id", sort=True)
+    patients = pd.DataFrame({"patient_id": list(grouped.groups)})
+    if "label" in images:
+        patients["label"] = grouped["label"].max().reset_index(drop=True).astype("Int8")
+        mixed = grouped["label"].nunique()
+        for pid in mixed[mixed > 1].index:
+            report.add(
+                "warning",
+                "note",
+                "patient has positive and negative images; patient label = positive",
+                row=pid,
+                column="label",
+            )
+    return Cohort(spec=spec, patients=patients, images=images, feature_columns=[], report=report)

@@ -40,7 +40,7 @@ from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import MediaStorageDirectoryStorage
 
-from deeppcos.data.imageio import DEFAULT_MAX_PIXELS, ImageInfo, file_sha256
+from deeppcos.data.imagefile import DEFAULT_MAX_PIXELS, ImageInfo, file_sha256
 from deeppcos.data.report import LoadReport
 from deeppcos.exceptions import ConfigError, DataFileError, ImageError
 

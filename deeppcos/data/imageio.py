@@ -10,9 +10,7 @@ normalisation to the image branch.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,19 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from deeppcos.data.imagefile import DEFAULT_MAX_PIXELS, ImageInfo, file_sha256
 from deeppcos.exceptions import ImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "ImageInfo",
+    "file_sha256",
+    "probe_image",
+    "read_image",
+    "sniff_format",
+    "to_gray_uint8",
+]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 
@@ -32,25 +42,6 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
-
-DEFAULT_MAX_PIXELS = 60_000_000
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    file_format: str  # JPEG, PNG, BMP, TIFF or DICOM
-    width: int
-    height: int
-    channels: int  # 1 (gray) or 3 (colour); alpha is dropped
-    bit_depth: int  # 8 or 16
-    color_mode: str  # the stored mode: gray, rgb, rgba, palette, ...
-    frames: int  # >1 only for multi-frame DICOM
-    file_bytes: int
-    sha256: str
-    # Pages in a multi-page TIFF. Only page 1 is decoded (OpenCV's imdecode reads the first);
-    # loaders report the rest rather than drop them silently.
-    pages: int = 1
-
 
 # A BMP's info header states its own size, one of these; "BM" alone is too weak a signature
 # (a text file starting "BMI 27" would pass it).
@@ -72,14 +63,6 @@ def sniff_format(head: bytes) -> str | None:
 
 def _is_bmp_header(head: bytes) -> bool:
     return len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_INFO_HEADER_SIZES
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def probe_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -22,13 +21,20 @@ from deeppcos.data.cohort import (
     attach_images,
     build_patients,
     empty_images_table,
-    id_text,
-    parse_binary_label,
+    patients_from_images,
 )
 from deeppcos.data.imageio import IMAGE_EXTENSIONS
-from deeppcos.data.report import Level, LoadReport
-from deeppcos.data.spec import CohortSpec, ImagesSpec, PatientsSpec
-from deeppcos.data.tables import read_patients_table, read_table
+from deeppcos.data.manifest import (
+    Where,
+    allowed_roots,
+    exclude_outside,
+    is_inside,
+    manifest_images,
+    resolved_path,
+)
+from deeppcos.data.report import LoadReport
+from deeppcos.data.spec import CohortSpec, ImagesSpec, PatientsSpec, load_spec
+from deeppcos.data.tables import id_text, read_patients_table, read_table
 from deeppcos.exceptions import ConfigError, DataFileError, EmptyCohortError, SchemaError
 
 
@@ -41,7 +47,7 @@ def load_tables(spec: CohortSpec, progress: Progress | None) -> Cohort:
         path = _required_path(spec, spec.patients.path, "patients.path")
         cohort = build_patients(read_patients_table(path, spec.patients), spec, report, str(path))
     elif images is not None:
-        cohort = _patients_from_images(spec, images, report)
+        cohort = patients_from_images(spec, images, report)
     else:  # the spec validator forbids this; kept for type checkers
         raise ConfigError(f"{spec.name}: nothing to load")
     if images is not None:
@@ -65,256 +71,6 @@ def read_manifest(
     file = str(path)
     root = spec.resolve(ispec.root) or path.parent
     return manifest_images(read_table(path), spec, ispec, report, file, root), file
-
-
-def manifest_images(
-    raw: pd.DataFrame,
-    spec: CohortSpec,
-    ispec: ImagesSpec,
-    report: LoadReport,
-    file: str,
-    root: Path,
-) -> pd.DataFrame:
-    """The canonical images table from a manifest's rows (read from a file or given in
-    memory); relative paths resolve against ``root``."""
-    raw = raw.rename(columns=lambda c: str(c).strip())
-    needed = [ispec.patient_column, ispec.path_column]
-    missing = [c for c in needed if c not in raw]
-    if missing:
-        raise SchemaError(
-            f"{file}: images manifest lacks column(s) {missing} named by the spec "
-            f"(patient_column, path_column); it has {list(raw.columns)}"
-        )
-    out = pd.DataFrame(index=raw.index)
-    rel = raw[ispec.path_column].fillna("").astype(str).str.strip()
-    empty = rel == ""
-    for row in rel[empty].index:
-        report.add(
-            "excluded",
-            "excluded_image",
-            "no image path",
-            file=file,
-            row=row,
-            column=ispec.path_column,
-        )
-    out["image_id"] = raw["image_id"].astype(str) if "image_id" in raw else rel
-    out["patient_id"] = raw[ispec.patient_column].map(id_text)
-    where = _Where(report, file, ispec.path_column)
-    roots = allowed_roots(spec, ispec, root)
-    out["path"] = [
-        "" if not text else _manifest_image_path(text, root, roots, where.at(row))
-        for row, text in rel.items()
-    ]
-    out["frame"] = pd.array(
-        pd.to_numeric(raw["frame"], errors="coerce") if "frame" in raw else [pd.NA] * len(raw),
-        dtype="Int64",
-    )
-    for key, target in (("side_column", "side"), ("view_column", "view")):
-        column = getattr(ispec, key)
-        if column:
-            if column not in raw:
-                raise SchemaError(f"{file}: images.{key} names {column!r}, which is not a column")
-            out[target] = raw[column].astype("string")
-    if ispec.label_column:
-        if ispec.label_column not in raw:
-            raise SchemaError(
-                f"{file}: images.label_column names {ispec.label_column!r}, which is not a column"
-            )
-        labels = raw[ispec.label_column]
-        if ispec.label_map is not None:
-            labels = _mapped_labels(labels, ispec.label_map, file, ispec.label_column)
-        out["label"] = parse_binary_label(labels, file, ispec.label_column, report)
-    return out[out["path"] != ""]
-
-
-PATIENTS_FRAME = "<patients frame>"
-IMAGES_FRAME = "<images frame>"
-
-
-def load_frames(
-    patients: pd.DataFrame | None,
-    images: pd.DataFrame | None,
-    spec: CohortSpec,
-    progress: Progress | None = None,
-) -> Cohort:
-    """:meth:`Cohort.from_frames`: in-memory tables through the same checks and load report as
-    :func:`load_tables`; report rows are 1-based positions in the frames."""
-    report = LoadReport()
-    if patients is None and images is None:
-        raise SchemaError("from_frames needs a patients frame, an images frame, or both")
-    manifest = None
-    if images is not None:
-        ispec = spec.images or ImagesSpec()
-        root = spec.resolve(ispec.root) or spec.base_dir
-        manifest = manifest_images(_numbered(images), spec, ispec, report, IMAGES_FRAME, root)
-    if patients is not None:
-        cohort = build_patients(_numbered(patients), spec, report, PATIENTS_FRAME)
-    else:
-        assert manifest is not None
-        cohort = _patients_from_images(spec, manifest, report)
-    if manifest is not None:
-        cohort = attach_images(cohort, manifest, progress, IMAGES_FRAME)
-    cohort.validate()
-    return cohort
-
-
-def _numbered(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy indexed 1 … n, the row numbers a file's rows get (the caller's index untouched)."""
-    out = frame.copy()
-    out.index = pd.RangeIndex(1, len(out) + 1, name="row")
-    return out
-
-
-# --- image paths stay inside the cohort's folders -------------------------------------------
-# A manifest row, or a symlink in an image folder, can name any file on the machine
-# (../../../../etc/passwd, /home/someone/.ssh/id_rsa). Such a file must never be opened: not
-# even to find it is no image, since what probing reports about it reaches the console and every
-# report. Paths are resolved first (symlinks followed), then checked against the allowed roots.
-
-
-@dataclass(frozen=True)
-class _Where:
-    """Where a path came from, for its load-report entries."""
-
-    report: LoadReport
-    file: str | None
-    column: str | None
-    row: int | str | None = None
-
-    def at(self, row: int | str | None) -> _Where:
-        return _Where(self.report, self.file, self.column, row)
-
-    def add(self, level: Level, action: str, message: str, found: object, **extra: str) -> None:
-        self.report.add(
-            level,
-            action,
-            message,
-            file=self.file,
-            row=self.row,
-            column=self.column,
-            found=found,
-            **extra,
-        )
-
-
-def allowed_roots(spec: CohortSpec, ispec: ImagesSpec, base: Path) -> list[Path]:
-    """Folders image paths may resolve into: ``base`` (the images root, the manifest's folder
-    or the image folder) and the spec's ``images.allowed_roots``, all resolved."""
-    named = [spec.resolve(extra) for extra in ispec.allowed_roots]
-    return [folder.resolve() for folder in (base, *named) if folder is not None]
-
-
-def _resolved(path: Path) -> Path | None:
-    """``path`` with symlinks followed; None when it cannot be resolved (a symlink loop)."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):  # Python 3.11 raises RuntimeError on a symlink loop
-        return None
-
-
-def _inside(path: Path | None, roots: list[Path]) -> bool:
-    return path is not None and any(path.is_relative_to(folder) for folder in roots)
-
-
-def _exclude_outside(where: _Where, found: str, roots: list[Path]) -> None:
-    named = ", ".join(str(folder) for folder in roots)
-    plural = "s" if len(roots) > 1 else ""
-    where.add(
-        "excluded",
-        "excluded_image",
-        f"path resolves (symlinks followed) outside the allowed image root{plural} {named}; "
-        "the file was not opened. If it is a genuine image, move it under the root or list its "
-        "folder in images.allowed_roots in the spec",
-        found,
-        expected=f"a path inside {named}",
-    )
-
-
-def _manifest_image_path(text: str, root: Path, roots: list[Path], where: _Where) -> str:
-    """The resolved path of a manifest row's image, or "" when it is left out (reported)."""
-    if "\\" in text:
-        text = _with_forward_slashes(text, root, roots, where)
-    resolved = _resolved(root / text)
-    if not _inside(resolved, roots):
-        _exclude_outside(where, text, roots)
-        return ""
-    return str(resolved)
-
-
-def _with_forward_slashes(text: str, root: Path, roots: list[Path], where: _Where) -> str:
-    """A path holding backslashes, as a manifest written on Windows has them.
-
-    On POSIX a backslash is a legal file-name character, so the path is used as written when
-    that names a file; otherwise it is read with '/' as the separator (what a Windows user
-    meant) and the report says so. This resolves rather than excludes: the intent is
-    unambiguous, and nothing that loads today changes. Existence is only checked inside the
-    allowed roots, so no file outside them is ever touched.
-    """
-    as_written = _resolved(root / text)
-    if _inside(as_written, roots) and as_written is not None and as_written.exists():
-        return text
-    fixed = text.replace("\\", "/")
-    candidate = _resolved(root / fixed)
-    if not _inside(candidate, roots):
-        return fixed  # left out as outside the root, by the caller
-    if candidate is not None and candidate.exists():
-        message = f"path written with '\\' separators (Windows); read with '/' instead: {fixed}"
-        where.add("info", "note", message, text)
-    else:
-        where.add(
-            "warning",
-            "note",
-            "image file not found, neither as written nor with '/' in place of '\\'; "
-            "use / as the separator in manifest paths",
-            text,
-        )
-    return fixed
-
-
-def _mapped_labels(values: pd.Series, mapping: dict[str, int], file: str, column: str) -> pd.Series:
-    """Source label values -> 0/1 through the spec's ``label_map`` (keys compared as text, so
-    1, 1.0 and "1" in the file all match the key "1"); an unmapped value is an error naming rows."""
-    table = {str(k).strip(): int(v) for k, v in mapping.items()}
-    if set(table.values()) - {0, 1}:
-        raise ConfigError(f"images.label_map must map to 0 or 1; got {mapping}")
-
-    def key(value: object) -> str | None:
-        if value is None or pd.isna(value):
-            return None
-        number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
-        if pd.notna(number) and float(number).is_integer():
-            return str(int(number))
-        return str(value).strip()
-
-    keys = values.map(key)
-    bad = keys[keys.notna() & ~keys.isin(list(table))]
-    if len(bad):
-        shown = ", ".join(f"row {r}: {v!r}" for r, v in bad.head(5).items())
-        raise SchemaError(
-            f"{file}: label column {column!r} holds values the spec's label_map "
-            f"{sorted(table)} does not name: {shown}"
-        )
-    return keys.map(table)
-
-
-def _patients_from_images(spec: CohortSpec, images: pd.DataFrame, report: LoadReport) -> Cohort:
-    """Image-only cohort: one patient per id; the label is positive if any image is positive."""
-    if images.empty:
-        raise EmptyCohortError(f"cohort {spec.name!r}: no images found")
-    grouped = images.groupby("patient_id", sort=True)
-    patients = pd.DataFrame({"patient_id": list(grouped.groups)})
-    if "label" in images:
-        patients["label"] = grouped["label"].max().reset_index(drop=True).astype("Int8")
-        mixed = grouped["label"].nunique()
-        for pid in mixed[mixed > 1].index:
-            report.add(
-                "warning",
-                "note",
-                "patient has positive and negative images; patient label = positive",
-                row=pid,
-                column="label",
-            )
-    return Cohort(spec=spec, patients=patients, images=images, feature_columns=[], report=report)
 
 
 # --- image folders -------------------------------------------------------------------------
@@ -343,9 +99,9 @@ def load_image_folder(spec: CohortSpec, progress: Progress | None) -> Cohort:
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             report.add("info", "note", "not an image extension; ignored", file=str(path))
             continue
-        resolved = _resolved(path)
-        if not _inside(resolved, roots):  # a symlink out of the folder
-            _exclude_outside(_Where(report, str(path), None), str(path), roots)
+        resolved = resolved_path(path)
+        if not is_inside(resolved, roots):  # a symlink out of the folder
+            exclude_outside(Where(report, str(path), None), str(path), roots)
             continue
         if not classes:
             report.add(
@@ -370,7 +126,7 @@ def load_image_folder(spec: CohortSpec, progress: Progress | None) -> Cohort:
     images = pd.DataFrame(rows)
     images["frame"] = images["frame"].astype("Int64")
     images["label"] = images["label"].astype("Int8")
-    cohort = _patients_from_images(spec, images, report)
+    cohort = patients_from_images(spec, images, report)
     return attach_images(cohort, images, progress)
 
 
@@ -441,7 +197,7 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
         )
     image_root = spec.resolve(spec.images.folder if spec.images else None) or path.parent / "images"
     roots = allowed_roots(spec, spec.images or ImagesSpec(), image_root)
-    where = _Where(report, str(path), "Image Index")
+    where = Where(report, str(path), "Image Index")
     images = pd.DataFrame(
         {
             "image_id": raw["Image Index"].astype(str),
@@ -496,11 +252,11 @@ def load_nih_chestxr(spec: CohortSpec, progress: Progress | None) -> Cohort:
 ANY_FINDING = "any"
 
 
-def _nih_image_path(image_root: Path, name: str, roots: list[Path], where: _Where) -> str:
+def _nih_image_path(image_root: Path, name: str, roots: list[Path], where: Where) -> str:
     """The image file a Data_Entry row names, as given; "" when it leaves the image folder."""
     path = image_root / name
-    if not _inside(_resolved(path), roots):
-        _exclude_outside(where, name, roots)
+    if not is_inside(resolved_path(path), roots):
+        exclude_outside(where, name, roots)
         return ""
     return str(path)
 
@@ -539,7 +295,7 @@ def load_dicom(spec: CohortSpec, progress: Progress | None) -> Cohort:
         cohort = build_patients(raw, spec, report, str(path))
         cohort = attach_images(cohort, images, progress, str(folder))
     else:
-        cohort = _patients_from_images(spec, images, report)
+        cohort = patients_from_images(spec, images, report)
         cohort = attach_images(cohort, images, progress, str(folder))
     return cohort
 
@@ -601,3 +357,12 @@ LOADERS: dict[str, Callable[[CohortSpec, Progress | None], Cohort]] = {
     "nih-chestxr": load_nih_chestxr,
     "fhir": load_fhir,
 }
+
+
+def load_cohort(spec: CohortSpec | Path | str, progress: Progress | None = None) -> Cohort:
+    """Load a cohort from a spec (object or YAML path), dispatching on ``spec.format``."""
+    if not isinstance(spec, CohortSpec):
+        spec = load_spec(spec)
+    cohort = LOADERS[spec.format](spec, progress)
+    cohort.validate()
+    return cohort

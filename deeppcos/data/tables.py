@@ -259,3 +259,35 @@ def check_ranges(
             )
         if policy == "null" and outside.any():  # a write per column is slow on small frames
             frame.loc[outside, column] = np.nan
+
+
+def id_text(value: object) -> str:
+    """Ids as text; spreadsheets turn 10001 into 10001.0, which must not change the id."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def parse_binary_label(values: pd.Series, file: str, column: str, report: LoadReport) -> pd.Series:
+    """0/1 labels (missing allowed and reported); anything else is an error naming the rows."""
+    text = values.map(lambda v: "" if v is None or pd.isna(v) else str(v).strip())
+    mapping = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "False": 0, "True": 1}
+    bad = text[(text != "") & ~text.isin(list(mapping))]
+    if len(bad):
+        shown = ", ".join(f"row {r}: {v!r}" for r, v in bad.head(5).items())
+        raise SchemaError(
+            f"{file}: label column {column!r} must be 0 or 1 (or empty when unknown); "
+            f"found {shown}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        )
+    for row in text[text == ""].index:
+        report.add(
+            "warning",
+            "note",
+            "label missing; the patient can be scored, not trained on",
+            file=file,
+            row=row,
+            column=column,
+        )
+    return text.map(mapping).astype("Int8")

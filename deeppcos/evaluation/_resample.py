@@ -1,108 +1,27 @@
-"""Vectorised patient bootstrap shared by the metrics, the subgroup table and the plots.
+"""The evaluation's metrics as statistics of resample weights, and their input checks.
 
-A bootstrap resample is represented by a *weight* per row: how many times that patient was drawn.
-Every statistic below is a weighted sum over rows, so one matrix product scores a whole block of
-resamples at once — 1000 resamples of 600 patients take a few tens of milliseconds instead of a
-Python loop over 1000 calls to scikit-learn. The point estimate is the same code with all
-weights 1, so point value and interval can never drift apart; the jackknife behind the BCa
-acceleration is the same code again, with one unit's weights set to 0.
+Resampling itself lives in the statistics core, ``deeppcos.stats`` (one way to draw patient or
+group resamples as weights, one way to turn draws into an interval): the scorers here are what
+it resamples. Each scorer is prepared once per data set and scores a block of resample weights
+(rows: resamples, columns: patients) with a handful of matrix products, so 1000 resamples of
+600 patients take a few tens of milliseconds; the point estimate is the same code with all
+weights 1, and the jackknife behind the BCa acceleration the same code again.
+
+``bootstrap`` and ``bootstrap_weights`` are re-exported from ``deeppcos.stats`` for older
+imports; there is no second implementation here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from deeppcos.stats import CI_LEVEL, Interval, bootstrap_interval, group_codes, jackknife_weights
-
-# Cells of one weight block (~32 MB as float64): bounds memory on large cohorts while keeping
-# blocks big enough that the per-block overhead is negligible at the usual 1000 x few hundred.
-_BLOCK_CELLS = 4_000_000
-
-Statistic = Callable[[np.ndarray], dict[str, np.ndarray]]
-
-
-def bootstrap_weights(
-    n: int, n_boot: int, rng: np.random.Generator, groups: np.ndarray | None = None
-) -> Iterator[np.ndarray]:
-    """Blocks of resample weights, shape (block, n): draw patients (or groups) with replacement.
-
-    With ``groups`` (e.g. patients linked by duplicate images) whole groups are drawn and every
-    row of a drawn group gets that group's count, so linked rows stay together.
-    """
-    codes, n_units = (None, n) if groups is None else group_codes(groups)
-    block = max(1, _BLOCK_CELLS // max(n, 1))
-    done = 0
-    while done < n_boot:
-        size = min(block, n_boot - done)
-        draws = rng.integers(0, n_units, size=(size, n_units))
-        # Offsetting each resample's draws lets one bincount count all of them at once.
-        flat = (draws + n_units * np.arange(size)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=size * n_units).reshape(size, n_units)
-        counts = counts.astype(np.float64)
-        yield counts if codes is None else counts[:, codes]
-        done += size
-
-
-def bootstrap(
-    statistic: Statistic,
-    n: int,
-    *,
-    seed: int,
-    n_boot: int,
-    groups: np.ndarray | None = None,
-    debiased: Collection[str] = (),
-) -> dict[str, dict[str, Any]]:
-    """``{name: {"value": point, "ci": [low, high] | None}}`` for every statistic returned.
-
-    BCa interval at ``CI_LEVEL``, its acceleration from a jackknife over the resampling units
-    (patients, or groups of linked patients). Statistics named in ``debiased`` (values in
-    [0, 1] that resampling biases upwards: ECE) are reported bias-corrected with the basic
-    interval, the plug-in value kept under ``"plugin"``. Resamples where a statistic is
-    undefined (e.g. PPV when nobody is called positive) are left out of its interval. Where no
-    interval can be reported, ``ci`` is ``None`` and ``ci_note`` says why; with ``n_boot=0``
-    none was asked for and there is no note. See ``deeppcos.stats.bootstrap_interval``.
-    """
-    point = statistic(np.ones((1, n)))
-    if n_boot <= 0 or n == 0:
-        return {k: _entry(Interval(v[0], None), v[0], k in debiased) for k, v in point.items()}
-    rng = np.random.default_rng(seed)
-    blocks = [statistic(w) for w in bootstrap_weights(n, n_boot, rng, groups)]
-    codes, n_units = (None, n) if groups is None else group_codes(groups)
-    jackknife = jackknife_weights(n_units, codes)
-    step = max(1, _BLOCK_CELLS // n)
-    jack_blocks = [statistic(jackknife[i : i + step]) for i in range(0, len(jackknife), step)]
-    out = {}
-    for name, value in point.items():
-        draws = np.concatenate([b[name] for b in blocks])
-        if name in debiased:
-            interval = bootstrap_interval(value[0], draws, method="bias-corrected")
-        else:
-            jack = np.concatenate([b[name] for b in jack_blocks])
-            interval = bootstrap_interval(value[0], draws, jack)
-        out[name] = _entry(interval, value[0], name in debiased)
-    return out
-
-
-def _entry(interval: Interval, plugin: float, debiased: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"value": _finite(interval.value), "ci": interval.ci}
-    if interval.note:
-        out["ci_note"] = interval.note
-    if debiased:
-        out["plugin"] = _finite(plugin)
-        out["value_method"] = "bias-corrected" if interval.bias_corrected else "plug-in"
-        if interval.ci is not None:
-            out["ci_method"] = "basic bootstrap"
-    return out
-
-
-def _finite(value: float) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
+from deeppcos.stats import CI_LEVEL, RankedScores, ratio
+from deeppcos.stats import bootstrap as bootstrap
+from deeppcos.stats import bootstrap_weights as bootstrap_weights
 
 
 def wilson_for_boundaries(
@@ -139,13 +58,6 @@ def wilson_interval(successes: int, total: int, level: float = CI_LEVEL) -> list
     return [float(low), float(high)]
 
 
-def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """Elementwise division with NaN (undefined) where the denominator is 0."""
-    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
-
-
 def calibration_bin_index(p: np.ndarray, n_bins: int) -> np.ndarray:
     """Equal-width bins on [0, 1]: bin i holds [i/n, (i+1)/n); the last one also holds 1.0.
 
@@ -159,36 +71,34 @@ class BinaryScorer:
     """All binary metrics of P(label = 1) for a block of resample weights.
 
     Prepared once per data set (ranks, cells of the confusion matrix, calibration bins); each
-    call is a handful of matrix products over the weights.
+    call is a handful of matrix products over the weights. ``threshold`` only matters for the
+    threshold metrics.
     """
 
     THRESHOLD_METRICS = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 
-    def __init__(self, y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int = 10) -> None:
-        y = y.astype(np.float64)
+    def __init__(
+        self, y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_bins: int = 10
+    ) -> None:
+        y = np.asarray(y, dtype=np.float64)
+        p = np.asarray(p, dtype=np.float64)
         self.y, self.n_bins = y, n_bins
-        self.order = np.argsort(p, kind="stable")
-        sorted_p = p[self.order]
-        # Start of each run of equal scores: ties share one ROC/PR step, as in scikit-learn.
-        self.starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+        self.ranked = RankedScores(y, p)
         called = (p >= threshold).astype(np.float64)
         # Columns tp, fp, tn, fn: one product with the weights gives the four counts per resample.
         self.cells = np.column_stack(
             [y * called, (1 - y) * called, (1 - y) * (1 - called), y * (1 - called)]
         )
         onehot = np.eye(n_bins)[calibration_bin_index(p, n_bins)]
-        self.calibration = np.hstack([onehot * y[:, None], onehot * p[:, None]])
+        self.calibration_sums = np.hstack([onehot * y[:, None], onehot * p[:, None]])
         self.squared_error = (p - y) ** 2
+        clipped = np.clip(p, 1e-7, 1 - 1e-7)
+        self.log_losses = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
 
     def __call__(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         out = self.ranking(weights)
         out.update(self.at_threshold(weights))
-        total = weights.sum(axis=1)
-        out["brier"] = weights @ self.squared_error / total
-        sums = weights @ self.calibration
-        observed, predicted = sums[:, : self.n_bins], sums[:, self.n_bins :]
-        # sum_b (n_b / N) |mean_y_b - mean_p_b| = sum_b |sum_y_b - sum_p_b| / N
-        out["ece"] = np.abs(observed - predicted).sum(axis=1) / total
+        out.update(self.calibration(weights))
         return out
 
     def proportions(self) -> dict[str, tuple[int, int]]:
@@ -204,18 +114,7 @@ class BinaryScorer:
 
     def ranking(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """ROC AUC (ties count half) and average precision (scikit-learn's step-wise PR AUC)."""
-        pos = np.add.reduceat((weights * self.y)[:, self.order], self.starts, axis=1)
-        neg = np.add.reduceat((weights * (1 - self.y))[:, self.order], self.starts, axis=1)
-        n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-        below = np.cumsum(neg, axis=1) - neg
-        auc = ratio((pos * (below + 0.5 * neg)).sum(axis=1), n_pos * n_neg)
-        # Average precision: walk thresholds from the highest score down; each step adds its
-        # share of recall times the precision at that step.
-        pos_desc, neg_desc = pos[:, ::-1], neg[:, ::-1]
-        tp, fp = np.cumsum(pos_desc, axis=1), np.cumsum(neg_desc, axis=1)
-        precision = np.nan_to_num(ratio(tp, tp + fp))
-        ap = ratio((pos_desc * precision).sum(axis=1), n_pos)
-        return {"roc_auc": auc, "pr_auc": ap}
+        return self.ranked.ranking(weights)
 
     def at_threshold(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         tp, fp, tn, fn = (weights @ self.cells).T
@@ -227,6 +126,21 @@ class BinaryScorer:
             "npv": ratio(tn, tn + fn),
             "f1": ratio(2 * tp, 2 * tp + fp + fn),
         }
+
+    def calibration(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Brier score and ECE (equal-width bins; see ``deeppcos.evaluation.metrics``)."""
+        total = weights.sum(axis=1)
+        sums = weights @ self.calibration_sums
+        observed, predicted = sums[:, : self.n_bins], sums[:, self.n_bins :]
+        # sum_b (n_b / N) |mean_y_b - mean_p_b| = sum_b |sum_y_b - sum_p_b| / N
+        return {
+            "brier": ratio(weights @ self.squared_error, total),
+            "ece": ratio(np.abs(observed - predicted).sum(axis=1), total),
+        }
+
+    def log_loss(self, weights: np.ndarray) -> np.ndarray:
+        """Mean negative log likelihood, probabilities clipped to [1e-7, 1 - 1e-7]."""
+        return ratio(weights @ self.log_losses, weights.sum(axis=1))
 
 
 class OrdinalScorer:

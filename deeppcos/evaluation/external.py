@@ -48,7 +48,7 @@ from deeppcos.data.categorical import category_text
 from deeppcos.evaluation.metrics import classification_metrics, threshold_for_sensitivity
 from deeppcos.evaluation.model_card import with_ci
 from deeppcos.exceptions import SchemaError
-from deeppcos.stats import bootstrap_interval
+from deeppcos.stats import bootstrap_intervals
 
 __all__ = ["external_validation", "net_benefit", "recalibration_split"]
 
@@ -78,7 +78,7 @@ def external_validation(
     recalibration on that share of the scored patients, split with the run's own seed, and
     scores it on the rest.
     """
-    from deeppcos.data.cohort import load_cohort
+    from deeppcos.data.loaders import load_cohort
     from deeppcos.predictor import load_run
 
     _check_fraction(recalibrate)
@@ -170,23 +170,30 @@ def _performance(predictions: pd.DataFrame, predictor: Any, seed: int) -> dict[s
 
 
 def _calibration(y: np.ndarray, risk: np.ndarray, seed: int) -> dict[str, Any]:
+    """Calibration in the large and slope, each with its patient-bootstrap BCa interval.
+
+    Resampled by the shared core (``deeppcos.stats.bootstrap_intervals``): each resample is a
+    weight per patient, and the logistic fits take those weights as frequency weights (the same
+    fit as on the resampled rows). A resample that drew one class only defines neither figure.
+    """
     logit = _logit(risk)
-    estimate = {"in_the_large": _intercept(y, logit), "slope": _slope(y, logit)}
-    rng = np.random.default_rng(seed)
-    draws = {key: np.empty(N_BOOT) for key in estimate}
-    for b in range(N_BOOT):
-        rows = rng.integers(0, len(y), len(y))
-        if y[rows].min() == y[rows].max():
-            draws["in_the_large"][b] = draws["slope"][b] = np.nan
-            continue
-        draws["in_the_large"][b] = _intercept(y[rows], logit[rows])
-        draws["slope"][b] = _slope(y[rows], logit[rows])
+    positives = np.asarray(y, dtype="float64")
+
+    def statistic(weights: np.ndarray) -> dict[str, np.ndarray]:
+        out = {key: np.full(len(weights), np.nan) for key in ("in_the_large", "slope")}
+        for row, w in enumerate(weights):
+            if w @ positives == 0 or w @ (1 - positives) == 0:
+                continue
+            out["in_the_large"][row] = _intercept(y, logit, w)
+            out["slope"][row] = _slope(y, logit, w)
+        return out
+
+    intervals = bootstrap_intervals(statistic, len(y), seed=seed, n_boot=N_BOOT)
     out: dict[str, Any] = {
         "observed_rate": round(float(y.mean()), 4),
         "mean_predicted": round(float(risk.mean()), 4),
     }
-    for key, value in estimate.items():
-        interval = bootstrap_interval(value, draws[key], bounds=(-np.inf, np.inf))
+    for key, interval in intervals.items():
         out[key] = {
             "value": round(interval.value, 4),
             "ci": None if interval.ci is None else [round(c, 4) for c in interval.ci],
@@ -204,19 +211,21 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _intercept(y: np.ndarray, offset: np.ndarray) -> float:
+def _intercept(y: np.ndarray, offset: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Maximum-likelihood a in logit P(y) = a + offset (Newton's method; 1 parameter).
 
-    Each step is halved until it raises the likelihood: a plain Newton step from 0 overshoots
-    to ±1e14 when most risks sit near 0 or 1 (a resample of a badly calibrated model)."""
+    ``weights``: frequency weights (a bootstrap resample's counts); 1 each without. Each step is
+    halved until it raises the likelihood: a plain Newton step from 0 overshoots to ±1e14 when
+    most risks sit near 0 or 1 (a resample of a badly calibrated model)."""
     y = np.asarray(y, dtype="float64")
-    a, loss = 0.0, _log_loss(y, offset)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype="float64")
+    a, loss = 0.0, _log_loss(y, offset, w)
     for _ in range(100):
         p = expit(a + offset)
-        step = (y - p).sum() / max((p * (1 - p)).sum(), 1e-12)
+        step = (w * (y - p)).sum() / max((w * p * (1 - p)).sum(), 1e-12)
         scale = 1.0
         while scale > 1e-9:
-            trial_loss = _log_loss(y, a + scale * step + offset)
+            trial_loss = _log_loss(y, a + scale * step + offset, w)
             if trial_loss <= loss + 1e-12:
                 break
             scale /= 2
@@ -228,28 +237,32 @@ def _intercept(y: np.ndarray, offset: np.ndarray) -> float:
     return float(a)
 
 
-def _slope(y: np.ndarray, logit: np.ndarray) -> float:
+def _slope(y: np.ndarray, logit: np.ndarray, weights: np.ndarray | None = None) -> float:
     """b in logit P(y) = a + b·logit(risk), unpenalised."""
-    return _logistic(y, logit)[1]
+    return _logistic(y, logit, weights)[1]
 
 
-def _logistic(y: np.ndarray, logit: np.ndarray) -> tuple[float, float]:
+def _logistic(
+    y: np.ndarray, logit: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[float, float]:
     """(a, b) of logit P(y) = a + b·logit(risk), unpenalised maximum likelihood.
 
     Newton's method on the two parameters (a thousand bootstrap fits take a tenth of a second,
     not the seconds of a general solver), started from the identity map (0, 1), with step
     halving whenever a step would lower the likelihood. Where the classes are separated the
     maximum lies at infinity: the fit stops after a fixed number of steps with a large slope.
+    ``weights``: frequency weights (a bootstrap resample's counts); 1 each without.
     """
     y = np.asarray(y, dtype="float64")
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype="float64")
     design = np.column_stack([np.ones_like(logit), logit])
     beta = np.array([0.0, 1.0])
-    loss = _log_loss(y, design @ beta)
+    loss = _log_loss(y, design @ beta, w)
     for _ in range(100):
         p = expit(design @ beta)
-        weights = p * (1 - p)
-        gradient = design.T @ (y - p)
-        hessian = (design * weights[:, None]).T @ design + 1e-12 * np.eye(2)
+        curvature = w * p * (1 - p)
+        gradient = design.T @ (w * (y - p))
+        hessian = (design * curvature[:, None]).T @ design + 1e-12 * np.eye(2)
         try:
             step = np.linalg.solve(hessian, gradient)
         except np.linalg.LinAlgError:
@@ -257,7 +270,7 @@ def _logistic(y: np.ndarray, logit: np.ndarray) -> tuple[float, float]:
         scale = 1.0
         while scale > 1e-6:
             trial = beta + scale * step
-            trial_loss = _log_loss(y, design @ trial)
+            trial_loss = _log_loss(y, design @ trial, w)
             if trial_loss <= loss + 1e-12:
                 break
             scale /= 2
@@ -269,9 +282,9 @@ def _logistic(y: np.ndarray, logit: np.ndarray) -> tuple[float, float]:
     return float(beta[0]), float(beta[1])
 
 
-def _log_loss(y: np.ndarray, eta: np.ndarray) -> float:
-    """Summed negative log likelihood of the logistic model at linear predictor ``eta``."""
-    return float(np.sum(np.logaddexp(0, eta) - y * eta))
+def _log_loss(y: np.ndarray, eta: np.ndarray, weights: np.ndarray) -> float:
+    """Summed (weighted) negative log likelihood of the logistic model at predictor ``eta``."""
+    return float(np.sum(weights * (np.logaddexp(0, eta) - y * eta)))
 
 
 # --- recalibration -------------------------------------------------------------------------------

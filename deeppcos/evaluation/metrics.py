@@ -4,10 +4,11 @@ Every score is computed on one prediction per patient, so resampling rows resamp
 (pass ``groups`` to resample linked patients together). Intervals are 95% BCa bootstrap
 intervals (bias-corrected and accelerated, the acceleration from a jackknife over the same
 patients or groups), which follow a statistic whose resamples are shifted or skewed, unlike the
-percentile interval. The point estimate is the metric on the data as given, not the bootstrap
-mean — except ECE, see below. An interval that would not contain its estimate is never
-reported: the entry's ``ci`` is ``None`` and ``ci_note`` says why (likewise when too few
-resamples define the metric).
+percentile interval; resamples are drawn, and intervals made, by the statistics core
+``deeppcos.stats`` shared with the audit and the tuning. The point estimate is the metric on the
+data as given, not the bootstrap mean — except ECE, see below. An interval that would not
+contain its estimate is never reported: the entry's ``ci`` is ``None`` and ``ci_note`` says why
+(likewise when too few resamples define the metric).
 
 Decision rule everywhere: a patient is called positive when ``p >= threshold``.
 
@@ -59,23 +60,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss
 
 from deeppcos.evaluation._resample import (
-    CI_LEVEL,
     BinaryScorer,
     OrdinalScorer,
-    bootstrap,
     calibration_bin_index,
     clean_binary,
     wilson_for_boundaries,
 )
 from deeppcos.evaluation.subgroups import age_band, bmi_band, subgroup_metrics
-from deeppcos.stats import bootstrap_auc_interval, weighted_auc
+from deeppcos.stats import CI_LEVEL, bootstrap, bootstrap_auc_interval
 
 __all__ = [
     "METRICS",
     "N_BOOTSTRAP",
+    "POINT_METRICS",
     "age_band",
     "binary_confusion_matrix",
     "binary_metrics",
@@ -83,6 +82,7 @@ __all__ = [
     "calibration_table",
     "classification_metrics",
     "ordinal_metrics",
+    "point_metrics",
     "subgroup_metrics",
     "threshold_for_sensitivity",
 ]
@@ -102,6 +102,8 @@ METRICS = (
     "brier",
     "ece",
 )
+# Threshold-free metrics with a point value from ``point_metrics`` (the tuning scores with these).
+POINT_METRICS = ("roc_auc", "pr_auc", "brier", "ece", "log_loss")
 
 
 def binary_metrics(
@@ -133,21 +135,48 @@ def binary_metrics(
     ci, ci_note = None, {}
     if n_boot > 0:
         rng = np.random.default_rng(seed)
-        interval = bootstrap_auc_interval(y, p, np.arange(len(y)), rng, n_boot)
+        interval = bootstrap_auc_interval(y, p, None, rng, n_boot)
         ci = None if interval.ci is None else [round(c, 4) for c in interval.ci]
         ci_note = {"roc_auc_ci_note": interval.note} if interval.note else {}
-    clipped = np.clip(p, 1e-7, 1 - 1e-7)
+    point = point_metrics(y, p, ("roc_auc", "pr_auc", "brier", "log_loss"))
     out.update(
         {
-            "roc_auc": round(weighted_auc(y, p), 4),
+            "roc_auc": round(point["roc_auc"], 4),
             "roc_auc_ci": ci,
             **ci_note,
-            "pr_auc": round(float(average_precision_score(y, p)), 4),
-            "brier": round(float(brier_score_loss(y, p)), 4),
-            "log_loss": round(float(log_loss(y, clipped, labels=[0, 1])), 4),
+            "pr_auc": round(point["pr_auc"], 4),
+            "brier": round(point["brier"], 4),
+            "log_loss": round(point["log_loss"], 4),
         }
     )
     return out
+
+
+def point_metrics(
+    y: np.ndarray | Any, p: np.ndarray | Any, names: Sequence[str] = POINT_METRICS
+) -> dict[str, float]:
+    """Values of the threshold-free metrics ``names`` (of ``POINT_METRICS``) on the data as given.
+
+    The same computation as the ``value`` of ``classification_metrics`` (ECE: its plug-in value,
+    ``ece_bins`` bins) and ``binary_metrics`` (log loss: probabilities clipped to
+    [1e-7, 1 − 1e-7]); NaN where undefined (an AUC without both classes, anything on no rows).
+    No interval: the tuning scores its folds with these. Labels 0/1 and probabilities in [0, 1]
+    without missing values.
+    """
+    unknown = sorted(set(names) - set(POINT_METRICS))
+    if unknown:
+        raise ValueError(f"point_metrics: unknown metric(s) {unknown}; choose from {POINT_METRICS}")
+    y = np.asarray(y, dtype=np.float64)
+    scorer = BinaryScorer(y, np.asarray(p, dtype=np.float64), n_bins=ECE_BINS)
+    ones = np.ones((1, len(y)))
+    values: dict[str, np.ndarray] = {}
+    if {"roc_auc", "pr_auc"} & set(names):
+        values.update(scorer.ranking(ones))
+    if {"brier", "ece"} & set(names):
+        values.update(scorer.calibration(ones))
+    if "log_loss" in names:
+        values["log_loss"] = scorer.log_loss(ones)
+    return {name: float(values[name][0]) for name in names}
 
 
 # --- choosing and applying a threshold ------------------------------------------------------

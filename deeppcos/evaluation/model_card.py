@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
-from deeppcos import __version__
+from deeppcos._version import __version__
 from deeppcos.evaluation.subgroups import SUBGROUP_METRICS
 
 

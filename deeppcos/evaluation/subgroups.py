@@ -25,12 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeppcos.evaluation._resample import (
-    BinaryScorer,
-    bootstrap,
-    clean_binary,
-    wilson_for_boundaries,
-)
+from deeppcos.evaluation._resample import BinaryScorer, clean_binary, wilson_for_boundaries
+from deeppcos.stats import bootstrap
 
 SUBGROUP_METRICS = ("roc_auc", "sensitivity", "specificity")
 MISSING_LEVEL = "missing"
@@ -144,7 +140,7 @@ def _row(
     scorer = BinaryScorer(y, p, threshold)
 
     def statistic(weights: np.ndarray) -> dict[str, np.ndarray]:
-        scores = {**scorer.ranking(weights), **scorer.at_threshold(weights)}
+        scores = {"roc_auc": scorer.ranked.auc(weights), **scorer.at_threshold(weights)}
         return {name: scores[name] for name in SUBGROUP_METRICS}
 
     small = len(y) < min_size

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-import deeppcos
+from deeppcos._version import __version__
 from deeppcos.exceptions import (
     ConfigError,
     DataFileError,
@@ -142,7 +142,7 @@ class LateFusion:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "deeppcos_version": deeppcos.__version__,
+            "deeppcos_version": __version__,
             "params": self.get_params(),
             "clip": CLIP,
             "modalities": list(self.modalities_),

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import deeppcos
+from deeppcos._version import __version__
 from deeppcos.exceptions import SchemaError
 from deeppcos.fusion.calibration import Calibrator, choose_calibrator
 from deeppcos.fusion.late import (
@@ -219,7 +219,7 @@ class Router:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "deeppcos_version": deeppcos.__version__,
+            "deeppcos_version": __version__,
             "modalities": self.modalities,
             "full_route": self.full,
             "routes": {route: model.to_dict() for route, model in self.routes.items()},

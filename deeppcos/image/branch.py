@@ -77,6 +77,7 @@ class ImageBranch:
     """
 
     def __init__(self, params: ImageParams | None = None, seed: int = 0) -> None:
+        _require_keras()
         self.params = params if params is not None else ImageParams()
         self.seed = seed
         # Whether frozen mode may add embeddings to the on-disk cache (a loaded branch may not).
@@ -217,7 +218,7 @@ class ImageBranch:
         source = backbones.resolve_weights(p.backbone, p.weights, p.width)
         if source is None or not p.frozen:
             raise DeepPCOSError("embedding keys are for frozen mode with pretrained weights")
-        import deeppcos
+        from deeppcos._version import __version__
 
         return frozen.EmbeddingKey(
             backbone=p.backbone,
@@ -226,7 +227,7 @@ class ImageBranch:
             preprocess=self.preprocess_config.model_dump_json(),
             tta=p.tta,
             pooling=p.pooling_key,
-            deeppcos_version=deeppcos.__version__,
+            deeppcos_version=__version__,
             keras_version=_keras_version(),
         )
 
@@ -544,6 +545,7 @@ class ImageBranch:
     @classmethod
     def load(cls, folder: Path | str) -> ImageBranch:
         """Load what :meth:`save` wrote."""
+        _require_keras()
         import keras
 
         from deeppcos.image import augment, backbones
@@ -593,6 +595,14 @@ class ImageBranch:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _require_keras() -> None:
+    """Keras and TensorFlow (the 'image' extra), or a MissingExtraError that says how to get
+    them. Not at import: :mod:`deeppcos.image.lazy` uses this module's helpers without them."""
+    from deeppcos.extras import require
+
+    require("keras", "image", "the image branch")
 
 
 def _deterministic_ops() -> None:

@@ -44,8 +44,8 @@ import pandas as pd
 from deeppcos.config import RunConfig
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.splits import CohortSplit, make_splits
+from deeppcos.evaluation.metrics import POINT_METRICS, point_metrics
 from deeppcos.exceptions import ConfigError
-from deeppcos.stats import weighted_auc
 from deeppcos.tuning.spaces import (
     MAXIMISE,
     BranchTarget,
@@ -65,7 +65,6 @@ Folds = list[tuple[list[str], list[str]]]
 # report(step, value, prunable) -> None; raises optuna.TrialPruned to stop the trial
 Reporter = Callable[[int, float, bool], None]
 DEFAULT_ROLE = "default"
-ECE_BINS = 10
 CONFIRM_SEED_OFFSET = 1000  # fresh folds for confirmation: seeds the search never used
 
 
@@ -123,36 +122,22 @@ def fold_metrics(y: Any, p: Any, settings: ObjectiveSettings) -> dict[str, float
 
 
 def metric(name: str, y: np.ndarray, p: np.ndarray, specificity: float = 0.9) -> float:
-    """One metric of P(label = 1); NaN where undefined (e.g. one class only)."""
+    """One metric of P(label = 1); NaN where undefined (e.g. one class only).
+
+    ROC and PR AUC, Brier, ECE and log loss are the evaluation's own
+    (``deeppcos.evaluation.metrics.point_metrics``): a trial is scored exactly as the run's
+    report will score the model.
+    """
     if len(y) == 0:
         return math.nan
     both = 0 < y.sum() < len(y)
-    if name == "roc_auc":
-        return weighted_auc(y, p) if both else math.nan
-    if name == "pr_auc":
-        from sklearn.metrics import average_precision_score
-
-        return float(average_precision_score(y, p)) if both else math.nan
-    if name == "brier":
-        return float(np.mean((p - y) ** 2))
-    if name == "log_loss":
-        q = np.clip(p, 1e-7, 1 - 1e-7)
-        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
-    if name == "ece":
-        return expected_calibration_error(y, p)
+    if name in POINT_METRICS:
+        if name in ("roc_auc", "pr_auc") and not both:
+            return math.nan
+        return point_metrics(y, p, (name,))[name]
     if name == "sensitivity_at_specificity":
         return sensitivity_at_specificity(y, p, specificity) if both else math.nan
     raise ConfigError(f"objective.metrics: unknown metric {name!r}; choose from {list(MAXIMISE)}")
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """sum_b (n_b / N) |observed rate_b − mean p_b| over equal-width bins (as in evaluation)."""
-    bins = np.minimum(np.floor(p * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in np.unique(bins):
-        inside = bins == b
-        total += inside.sum() / len(y) * abs(y[inside].mean() - p[inside].mean())
-    return float(total)
 
 
 def sensitivity_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float) -> float:

@@ -30,7 +30,7 @@ import yaml
 
 from deeppcos.config import load_config
 from deeppcos.exceptions import ConfigError
-from deeppcos.stats import bootstrap_interval
+from deeppcos.stats import bootstrap_intervals
 from deeppcos.tuning.objective import DEFAULT_ROLE, Evaluator
 from deeppcos.tuning.spaces import MAXIMISE, ObjectiveSettings, SelectionSettings
 
@@ -172,12 +172,15 @@ def _apply(gains: np.ndarray, selection: SelectionSettings) -> dict[str, Any]:
             "ci": None,
             "reason": f"only {n} paired fold(s): too few to tell a gain from noise",
         }
-    mean = float(gains.mean())
+
+    def mean_gain(weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {"mean": weights @ gains / weights.sum(axis=1)}
+
+    # Folds resampled by the shared core (seed 0); its jackknife over folds gives the BCa
+    # acceleration (leave-one-fold-out means). The mean is its estimate, to the last bit.
+    interval = bootstrap_intervals(mean_gain, n, seed=0, n_boot=selection.n_boot)["mean"]
+    mean = interval.value
     se = float(gains.std(ddof=1) / math.sqrt(n))
-    rng = np.random.default_rng(0)
-    draws = gains[rng.integers(0, n, size=(selection.n_boot, n))].mean(axis=1)
-    # Leave-one-fold-out means: the jackknife behind the BCa acceleration.
-    interval = bootstrap_interval(mean, draws, (gains.sum() - gains) / (n - 1))
     ci = None if interval.ci is None else [round(c, 6) for c in interval.ci]
     out: dict[str, Any] = {"mean": round(mean, 6), "se": round(se, 6), "ci": ci}
     if selection.rule == "paired_se":

@@ -87,6 +87,10 @@ def _open(url: str) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     url = database_url(url)
+    if url.startswith("postgresql+psycopg2://"):
+        from deeppcos.extras import require
+
+        require("psycopg2", "postgres", "a postgresql:// tuning storage")
     engine: dict[str, Any] = {}
     if kind == "sqlite":
         Path(url.split("///", 1)[-1]).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -259,7 +259,7 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a worker process: ``python -m deeppcos.tuning.workers JOB.json INDEX``."""
-    from deeppcos.tuning.study import build_evaluator
+    from deeppcos.tuning.evaluators import build_evaluator
 
     args = sys.argv[1:] if argv is None else argv
     job = Job.load(args[0])

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from deeppcos.evaluation._resample import BinaryScorer, bootstrap, bootstrap_weights
+from deeppcos.evaluation._resample import BinaryScorer
 from deeppcos.evaluation.metrics import (
     METRICS,
     binary_metrics,
@@ -26,7 +26,9 @@ from deeppcos.evaluation.metrics import (
 from deeppcos.evaluation.subgroups import SUBGROUP_METRICS
 from deeppcos.stats import (
     acceleration,
+    bootstrap,
     bootstrap_interval,
+    bootstrap_weights,
     jackknife_weights,
     paired_auc_difference,
 )

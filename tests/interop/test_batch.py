@@ -24,7 +24,7 @@ def _table(run: Path, copies: int = 5) -> pd.DataFrame:
 
 def _whole(run: Path, path: Path) -> pd.DataFrame:
     """What the library gives for the whole table in one go (the reference)."""
-    from deeppcos.data.cohort import load_cohort
+    from deeppcos.data.loaders import load_cohort
     from deeppcos.data.spec import spec_from_dict
     from deeppcos.predictor import load_run
 

@@ -101,6 +101,26 @@ def test_net_benefit_by_hand() -> None:
     assert table.loc[0, "treat_none"] == 0
 
 
+def test_the_bootstrap_fits_weigh_patients_as_if_their_rows_were_repeated() -> None:
+    # The calibration intervals resample through the shared core as weights: a weighted fit
+    # must be the fit on the resampled rows.
+    from deeppcos.evaluation.external import _calibration, _intercept, _logistic, _logit
+
+    rng = np.random.default_rng(0)
+    risk = rng.uniform(0.05, 0.95, 80)
+    y = (rng.random(80) < risk**1.5).astype(int)
+    logit = _logit(risk)
+    counts = np.bincount(rng.integers(0, 80, 80), minlength=80).astype(float)
+    rows = np.repeat(np.arange(80), counts.astype(int))
+    assert _logistic(y, logit, counts) == pytest.approx(_logistic(y[rows], logit[rows]), abs=1e-8)
+    assert _intercept(y, logit, counts) == pytest.approx(_intercept(y[rows], logit[rows]), abs=1e-8)
+    once, again = _calibration(y, risk, seed=4), _calibration(y, risk, seed=4)
+    assert once == again  # seeded: reproducible
+    for key in ("in_the_large", "slope"):
+        low, high = once[key]["ci"]
+        assert low <= once[key]["value"] <= high
+
+
 def test_an_unlabelled_cohort_is_refused(tabular_run: Path, other_cohort: Path, tmp_path) -> None:
     spec = yaml.safe_load(other_cohort.read_text())
     spec["patients"]["label_column"] = None

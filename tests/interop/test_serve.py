@@ -69,7 +69,7 @@ def test_health_model_and_openapi(client: TestClient) -> None:
 
 
 def test_predict_matches_the_library(client: TestClient, tabular_run: Path) -> None:
-    from deeppcos.data.cohort import load_cohort
+    from deeppcos.data.loaders import load_cohort
     from deeppcos.data.spec import spec_from_dict
     from deeppcos.predictor import load_run
 

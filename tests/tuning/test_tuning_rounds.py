@@ -9,7 +9,7 @@ import optuna
 import yaml
 
 from deeppcos.config import load_config
-from deeppcos.data.cohort import load_cohort
+from deeppcos.data.loaders import load_cohort
 from deeppcos.runs import read_metrics
 from deeppcos.tabular.branch import TabularBranch, TabularParams
 from deeppcos.training import fit_booster_as_deployed, fit_split, inner_validation, train

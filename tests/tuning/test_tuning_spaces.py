@@ -7,13 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deeppcos.evaluation.metrics import classification_metrics
 from deeppcos.exceptions import ConfigError
 from deeppcos.tabular.branch import TabularParams
-from deeppcos.tuning.objective import (
-    expected_calibration_error,
-    metric,
-    sensitivity_at_specificity,
-)
+from deeppcos.tuning.objective import metric, sensitivity_at_specificity
 from deeppcos.tuning.selection import _apply
 from deeppcos.tuning.spaces import (
     SelectionSettings,
@@ -77,11 +74,25 @@ def test_sensitivity_at_fixed_specificity() -> None:
 
 def test_expected_calibration_error() -> None:
     y = np.array([0, 0, 1, 1])
-    assert expected_calibration_error(y, np.array([0.0, 0.0, 0.999, 1.0])) < 1e-3
+    assert metric("ece", y, np.array([0.0, 0.0, 0.999, 1.0])) < 1e-3
     # one bin [0.5, 0.6): mean p 0.5, observed 0.5 -> 0
-    assert expected_calibration_error(y, np.full(4, 0.5)) == 0.0
+    assert metric("ece", y, np.full(4, 0.5)) == 0.0
     # bin [0.5, 0.6): 2 negatives at 0.5 -> 0.5 x 2/4; bin [0, 0.1): 2 positives at 0 -> 1 x 2/4
-    assert expected_calibration_error(y, np.array([0.5, 0.5, 0.0, 0.0])) == pytest.approx(0.75)
+    assert metric("ece", y, np.array([0.5, 0.5, 0.0, 0.0])) == pytest.approx(0.75)
+
+
+def test_the_tuning_scores_with_the_evaluations_metrics() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(120) < 0.4).astype(int)
+    p = np.clip(0.3 * y + 0.7 * rng.random(120), 0, 1)
+    reported = classification_metrics(y, p, 0.5, n_boot=0)
+    for name in ("roc_auc", "pr_auc", "brier"):
+        assert metric(name, y, p) == pytest.approx(reported[name]["value"], abs=1e-12), name
+    assert metric("ece", y, p) == pytest.approx(reported["ece"]["plugin"], abs=1e-12)
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    log_loss = -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+    assert metric("log_loss", y, p) == pytest.approx(log_loss)
+    assert np.isnan(metric("pr_auc", np.ones(3, int), np.full(3, 0.4)))  # one class: undefined
 
 
 def test_rule_keeps_the_default_unless_the_gain_beats_the_noise() -> None:
