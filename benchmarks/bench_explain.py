@@ -70,7 +70,7 @@ def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def _train(folder: Path, patients: int) -> tuple[Path, float]:
-    from deeppcos.training import demo_config, train
+    from deeppcos.pipeline.training import demo_config, train
 
     config = demo_config(folder, patients=patients, seed=0)
     seconds, run = _time(lambda: train(config, folder / "run", overwrite=True))
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
     _tensorflow_threads()
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="deeppcos-bench-explain-") as tmp:

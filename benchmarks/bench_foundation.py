@@ -18,8 +18,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from deeppcos.audit.checks import audit_cohort
 from deeppcos.data import load_cohort
-from deeppcos.data.audit import audit_cohort
 from deeppcos.data.synthetic import generate_cohort
 
 REPO = Path(__file__).resolve().parents[1]

@@ -48,10 +48,10 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.config import load_config
-from deeppcos.evaluate import evaluate_run
 from deeppcos.evaluation.metrics import classification_metrics
-from deeppcos.runs import read_metrics
-from deeppcos.training import cohort_for, train
+from deeppcos.pipeline.evaluate import evaluate_run
+from deeppcos.pipeline.training import cohort_for, train
+from deeppcos.runs.folder import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "image_modes.json"

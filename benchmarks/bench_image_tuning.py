@@ -44,8 +44,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from deeppcos.config import load_config
 from deeppcos.image import ImageBranch, ImageParams, frozen
 from deeppcos.image.pipeline import image_labels, images_of, table_from
+from deeppcos.pipeline.training import _duplicate_groups, cohort_for, resolve_branch_params
 from deeppcos.stats import weighted_auc
-from deeppcos.training import _duplicate_groups, cohort_for, resolve_branch_params
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "image_tuning.json"

@@ -61,7 +61,7 @@ KEY = "benchmark-key-0123456789"
 
 def train_run(work: Path, *, image: bool, patients: int) -> Path:
     from deeppcos.config import load_config
-    from deeppcos.training import train
+    from deeppcos.pipeline.training import train
 
     config = {
         "name": "bench-serving-image" if image else "bench-serving-tabular",
@@ -274,7 +274,7 @@ def in_process_rate(run: Path, sizes: tuple[int, int]) -> dict:
     marginal rate (extra patients per extra second) leaves the fixed per-call cost out."""
     from deeppcos.data.cohort import Cohort, empty_images_table
     from deeppcos.data.report import LoadReport
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     predictor = load_run(run)
     cohort = predictor.cohort()
@@ -350,7 +350,7 @@ def cold_commands(run: Path, work: Path) -> dict:
 
 
 def batch_job(run: str, patients: str, images: str | None, chunk_size: int, out: str) -> dict:
-    from deeppcos.batch import cached_predictor, score_table
+    from deeppcos.inference.batch import cached_predictor, score_table
 
     start = time.perf_counter()
     cached_predictor(str(Path(run).resolve()))  # the model load, timed apart from the scoring

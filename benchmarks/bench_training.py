@@ -25,10 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pandas as pd
 
 from deeppcos.config import load_config
-from deeppcos.evaluate import evaluate_run
-from deeppcos.runs import read_metrics
+from deeppcos.pipeline.evaluate import evaluate_run
+from deeppcos.pipeline.training import cohort_for, train
+from deeppcos.runs.folder import read_metrics
 from deeppcos.stats import paired_auc_difference
-from deeppcos.training import cohort_for, train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -84,8 +84,8 @@ import yaml
 
 from deeppcos.config import load_config
 from deeppcos.data.splits import CohortSplit, make_splits
+from deeppcos.pipeline.training import cohort_for, cross_validate_branch, refit_branch
 from deeppcos.stats import weighted_auc
-from deeppcos.training import cohort_for, cross_validate_branch, refit_branch
 from deeppcos.tuning.objective import DEFAULT_ROLE, BranchEvaluator, Development, Objective
 from deeppcos.tuning.selection import best_trial, decide, finished_trials
 from deeppcos.tuning.spaces import TuningSettings, load_tuning_settings

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.ranges import catalog_rule, format_range
 from deeppcos.evaluation.metrics import METRICS, classification_metrics
+from deeppcos.knowledge.ranges import catalog_rule, format_range
 
 # The order the Patient page offers them in: the costly mistakes first.
 ERROR_KINDS = ("false negative", "false positive", "true positive", "true negative")

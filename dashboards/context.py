@@ -133,7 +133,7 @@ def _predictor(path: str, stamp: int) -> Loaded:
     problem = runinfo.predictor_problem(Path(path))
     if problem:
         return Loaded(error=problem)
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     return _attempt(load_run, path)
 
@@ -150,8 +150,8 @@ def predictor(run: Path) -> Any:
 def _load_cohort(path: str) -> Any:
     """The run's cohort without loading any model (TensorFlow stays unimported)."""
     from deeppcos.config import load_config
-    from deeppcos.predictor import Predictor
-    from deeppcos.runs import read_run_record
+    from deeppcos.inference.predictor import Predictor
+    from deeppcos.runs.folder import read_run_record
 
     run = Path(path)
     shell = Predictor(run=run, config=load_config(run / "config.yaml"), record=read_run_record(run))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deeppcos.exceptions import DeepPCOSError
-from deeppcos.runs import RUN_RECORD, read_run_record
+from deeppcos.runs.folder import RUN_RECORD, read_run_record
 
 ENV_RUN = "DEEPPCOS_RUN"
 DEFAULT_RUNS = (Path("demo") / "run",)

@@ -83,7 +83,7 @@ def write_patient(
     patient = NewPatient(folder, patient_id)
     try:
         if table is not None:
-            from deeppcos.csvsafe import write_csv
+            from deeppcos.runs.csvsafe import write_csv
 
             # Numbers and a checked id: defusing changes nothing the loader reads back.
             write_csv(table, folder / "patients.csv", index=False)
@@ -111,7 +111,7 @@ def load_patient(patient: NewPatient, predictor: Any = None) -> Any:
     given the run's ``predictor``, as the run's kind of cohort: its label, its ranges and its
     categorical inputs (one row must not decide what a column is)."""
     from deeppcos.data.loaders import load_cohort
-    from deeppcos.scoring import new_patients_spec
+    from deeppcos.inference.scoring import new_patients_spec
 
     table = patient.folder / "patients.csv"
     images = patient.folder / "images"
@@ -127,7 +127,7 @@ def load_patient(patient: NewPatient, predictor: Any = None) -> Any:
 
 
 def _as_the_runs_cohort(spec: Any, predictor: Any) -> Any:
-    from deeppcos.scoring import run_categories, run_kind
+    from deeppcos.inference.scoring import run_categories, run_kind
 
     update: dict[str, Any] = run_kind(predictor.training_spec())
     if spec.patients is not None:
@@ -162,7 +162,7 @@ def score_fhir(predictor: Any, read: Any) -> tuple[Any, list[Any]]:
     run's predictor, as ``deeppcos predict --fhir`` scores a bundle: the predictions table, and
     the report entries reading them as the model's inputs and scoring them added (inputs the
     upload lacks, categories the model never saw)."""
-    from deeppcos.batch import model_inputs
+    from deeppcos.inference.batch import model_inputs
 
     before = len(read.report.entries)
     cohort = read.to_cohort(model_inputs(predictor), name="upload")

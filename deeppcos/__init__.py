@@ -10,9 +10,9 @@ from deeppcos._version import __version__
 __all__ = ["MultimodalClassifier", "TabularClassifier", "__version__", "load_run"]
 
 
-def load_run(run):  # -> deeppcos.predictor.Predictor; imported on use to keep the root light
-    """Load a run folder into a predictor (see ``deeppcos.predictor``)."""
-    from deeppcos.predictor import load_run as _load_run
+def load_run(run):  # -> inference.predictor.Predictor; imported on use: the root stays light
+    """Load a run folder into a predictor (see ``deeppcos.inference.predictor``)."""
+    from deeppcos.inference.predictor import load_run as _load_run
 
     return _load_run(run)
 

@@ -286,7 +286,7 @@ def validate(
         _print_summary(summary)
         _print_report(cohort.report, show, "use --report-csv FILE to list them all")
     if report_csv:
-        from deeppcos.csvsafe import write_csv
+        from deeppcos.runs.csvsafe import write_csv
 
         write_csv(cohort.report.to_frame(), report_csv, index=False)
     if strict and any(e.level in ("warning", "excluded") for e in cohort.report):
@@ -323,7 +323,7 @@ def audit(
 ) -> None:
     """Find duplicates, near-duplicates, split leakage and shortcuts in a cohort, or copies
     shared with another cohort (--against)."""
-    from deeppcos.data.audit import DEFAULT_NEAR_DUP_BITS, audit_cohort
+    from deeppcos.audit.checks import DEFAULT_NEAR_DUP_BITS, audit_cohort
 
     if fail_on not in ("high", "warning", "never"):
         raise typer.BadParameter("expected high, warning or never", param_hint="--fail-on")
@@ -356,8 +356,8 @@ def audit(
 def _audit_against(
     spec: Path, other: Path, near_bits: int, json_out: str | None, pairs_csv: Path | None
 ) -> None:
-    from deeppcos.csvsafe import write_csv
-    from deeppcos.data.cross_audit import cross_audit
+    from deeppcos.audit.cross import cross_audit
+    from deeppcos.runs.csvsafe import write_csv
 
     with _errors_as_messages():
         first, second = _load(spec), _load(other)
@@ -424,7 +424,7 @@ def criteria(
 ) -> None:
     """Derive the Rotterdam criteria, phenotype A–D and a severity grade from a cohort's
     columns, and count how many patients meet each criterion."""
-    from deeppcos.data.criteria import (
+    from deeppcos.knowledge.criteria import (
         GUIDELINES,
         CriteriaRules,
         criteria_summary,
@@ -440,7 +440,7 @@ def criteria(
         label = cohort.patients["label"] if cohort.patients["label"].notna().any() else None
         summary = criteria_summary(result, label=label)
     if labels_csv:
-        from deeppcos.csvsafe import write_csv
+        from deeppcos.runs.csvsafe import write_csv
 
         write_csv(result.frame, labels_csv, index=False)
     if json_out:
@@ -485,7 +485,7 @@ def train(
 ) -> None:
     """Train the enabled branches with patient-grouped cross-validation into a run folder."""
     from deeppcos.config import load_config
-    from deeppcos.training import train as train_run
+    from deeppcos.pipeline.training import train as train_run
 
     with _errors_as_messages():
         cfg = load_config(config)
@@ -533,7 +533,7 @@ def _corrections(logs: list[Path]):  # -> pd.Series | None
     import pandas as pd
 
     from deeppcos.exceptions import DataFileError
-    from deeppcos.feedback import FeedbackLog
+    from deeppcos.runs.feedback import FeedbackLog
 
     parts = []
     for log in logs:
@@ -568,7 +568,7 @@ def _stage_progress() -> Iterator[Callable[[str, int, int], None]]:
 
 
 def _print_branch_metrics(run: Path) -> None:
-    from deeppcos.runs import read_metrics
+    from deeppcos.runs.folder import read_metrics
 
     metrics = read_metrics(run)
     table = Table(title=f"out-of-fold metrics ({metrics['development_patients']} patients)")
@@ -711,7 +711,7 @@ def evaluate(
             report = external_validation(run, cohort, out, recalibrate=recalibrate)
         _print_external(report, run)
         return
-    from deeppcos.evaluate import evaluate_run
+    from deeppcos.pipeline.evaluate import evaluate_run
 
     with _errors_as_messages():
         result = evaluate_run(run, force=force)
@@ -884,8 +884,8 @@ def predict(
 
     from deeppcos.data.loaders import load_cohort
     from deeppcos.exceptions import DataFileError
-    from deeppcos.predictor import load_run
-    from deeppcos.scoring import new_patients_spec
+    from deeppcos.inference.predictor import load_run
+    from deeppcos.inference.scoring import new_patients_spec
 
     sources = [patients is not None or images is not None, spec is not None, fhir is not None]
     if sum(sources) != 1:
@@ -912,7 +912,7 @@ def predict(
     if out.suffix == ".parquet":
         predictions.to_parquet(out, index=False)
     else:
-        from deeppcos.csvsafe import write_csv
+        from deeppcos.runs.csvsafe import write_csv
 
         write_csv(predictions, out, index=False)
     counts = predictions["modalities"].astype(str).value_counts().to_dict()
@@ -967,9 +967,9 @@ def _grades_in_words(predictions: Any) -> str:  # predictions: pd.DataFrame
 
 
 def _fhir_cohort(bundle: Path, window_days: float | None, predictor: Any):  # -> Cohort
-    from deeppcos.batch import model_inputs
-    from deeppcos.data.catalog import CATALOG
     from deeppcos.data.fhir import FhirOptions, load_fhir_cohort
+    from deeppcos.inference.batch import model_inputs
+    from deeppcos.knowledge.catalog import CATALOG
 
     # The ranges the run checked in training (a PCOS run's differ from another's for age).
     options = FhirOptions(window_days=window_days, ranges=predictor.input_ranges(list(CATALOG)))
@@ -984,7 +984,7 @@ def _predict_in_chunks(
     chunk_size: int | None,
     dask: str | None,
 ) -> None:
-    from deeppcos.batch import DEFAULT_CHUNK_SIZE, score_table
+    from deeppcos.inference.batch import DEFAULT_CHUNK_SIZE, score_table
 
     if patients is None:
         raise typer.BadParameter("--chunk-size and --dask stream a --patients table")
@@ -1045,7 +1045,7 @@ def embed(
     from deeppcos.config import load_config
     from deeppcos.exceptions import ConfigError
     from deeppcos.image.precompute import precompute
-    from deeppcos.training import cohort_for, resolve_branch_params
+    from deeppcos.pipeline.training import cohort_for, resolve_branch_params
 
     with _errors_as_messages():
         cfg = load_config(config)
@@ -1227,7 +1227,7 @@ def serve(
         for module in ("fastapi", "uvicorn"):
             require(module, "serve", "deeppcos serve")
     from deeppcos.exceptions import ConfigError
-    from deeppcos.serve import (
+    from deeppcos.inference.serve import (
         SERVE_SETTINGS_ENV,
         ServiceLimits,
         create_app,
@@ -1278,7 +1278,7 @@ def _serve_in_workers(workers: int, options: dict[str, Any]) -> None:
     from uvicorn.supervisors import Multiprocess
 
     config = uvicorn.Config(
-        "deeppcos.serve:app_from_environment",
+        "deeppcos.inference.serve:app_from_environment",
         factory=True,
         workers=workers,
         access_log=False,
@@ -1337,7 +1337,7 @@ def explain(
         raise typer.BadParameter(f"expected one of {', '.join(EXPLAIN_PARTS)}", param_hint="--part")
     if patient is not None and out.suffix.lower() not in (".html", ".htm", ".pdf"):
         raise typer.BadParameter("the report is written as .html or .pdf", param_hint="--out")
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     with _errors_as_messages():
         predictor = load_run(run)
@@ -1491,10 +1491,15 @@ def demo(
     """The embedded default, end to end: synthetic cohort → audit → train → evaluate."""
     with _errors_as_messages():  # the demo trains both branches
         _require_image("deeppcos demo")
-    from deeppcos.data.audit import audit_cohort
-    from deeppcos.evaluate import evaluate_run
-    from deeppcos.training import DEMO_IMAGE_PARAMS, cohort_for, demo_config, demo_image_mode
-    from deeppcos.training import train as train_run
+    from deeppcos.audit.checks import audit_cohort
+    from deeppcos.pipeline.evaluate import evaluate_run
+    from deeppcos.pipeline.training import (
+        DEMO_IMAGE_PARAMS,
+        cohort_for,
+        demo_config,
+        demo_image_mode,
+    )
+    from deeppcos.pipeline.training import train as train_run
 
     if image_mode is not None and image_mode not in DEMO_IMAGE_PARAMS:
         raise typer.BadParameter(

@@ -43,7 +43,7 @@ class SplitConfig(_Strict):
         ge=0,
         le=32,
         description="perceptual-hash distance (of 64 bits) at which two images count as near "
-        "copies for grouping; 2 is safe for still images (deeppcos.data.audit), video frames "
+        "copies for grouping; 2 is safe for still images (deeppcos.audit.checks), video frames "
         "need more (PCOSGen: 8, evidence in its config)",
     )
 
@@ -80,7 +80,7 @@ class SeverityConfig(_Strict):
     """The ordinal severity head, trained only on patients that have a grade.
 
     ``source``: ``column`` reads the cohort's ``severity`` column; ``criteria`` derives the grade
-    from the Rotterdam criteria and phenotype (``deeppcos.data.criteria``) under ``guideline``,
+    from the Rotterdam criteria and phenotype (``deeppcos.knowledge.criteria``) under ``guideline``,
     and removes the columns the rules read from the head's inputs; ``auto`` uses the column when
     the cohort has one and the criteria otherwise.
     """

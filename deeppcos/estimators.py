@@ -160,9 +160,10 @@ class MultimodalClassifier:
     ``config``: a run config (``RunConfig``, a YAML path, or a mapping of its sections:
     ``tabular``, ``image``, ``split``, ``fusion``, ``severity``, ``seed``, ``name``); None fits
     the tabular branch alone with the library's defaults. ``deeppcos train`` is this class's
-    ``fit`` then ``save`` (:func:`deeppcos.training.fit_run`, :meth:`FittedRun.write`), so both
-    give the same run. Fitted attributes: ``predictor_`` (what scores), ``metrics_`` (what
-    ``metrics.json`` records: out-of-fold figures with intervals), ``threshold_``,
+    ``fit`` then ``save`` (:func:`deeppcos.pipeline.training.fit_run`,
+    :meth:`FittedRun.write`), so both give the same run. Fitted attributes: ``predictor_``
+    (what scores), ``metrics_`` (what ``metrics.json`` records: out-of-fold figures with
+    intervals), ``threshold_``,
     ``fusion_method_``, ``branches_``, ``test_ids_`` (the fitting cohort's locked test part,
     never trained on), ``fitted_`` (the in-memory run; None after ``load``) and ``run_`` (the
     folder it was saved to or loaded from; None before).
@@ -179,7 +180,7 @@ class MultimodalClassifier:
     def fit(self, cohort: Any, *, progress: Any = None) -> MultimodalClassifier:
         """Cross-validate and fit every enabled branch, the fusion stage and the severity head
         on ``cohort``'s development part (its locked test part is held out, as in a run)."""
-        from deeppcos.training import fit_run
+        from deeppcos.pipeline.training import fit_run
 
         fitted = fit_run(self._run_config(cohort), cohort, progress=progress)
         self._set(fitted.predictor(), fitted, None)
@@ -288,7 +289,7 @@ class MultimodalClassifier:
     @classmethod
     def load(cls, run_dir: Path | str) -> MultimodalClassifier:
         """A model from a run folder (``deeppcos train``'s or :meth:`save`'s)."""
-        from deeppcos.predictor import load_run
+        from deeppcos.inference.predictor import load_run
 
         predictor = load_run(run_dir)
         model = cls(predictor.config)

@@ -203,7 +203,7 @@ class _FakePredictor:
 def test_predict_prints_sentences_not_dicts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import deeppcos.predictor
+    import deeppcos.inference.predictor
 
     spec = _tiny_cohort(tmp_path, bad_cell=True)
     frame = pd.read_csv(tmp_path / "patients.csv")
@@ -212,7 +212,7 @@ def test_predict_prints_sentences_not_dicts(
         "name: tiny\npatients: {path: patients.csv, label_column: pcos, "
         "drop_columns: [site_note]}\n"
     )
-    monkeypatch.setattr(deeppcos.predictor, "load_run", lambda run: _FakePredictor())
+    monkeypatch.setattr(deeppcos.inference.predictor, "load_run", lambda run: _FakePredictor())
     out = tmp_path / "p.csv"
     args = ["predict", str(tmp_path), "--spec", str(spec), "--out", str(out)]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
@@ -324,8 +324,8 @@ def test_demo_prints_a_dashboard_command_that_works_and_evaluates_once(
     """The demo's run folder is replaced by training, so its evaluation is the first one:
     ``force`` (recorded as a re-score) is not asked for."""
     import deeppcos.commands
-    import deeppcos.evaluate
-    import deeppcos.training
+    import deeppcos.pipeline.evaluate
+    import deeppcos.pipeline.training
     from deeppcos import cli
 
     out = tmp_path / "demo"
@@ -339,8 +339,8 @@ def test_demo_prints_a_dashboard_command_that_works_and_evaluates_once(
         calls.append((args, kwargs))
         return {}
 
-    monkeypatch.setattr(deeppcos.training, "train", fake_train)
-    monkeypatch.setattr(deeppcos.evaluate, "evaluate_run", fake_evaluate)
+    monkeypatch.setattr(deeppcos.pipeline.training, "train", fake_train)
+    monkeypatch.setattr(deeppcos.pipeline.evaluate, "evaluate_run", fake_evaluate)
     monkeypatch.setattr(cli, "_print_branch_metrics", lambda run: None)
     monkeypatch.setattr(cli, "_print_evaluation", lambda result, run: None)
     monkeypatch.setattr(deeppcos.commands, "deeppcos_command", lambda: ".venv/bin/deeppcos")

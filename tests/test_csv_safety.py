@@ -149,7 +149,7 @@ def test_train_refuses_formula_patient_ids(tmp_path: Path) -> None:
 
 
 def test_feedback_export_holds_no_live_formula(tmp_path: Path) -> None:
-    from deeppcos.feedback import FeedbackEntry, FeedbackLog
+    from deeppcos.runs.feedback import FeedbackEntry, FeedbackLog
 
     log = FeedbackLog(tmp_path / "log.sqlite")
     log.append(FeedbackEntry("run", "P1", "@admin", False, "=cmd|' /C calc'!A0", 1, -0.5))
@@ -159,7 +159,7 @@ def test_feedback_export_holds_no_live_formula(tmp_path: Path) -> None:
 
 
 def test_defuse_touches_text_only() -> None:
-    from deeppcos.csvsafe import csv_text, defuse
+    from deeppcos.runs.csvsafe import csv_text, defuse
 
     frame = pd.DataFrame(
         {

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from deeppcos.exceptions import DataFileError, RunError
-from deeppcos.feedback import FeedbackEntry, FeedbackLog
-from deeppcos.runs import RunWriter, read_metrics, read_run_record
+from deeppcos.runs.feedback import FeedbackEntry, FeedbackLog
+from deeppcos.runs.folder import RunWriter, read_metrics, read_run_record
 from tests.conftest import REPO
 
 # --- batch scoring: kill, then resume ---------------------------------------------------------
@@ -28,7 +28,7 @@ CHUNK = 10
 # The scoring command, slowed to ~0.25 s a chunk so the test can kill it mid-way.
 SLOW_SCORE = """
 import sys, time
-import deeppcos.batch as batch
+import deeppcos.inference.batch as batch
 real = batch.score_chunk
 def slow(*args, **kwargs):
     time.sleep(0.25)
@@ -43,7 +43,7 @@ app(sys.argv[1:])
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tabular-only run on 70 synthetic patients (a few seconds)."""
     from deeppcos.config import load_config
-    from deeppcos.training import train
+    from deeppcos.pipeline.training import train
 
     folder = tmp_path_factory.mktemp("durability")
     config = {
@@ -78,7 +78,7 @@ def _committed(partial: Path) -> bool:
 def test_killed_batch_keeps_finished_chunks_and_resumes(
     tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: signal.Signals
 ) -> None:
-    import deeppcos.batch as batch
+    import deeppcos.inference.batch as batch
 
     patients = _patients(tiny_run, tmp_path)
     out = tmp_path / "scores.parquet"
@@ -128,7 +128,7 @@ def test_killed_batch_keeps_finished_chunks_and_resumes(
 
 
 def test_resume_ignores_chunks_of_another_input(tiny_run: Path, tmp_path: Path) -> None:
-    import deeppcos.batch as batch
+    import deeppcos.inference.batch as batch
 
     patients = _patients(tiny_run, tmp_path)
     out = tmp_path / "scores.parquet"

@@ -60,7 +60,7 @@ tabular.write_text(yaml.safe_dump(spec))
 cohort = load_cohort(tabular)
 out["patients"], out["images"] = len(cohort.patients), len(cohort.images)
 
-from deeppcos.data.audit import audit_cohort
+from deeppcos.audit.checks import audit_cohort
 
 out["audit"] = type(audit_cohort(cohort)).__name__
 
@@ -79,7 +79,7 @@ assert trained.exit_code == 0, trained.output
 out["run"] = (run / "run.json").is_file()
 
 from deeppcos.explain import explain_patient
-from deeppcos.predictor import load_run
+from deeppcos.inference.predictor import load_run
 
 predictor = load_run(run)
 patient = str(cohort.patients["patient_id"].iloc[0])
@@ -123,7 +123,7 @@ def image_branch():
 
 
 def serve_module():
-    import deeppcos.serve  # noqa: F401
+    import deeppcos.inference.serve  # noqa: F401
 
 
 def postgres():
@@ -194,7 +194,7 @@ def test_a_command_without_its_extra_says_what_to_install(
     ("call", "feature", "extra"),
     [
         ("image_branch", "the image branch", "image"),
-        ("serve_module", "the prediction service (deeppcos.serve)", "serve"),
+        ("serve_module", "the prediction service (deeppcos.inference.serve)", "serve"),
         ("postgres", "a postgresql:// tuning storage", "postgres"),
     ],
 )

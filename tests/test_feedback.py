@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from deeppcos.cli import app
 from deeppcos.exceptions import SchemaError
-from deeppcos.feedback import FeedbackEntry, FeedbackLog, feedback_path
-from deeppcos.runs import read_metrics
+from deeppcos.runs.feedback import FeedbackEntry, FeedbackLog, feedback_path
+from deeppcos.runs.folder import read_metrics
 
 runner = CliRunner()
 
@@ -63,7 +63,7 @@ def test_entries_are_checked() -> None:
 
 
 def test_train_takes_corrections_opt_in_and_evaluation_uses_them(tmp_path: Path) -> None:
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     config = {
         "name": "tiny",

@@ -16,7 +16,7 @@ from deeppcos.config import load_config
 from deeppcos.data import Cohort, load_cohort
 from deeppcos.data.synthetic import generate_cohort
 from deeppcos.exceptions import NotFittedError
-from deeppcos.training import cohort_for, train
+from deeppcos.pipeline.training import cohort_for, train
 
 SECTIONS = {
     "seed": 3,

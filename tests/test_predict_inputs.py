@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from deeppcos.cli import app
 from deeppcos.config import load_config
 from deeppcos.exceptions import DataFileError
-from deeppcos.runs import read_metrics
-from deeppcos.scoring import images_manifest
-from deeppcos.training import train
+from deeppcos.inference.scoring import images_manifest
+from deeppcos.pipeline.training import train
+from deeppcos.runs.folder import read_metrics
 
 runner = CliRunner()
 KAGGLE = Path("pcos-kaggle-tabular")

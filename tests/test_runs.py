@@ -8,7 +8,7 @@ import pytest
 
 from deeppcos.config import load_config
 from deeppcos.exceptions import ConfigError, RunError
-from deeppcos.runs import RunWriter, read_metrics, read_run_record
+from deeppcos.runs.folder import RunWriter, read_metrics, read_run_record
 from tests.conftest import REPO
 
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from deeppcos.cli import app
 from deeppcos.config import load_config
-from deeppcos.runs import read_metrics, read_run_record
-from deeppcos.training import train
+from deeppcos.pipeline.training import train
+from deeppcos.runs.folder import read_metrics, read_run_record
 
 runner = CliRunner()
 
@@ -71,8 +71,8 @@ def test_tabular_run_folder_is_complete_and_reproducible(tmp_path: Path) -> None
 
 
 def test_saved_tabular_model_reloads_with_the_same_predictions(tmp_path: Path) -> None:
+    from deeppcos.pipeline.training import cohort_for
     from deeppcos.tabular.branch import TabularBranch
-    from deeppcos.training import cohort_for
 
     config = load_config(_config(tmp_path, image=False))
     run = train(config, tmp_path / "run")
@@ -157,7 +157,7 @@ def test_image_and_tabular_run(tmp_path: Path) -> None:
 def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
     """Calibrated fusion in the run; the locked test part scored once; predict on new rows."""
     import deeppcos
-    from deeppcos.evaluate import evaluate_run
+    from deeppcos.pipeline.evaluate import evaluate_run
 
     config = _config(tmp_path, image=False, patients=120)
     run = train(load_config(config), tmp_path / "run")

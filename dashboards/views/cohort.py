@@ -43,7 +43,7 @@ def _correlations(run: str, stamp: int, _patients: pd.DataFrame, features: tuple
 
 @st.cache_data(show_spinner="Auditing the cohort (duplicates, shortcuts, leakage)…", max_entries=4)
 def _run_audit(run: str, stamp: int) -> dict[str, Any]:
-    from deeppcos.data.audit import audit_cohort
+    from deeppcos.audit.checks import audit_cohort
 
     data = context.cohort(Path(run))
     seed = int(context.record(Path(run)).get("seed", 0) or 0)
@@ -108,7 +108,7 @@ def distributions(cohort: Any) -> None:
     st.plotly_chart(
         figures.distribution_figure(cohort.patients, feature, label_name), key="distribution"
     )
-    from deeppcos.data.catalog import CATALOG
+    from deeppcos.knowledge.catalog import CATALOG
 
     entry = CATALOG.get(feature)
     if entry is not None:

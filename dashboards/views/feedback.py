@@ -1,6 +1,6 @@
 """Feedback: a clinician agrees or disagrees with a prediction, says why (and, disagreeing, what
 the label should be), signed with their name. Entries go to the run's append-only SQLite log
-beside the run (``deeppcos.feedback``); ``deeppcos train --label-corrections LOG`` can learn
+beside the run (``deeppcos.runs.feedback``); ``deeppcos train --label-corrections LOG`` can learn
 from them, opt-in."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import context, runinfo, widgets
-from deeppcos.csvsafe import csv_text
 from deeppcos.exceptions import DeepPCOSError
-from deeppcos.feedback import FeedbackEntry, FeedbackLog, feedback_path
+from deeppcos.runs.csvsafe import csv_text
+from deeppcos.runs.feedback import FeedbackEntry, FeedbackLog, feedback_path
 
 AGREE, DISAGREE = "I agree with the prediction", "I disagree"
 USER_KEY = "feedback_user"

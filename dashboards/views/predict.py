@@ -11,8 +11,8 @@ from typing import Any
 import streamlit as st
 
 from dashboards import analysis, context, uploads, widgets
-from deeppcos.csvsafe import csv_text
 from deeppcos.exceptions import DeepPCOSError
+from deeppcos.runs.csvsafe import csv_text
 
 RESULT_KEY = "predict_result"
 FHIR_SCORES_KEY = "predict_fhir_scores_result"
@@ -29,8 +29,8 @@ def lab_input(
 ) -> float | str | None:
     """One input with its unit; a warning under it when outside the plausible range (the one
     the run's kind of cohort uses); a categorical input is chosen from the run's categories."""
-    from deeppcos.data.catalog import CATALOG
     from deeppcos.explain.wording import feature_label
+    from deeppcos.knowledge.catalog import CATALOG
 
     feature = CATALOG.get(name)
     unit = analysis.unit_of(name)
@@ -90,7 +90,7 @@ def fhir_input(predictor: Any, features: list[str], categories: dict[str, list[s
     """A FHIR R4 Bundle (.json) or NDJSON export: every patient in it scored with the run's
     predictor, or one patient's values filling the form (and the id), as read (units converted),
     ready to check, predict and explain. What reading left out or changed is shown, not hidden."""
-    from deeppcos.data.catalog import CATALOG
+    from deeppcos.knowledge.catalog import CATALOG
 
     upload = st.file_uploader(
         "Or read FHIR R4: a Bundle (.json) or an NDJSON export of Patient and Observation "

@@ -24,7 +24,6 @@ from typing import Any
 
 import pandas as pd
 
-from deeppcos.data.catalog import CATALOG, ultrasound_features
 from deeppcos.data.categorical import (
     categorical_columns,
     looks_categorical,
@@ -33,11 +32,12 @@ from deeppcos.data.categorical import (
 )
 from deeppcos.data.imageio import ImageInfo, probe_image
 from deeppcos.data.manifest import IMAGES_FRAME, PATIENTS_FRAME, manifest_images, numbered
-from deeppcos.data.ranges import rules_for_spec, rules_to_json
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import CohortSpec, ImagesSpec, PatientsSpec
 from deeppcos.data.tables import check_ranges, coerce_numeric, id_text, parse_binary_label
 from deeppcos.exceptions import EmptyCohortError, ImageError, SchemaError
+from deeppcos.knowledge.catalog import CATALOG, ultrasound_features
+from deeppcos.knowledge.ranges import rules_for_spec, rules_to_json
 
 Progress = Callable[[int, int], None]
 

@@ -10,7 +10,7 @@ What is read
   of each ``component.code`` (a blood-pressure panel carries systolic and diastolic as
   components) is looked up in the catalog (``Feature.loinc`` and ``Feature.loinc_alt``, codes the
   clinical reference verified; no other code is ever mapped). ``valueQuantity`` is converted
-  from its UCUM unit to the catalog's (``deeppcos.data.units``: prefix arithmetic, and molar
+  from its UCUM unit to the catalog's (``deeppcos.knowledge.units``: prefix arithmetic, and molar
   masses or IU factors from the reference §1b for mass ↔ amount ↔ IU).
 * **Dates**: ``effectiveDateTime`` / ``effectiveInstant`` / ``effectivePeriod`` (end, else start),
   else ``issued``. A patient's *reference date* is ``as_of`` when given, else the date of their
@@ -61,11 +61,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.catalog import CATALOG, Feature
-from deeppcos.data.ranges import RangeRule
 from deeppcos.data.report import LoadReport
 from deeppcos.data.tables import check_ranges
-from deeppcos.data.units import (
+from deeppcos.exceptions import DataFileError, EmptyCohortError, SchemaError
+from deeppcos.knowledge.catalog import CATALOG, Feature
+from deeppcos.knowledge.ranges import RangeRule
+from deeppcos.knowledge.units import (
     INSULIN_PMOL_PER_UIU,
     Substance,
     UnitError,
@@ -74,7 +75,6 @@ from deeppcos.data.units import (
     substance_for,
     ucum_alias,
 )
-from deeppcos.exceptions import DataFileError, EmptyCohortError, SchemaError
 
 __all__ = [
     "LOINC_SYSTEM",
@@ -166,7 +166,7 @@ class FhirOptions:
     insulin_pmol_per_uiu: float = INSULIN_PMOL_PER_UIU
     # Condition codes ("system|code") that mean label = 1; empty: Conditions are not read.
     label_codes: tuple[str, ...] = ()
-    # The range each feature is checked against (deeppcos.data.ranges); None: a PCOS cohort's.
+    # The range each feature is checked against (deeppcos.knowledge.ranges); None: a PCOS cohort's.
     ranges: Mapping[str, RangeRule] | None = None
 
     def __post_init__(self) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from deeppcos.data.catalog import CATALOG
 from deeppcos.data.fhir import LOINC_SYSTEM, UCUM_SYSTEM
+from deeppcos.knowledge.catalog import CATALOG
 
 # Several features share one LOINC code (β-hCG's two measurements): the reader fills them
 # oldest first, so each later one is written a minute later.

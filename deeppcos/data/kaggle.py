@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.data.cohort import Cohort, build_patients
-from deeppcos.data.ranges import rules_for_spec
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import CohortSpec, PatientsSpec
 from deeppcos.data.tables import check_ranges, coerce_numeric, read_table
 from deeppcos.exceptions import ConfigError, SchemaError
+from deeppcos.knowledge.ranges import rules_for_spec
 
 INCH_TO_CM = 2.54
 BETA_HCG_PLACEHOLDER = 1.99

@@ -309,9 +309,9 @@ def _kaggle(spec: CohortSpec, progress: Progress | None) -> Cohort:
 def load_fhir(spec: CohortSpec, progress: Progress | None) -> Cohort:
     """A cohort from FHIR R4 files (``spec.fhir``): features from Observations, the label from
     Conditions coded as ``label_codes``, ranges as for any cohort of this kind."""
-    from deeppcos.data.catalog import CATALOG
     from deeppcos.data.fhir import FhirOptions, read_fhir_source
-    from deeppcos.data.ranges import rules_for_spec
+    from deeppcos.knowledge.catalog import CATALOG
+    from deeppcos.knowledge.ranges import rules_for_spec
 
     source = spec.fhir
     assert source is not None  # the spec's validator requires it for this format

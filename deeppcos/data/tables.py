@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.ranges import SOURCE_TEXT, RangeRule, range_rules
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import PatientsSpec
 from deeppcos.exceptions import ConfigError, DataFileError, SchemaError
+from deeppcos.knowledge.ranges import SOURCE_TEXT, RangeRule, range_rules
 
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".xlsx": "xlsx"}
 
@@ -234,9 +234,9 @@ def check_ranges(
 ) -> None:
     """Flag values outside each column's range; with policy 'null', set them missing.
 
-    ``rules`` (from :func:`deeppcos.data.ranges.rules_for_spec`) say which range applies to which
-    column and where it came from; None means the catalog's ranges for a PCOS cohort. Each report
-    entry names the range and its source."""
+    ``rules`` (from :func:`deeppcos.knowledge.ranges.rules_for_spec`) say which range applies
+    to which column and where it came from; None means the catalog's ranges for a PCOS cohort.
+    Each report entry names the range and its source."""
     if rules is None:
         rules = range_rules(columns, pcos=True)
     for column in columns:

@@ -18,7 +18,7 @@ measures, in the spirit of TRIPOD+AI's external validation items:
   here, with the standardised mean difference; model inputs this cohort lacks (scored as
   missing, listed); the modalities its patients have;
 - **contamination**: when both cohorts have images, copies shared with the run's development
-  cohort (:mod:`deeppcos.data.cross_audit`) — an external set that shares images measures
+  cohort (:mod:`deeppcos.audit.cross`) — an external set that shares images measures
   memory, and the report says so first;
 - **recalibration** (optional, ``recalibrate=FRACTION``, CLI ``--recalibrate``): the scored
   patients are split by patient (patients linked by duplicate images stay together), stratified
@@ -79,7 +79,7 @@ def external_validation(
     scores it on the rest.
     """
     from deeppcos.data.loaders import load_cohort
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     _check_fraction(recalibrate)
     run = Path(run)
@@ -366,7 +366,7 @@ def _linked_patients(external: Any, predictor: Any) -> pd.Series | None:
     split = predictor.config.split
     if not (len(external.images) and split.group_duplicates):
         return None
-    from deeppcos.data.audit import duplicate_patient_groups
+    from deeppcos.audit.checks import duplicate_patient_groups
 
     return duplicate_patient_groups(external, near_duplicate_threshold=split.near_duplicate_bits)
 
@@ -408,8 +408,8 @@ def _split(
 
 def _recalibration(folder: Path, split: _Split, predictor: Any, seed: int) -> dict[str, Any]:
     """Fit the recalibration on the split's fitting part; score it on the rest."""
-    from deeppcos.csvsafe import write_csv
     from deeppcos.evaluation.plots import plot_reliability
+    from deeppcos.runs.csvsafe import write_csv
 
     labels, parts, groups, risk = split.labels, split.parts, split.groups, split.risk
     fraction, split_seed, seed_source = split.fraction, split.seed, split.seed_source
@@ -643,7 +643,7 @@ def _r(value: Any) -> float | None:
 def _contamination(internal: Any, external: Any) -> dict[str, Any] | None:
     if not len(internal.images) or not len(external.images):
         return None
-    from deeppcos.data.cross_audit import cross_audit
+    from deeppcos.audit.cross import cross_audit
 
     summary = cross_audit(external, internal).summary()
     shared = summary["images_of_a_with_a_copy_in_b"]
@@ -680,8 +680,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(folder: Path, result: dict[str, Any], predictions: pd.DataFrame) -> None:
-    from deeppcos.csvsafe import write_csv
     from deeppcos.evaluation.plots import plot_reliability, plot_roc
+    from deeppcos.runs.csvsafe import write_csv
 
     write_csv(predictions, folder / "predictions.csv", index=False)
     write_csv(pd.DataFrame(result["case_mix"]["table"]), folder / "case_mix.csv", index=False)

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deeppcos.evaluation.model_card import DECISION_SUPPORT
-from deeppcos.runs import run_title
+from deeppcos.runs.folder import run_title
 
 if TYPE_CHECKING:
-    from deeppcos.data.criteria import Guideline
-    from deeppcos.predictor import Predictor
+    from deeppcos.inference.predictor import Predictor
+    from deeppcos.knowledge.criteria import Guideline
 
 __all__ = ["DECISION_SUPPORT_TEXT", "model_card_summary", "run_guideline"]
 

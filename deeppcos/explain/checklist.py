@@ -1,6 +1,6 @@
 """A Rotterdam criteria checklist for one patient, from the table data present.
 
-The states come from :func:`deeppcos.data.criteria.label_criteria` on the patient's row (so the
+The states come from :func:`deeppcos.knowledge.criteria.label_criteria` on the patient's row (so the
 thresholds, precedence rules and three-valued logic are the labeller's, not re-implemented here);
 this module only adds the evidence in words — which recorded values the rule read, which were
 not recorded — for a report.
@@ -77,7 +77,7 @@ def criteria_checklist(
     row: pd.DataFrame, rules: Any = None, source_format: str | None = None
 ) -> CriteriaChecklist:
     """The checklist for a one-row patients table (canonical column names)."""
-    from deeppcos.data.criteria import CriteriaRules, label_criteria
+    from deeppcos.knowledge.criteria import CriteriaRules, label_criteria
 
     if len(row) != 1:
         raise ValueError(f"criteria_checklist takes one patient's row; got {len(row)} rows")

@@ -60,7 +60,7 @@ from deeppcos.explain.wording import (
     predictor_words,
     typical_range,
 )
-from deeppcos.runs import run_title
+from deeppcos.runs.folder import run_title
 from deeppcos.tabular.categories import label_of
 
 __all__ = ["FeatureEffect", "PatientExplanation", "explain_patient"]
@@ -334,8 +334,8 @@ def explain_patient(
     cohort only: the run's ``metrics.json`` says ``pcos``) applies the run's own guideline
     (``severity.guideline`` of its config) unless ``criteria_rules`` (a ``CriteriaRules``) says
     otherwise. The words (label, images) are the run's, read from its ``metrics.json``."""
-    from deeppcos.data.criteria import CriteriaRules
     from deeppcos.explain.saliency import METHODS, is_method
+    from deeppcos.knowledge.criteria import CriteriaRules
 
     if saliency is not None and not is_method(saliency):
         raise SchemaError(f"saliency must be one of {list(METHODS)} or None; got {saliency!r}")
@@ -438,7 +438,7 @@ def _severity(
         for k, v in row.items()
         if str(k).startswith("p_severity_")
     }
-    from deeppcos.predictor import given_pcos
+    from deeppcos.inference.predictor import given_pcos
 
     lowest = next(iter(probabilities))
     return {

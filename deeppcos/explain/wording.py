@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deeppcos.data.catalog import CATALOG
+from deeppcos.knowledge.catalog import CATALOG
 
 __all__ = [
     "CohortWords",

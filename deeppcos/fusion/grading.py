@@ -2,7 +2,7 @@
 cross-validation.
 
 * **Grades.** A cohort's own ``severity`` column when it has one; otherwise (or when asked) the
-  Rotterdam-criteria labeller (:mod:`deeppcos.data.criteria`) derives criteria, phenotype and a
+  Rotterdam-criteria labeller (:mod:`deeppcos.knowledge.criteria`) derives criteria, phenotype and a
   grade from the columns present, under the guideline the config names. Patients whose grade is
   unknown are not trained on (they are still scored).
 * **Inputs.** The tabular branch's design matrix and the image branch's out-of-fold logit. When
@@ -12,7 +12,7 @@ cross-validation.
 * **Severity agrees with presence.** The lowest grade means "no PCOS"; the head learns the
   grade *given PCOS* (mild < moderate < severe), from the development patients whose label is
   PCOS and whose grade is a PCOS grade. A patient's severity output then combines it with the
-  calibrated presence risk (``deeppcos.predictor.severity_columns``): P(none) = 1 − risk,
+  calibrated presence risk (``deeppcos.inference.predictor.severity_columns``): P(none) = 1 − risk,
   P(g) = risk × P(g | PCOS), and the reported grade is "none" unless the decision is positive,
   else the most probable grade given PCOS. Rows whose label and grade contradict each other
   (a PCOS label graded "none", or no PCOS with a PCOS grade, as the criteria labeller produces
@@ -38,7 +38,7 @@ from deeppcos.tabular.categories import CATEGORIES_ATTR, one_hot
 
 if TYPE_CHECKING:
     from deeppcos.data.cohort import Cohort
-    from deeppcos.data.criteria import Guideline
+    from deeppcos.knowledge.criteria import Guideline
 
 __all__ = [
     "IMAGE_INPUT",
@@ -97,7 +97,7 @@ def severity_targets(cohort: Cohort, source: str, guideline: Guideline) -> Sever
 
 
 def _criteria_targets(cohort: Cohort, guideline: Guideline) -> SeverityTargets:
-    from deeppcos.data.criteria import (
+    from deeppcos.knowledge.criteria import (
         SEVERITY_LEVELS,
         CriteriaRules,
         criteria_summary,

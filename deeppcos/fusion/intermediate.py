@@ -67,7 +67,7 @@ from deeppcos.fusion.late import (
     read_json,
     sigmoid,
 )
-from deeppcos.persist import write_meta
+from deeppcos.runs.persist import write_meta
 from deeppcos.tabular.categories import CATEGORIES_ATTR, feature_types
 
 __all__ = ["IMAGE_GROUP", "IntermediateFusion", "cross_val_intermediate_oof"]

@@ -46,7 +46,7 @@ from deeppcos.exceptions import (
     SchemaError,
     require_fitted,
 )
-from deeppcos.persist import read_meta, write_meta
+from deeppcos.runs.persist import read_meta, write_meta
 
 __all__ = ["OrdinalHead"]
 

@@ -19,8 +19,8 @@ Either method models only the patients who have *every* modality of the run (the
 of :mod:`deeppcos.fusion.routing`): it is fitted on them and scores them, and a patient missing a
 modality gets NaN here, because she is scored by the other branch alone.
 
-The branch outputs are collected by ``deeppcos.training.collect_fusion_inputs``; this module
-only needs frames, so tuning can re-score the fusion many times without retraining a branch.
+The branch outputs are collected by ``deeppcos.pipeline.training.collect_fusion_inputs``; this
+module only needs frames, so tuning can re-score the fusion many times without retraining a branch.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from deeppcos.data.cohort import Cohort
 from deeppcos.exceptions import DataFileError, DeepPCOSError, SchemaError, require_fitted
 from deeppcos.image.params import ImageParams
 from deeppcos.image.preprocess import PreprocessConfig
-from deeppcos.persist import read_meta, write_meta
+from deeppcos.runs.persist import read_meta, write_meta
 
 if TYPE_CHECKING:  # TensorFlow loads only when a branch trains or predicts
     import keras

@@ -75,7 +75,7 @@ def precompute(
             progress=progress,
         )
     else:
-        from deeppcos.cluster import dask_client
+        from deeppcos.inference.cluster import dask_client
 
         own, cluster = dask_client(client, scheduler)
         start = time.perf_counter()  # workers build their model inside their first task

@@ -45,7 +45,7 @@ from deeppcos.data.cohort import Cohort
 from deeppcos.data.report import LoadReport
 from deeppcos.data.splits import make_splits
 from deeppcos.exceptions import DataFileError, SchemaError, require_fitted
-from deeppcos.persist import read_meta, write_meta
+from deeppcos.runs.persist import read_meta, write_meta
 from deeppcos.tabular.categories import categories_of, encode, feature_types
 from deeppcos.tabular.features import DERIVED_BY_NAME, derive_features, select_features
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.catalog import CATALOG, ultrasound_features
+from deeppcos.knowledge.catalog import CATALOG, ultrasound_features
 
 # Formulas take and return float64 arrays (NaN = missing): a prediction for one patient derives
 # every feature, and pandas' per-operation overhead would cost more than the model.

@@ -60,7 +60,7 @@ def fusion_inputs(
 ) -> FusionInputs:
     """The branches' out-of-fold outputs for the fusion, cross-validated once and cached in
     ``cache/<key>/`` (key: cohort fingerprint, split and branch settings)."""
-    from deeppcos.training import collect_fusion_inputs
+    from deeppcos.pipeline.training import collect_fusion_inputs
 
     key = _inputs_key(config, dev)
     folder = cache / key if cache is not None else None

@@ -99,7 +99,7 @@ class Development:
 
 def load_development(config: RunConfig) -> Development:
     """The cohort and the split of ``config``, made exactly as ``deeppcos train`` makes them."""
-    from deeppcos.training import cohort_for, development_split
+    from deeppcos.pipeline.training import cohort_for, development_split
 
     cohort = cohort_for(config)
     split, groups = development_split(config, cohort)
@@ -292,7 +292,7 @@ class BranchEvaluator(Evaluator):
         early stopping, then refit on every training patient), so trials that stop early and
         trials with a fixed number of rounds are compared on the models each would deploy; a
         network keeps its inner validation part, as in training."""
-        from deeppcos.training import fit_booster_as_deployed, fit_split
+        from deeppcos.pipeline.training import fit_booster_as_deployed, fit_split
 
         seed, dev = self.seed + k, self.dev
         if self.target == "tabular":

@@ -243,7 +243,7 @@ def tune_target(
     )
     _write_summary(result)
     if train:
-        from deeppcos.training import train as train_run
+        from deeppcos.pipeline.training import train as train_run
 
         result.run = train_run(
             load_config(tuned), folder / "run", overwrite=True, progress=progress

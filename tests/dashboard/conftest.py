@@ -53,8 +53,8 @@ def dashboard_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete, evaluated run with both branches (~35 s on 2 cores)."""
     import tensorflow as tf
 
-    from deeppcos.evaluate import evaluate_run
-    from deeppcos.training import train
+    from deeppcos.pipeline.evaluate import evaluate_run
+    from deeppcos.pipeline.training import train
 
     with contextlib.suppress(RuntimeError):
         tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -67,7 +67,7 @@ def dashboard_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tabular_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete run with the tabular branch only, never evaluated (~5 s)."""
-    from deeppcos.training import train
+    from deeppcos.pipeline.training import train
 
     folder = tmp_path_factory.mktemp("dashboard_tabular")
     return train(_config(folder, image=False), folder / "run")

@@ -51,14 +51,14 @@ def _fake_training(monkeypatch: pytest.MonkeyPatch, run: Path) -> None:
     audit (real) computed once for the two invocations, which write the same cohort."""
     import json
 
-    import deeppcos.data.audit
-    import deeppcos.evaluate
-    import deeppcos.training
+    import deeppcos.audit.checks
+    import deeppcos.pipeline.evaluate
+    import deeppcos.pipeline.training
 
-    monkeypatch.setattr(deeppcos.training, "train", lambda *a, **k: run)
+    monkeypatch.setattr(deeppcos.pipeline.training, "train", lambda *a, **k: run)
     stored = json.loads((run / "evaluation" / "metrics.json").read_text())
-    monkeypatch.setattr(deeppcos.evaluate, "evaluate_run", lambda *a, **k: stored)
-    audit, memo = deeppcos.data.audit.audit_cohort, {}
+    monkeypatch.setattr(deeppcos.pipeline.evaluate, "evaluate_run", lambda *a, **k: stored)
+    audit, memo = deeppcos.audit.checks.audit_cohort, {}
 
     def audit_once(cohort: Any, **kw: Any) -> Any:
         key = cohort.fingerprint()
@@ -66,7 +66,7 @@ def _fake_training(monkeypatch: pytest.MonkeyPatch, run: Path) -> None:
             memo[key] = audit(cohort, **kw)
         return memo[key]
 
-    monkeypatch.setattr(deeppcos.data.audit, "audit_cohort", audit_once)
+    monkeypatch.setattr(deeppcos.audit.checks, "audit_cohort", audit_once)
 
 
 def test_demo_ends_by_printing_the_dashboard_command(

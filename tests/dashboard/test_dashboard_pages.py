@@ -118,7 +118,7 @@ def test_patient_page_finds_by_error_kind_and_id(app: Any, dashboard_run: Path) 
 
 
 def test_feedback_is_written_and_read_back(app: Any, dashboard_run: Path, tmp_path: Path) -> None:
-    from deeppcos.feedback import FeedbackLog, feedback_path
+    from deeppcos.runs.feedback import FeedbackLog, feedback_path
 
     run = tmp_path / "run"  # a copy: the log is created beside the run
     shutil.copytree(dashboard_run, run)
@@ -316,8 +316,8 @@ def test_cohort_audit_on_request_or_from_file_and_gallery_filters(
 def test_every_page_on_a_kaggle_table_run(app: Any, shared_data: Path, tmp_path: Path) -> None:
     """The real Kaggle table (tabular only, criteria-derived severity): every page, no error."""
     from deeppcos.config import load_config
-    from deeppcos.evaluate import evaluate_run
-    from deeppcos.training import train
+    from deeppcos.pipeline.evaluate import evaluate_run
+    from deeppcos.pipeline.training import train
 
     run = train(load_config(REPO / "configs" / "pcos-kaggle-tabular.yaml"), tmp_path / "run")
     evaluate_run(run)

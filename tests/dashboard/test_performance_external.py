@@ -25,8 +25,8 @@ def validated(tabular_run: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     clinic recalibrated on half its patients, and the run's own cohort (contaminated). One copy
     evaluated on its locked test part, one not (a few seconds)."""
     from deeppcos.data.synthetic import generate_cohort
-    from deeppcos.evaluate import evaluate_run
     from deeppcos.evaluation.external import external_validation
+    from deeppcos.pipeline.evaluate import evaluate_run
 
     folder = tmp_path_factory.mktemp("performance_external")
     generate_cohort(folder / "other", n_patients=120, seed=9, image_size=32)

@@ -40,9 +40,9 @@ def _export() -> bytes:
 
 def test_a_fhir_upload_is_scored_and_its_problems_shown(app: Any, tabular_run: Path) -> None:
     from dashboards import uploads
-    from deeppcos.batch import model_inputs
-    from deeppcos.data.catalog import CATALOG
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.batch import model_inputs
+    from deeppcos.inference.predictor import load_run
+    from deeppcos.knowledge.catalog import CATALOG
 
     at = app(tabular_run).switch_page("views/predict.py").run()
     (uploader,) = [u for u in at.get("file_uploader") if u.key == "predict_fhir"]

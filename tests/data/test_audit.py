@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 from sklearn.metrics import roc_auc_score
 
-from deeppcos.data.audit import (
+from deeppcos.audit.checks import (
     DEFAULT_NEAR_DUP_BITS,
     AuditResult,
     audit_cohort,
@@ -21,10 +21,10 @@ from deeppcos.data.audit import (
     padding_fraction,
     phash64,
 )
-from deeppcos.data.catalog import ultrasound_features
 from deeppcos.data.cohort import Cohort, probe_images
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import spec_from_dict
+from deeppcos.knowledge.catalog import ultrasound_features
 from deeppcos.stats import weighted_auc
 
 # --- building tiny cohorts -------------------------------------------------------------------
@@ -423,8 +423,8 @@ def test_unreadable_image_is_reported_not_fatal(tmp_path: Path) -> None:
 
 
 def test_duplicate_patient_groups_matches_the_full_audit(tmp_path) -> None:
+    from deeppcos.audit.checks import audit_cohort, duplicate_patient_groups
     from deeppcos.data import load_cohort
-    from deeppcos.data.audit import audit_cohort, duplicate_patient_groups
     from deeppcos.data.synthetic import generate_cohort
 
     cohort = load_cohort(generate_cohort(tmp_path, n_patients=20, seed=1, image_size=32))

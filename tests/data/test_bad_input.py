@@ -17,7 +17,6 @@ import yaml
 from deeppcos.data import load_cohort, spec_from_dict
 from deeppcos.data.fhir import read_bundle
 from deeppcos.data.imageio import probe_image
-from deeppcos.data.units import UnitError, parse_unit
 from deeppcos.exceptions import (
     ConfigError,
     DataFileError,
@@ -25,6 +24,7 @@ from deeppcos.exceptions import (
     ImageError,
     SchemaError,
 )
+from deeppcos.knowledge.units import UnitError, parse_unit
 from tests.conftest import write_image
 
 CLIMB = "../" * 16  # more than any temporary folder is deep: it reaches /

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deeppcos.data.criteria import (
+from deeppcos.exceptions import ConfigError, SchemaError
+from deeppcos.knowledge.criteria import (
     MFG_SOUTH_INDIAN,
     PCOM_FNPO,
     SEVERITY_LEVELS,
@@ -15,7 +16,6 @@ from deeppcos.data.criteria import (
     label_cohort,
     label_criteria,
 )
-from deeppcos.exceptions import ConfigError, SchemaError
 from tests.conftest import REPO
 
 NA = np.nan

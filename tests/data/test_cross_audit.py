@@ -11,8 +11,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from deeppcos.audit.cross import cross_audit
 from deeppcos.cli import app
-from deeppcos.data.cross_audit import cross_audit
 from tests.data.test_audit import make_cohort, scan, write
 
 

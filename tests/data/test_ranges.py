@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from deeppcos.data import load_cohort, spec_from_dict
-from deeppcos.data.catalog import CATALOG
-from deeppcos.data.ranges import catalog_rule, format_range, range_rules
 from deeppcos.exceptions import ConfigError
+from deeppcos.knowledge.catalog import CATALOG
+from deeppcos.knowledge.ranges import catalog_rule, format_range, range_rules
 from tests.conftest import SHARED_DATA
 
 
@@ -100,7 +100,7 @@ def test_catalog_keeps_population_ranges_apart_from_limits() -> None:
 
 def test_predictions_check_what_training_checked(tmp_path: Path) -> None:
     """A run records its ranges; new patients are checked against them (service, dashboard)."""
-    from deeppcos.predictor import Predictor
+    from deeppcos.inference.predictor import Predictor
 
     # What load_run reads from the run's cohort.json.
     summary = {"pcos": False, "ranges": {"age_years": {"low": 0, "high": 120, "source": "spec"}}}

@@ -125,7 +125,7 @@ def test_chest_xray_sample_loads_with_patients_and_views() -> None:
 def test_chest_xray_any_finding_label_and_its_shortcuts() -> None:
     """The data README warns that 'No Finding' patients are older and more often PA: the audit
     must flag age and the acquisition fields for this label."""
-    from deeppcos.data.audit import audit_cohort
+    from deeppcos.audit.checks import audit_cohort
 
     cohort = load_cohort(REPO / "configs" / "chestxr8-any-finding.yaml")
     no_finding = cohort.images["label"] == 0
@@ -155,8 +155,8 @@ def test_pcosgen_loads_with_its_conflicting_copies_left_out(pcosgen) -> None:
 
 
 def test_pcosgen_audit_reports_the_copies_and_the_video_frame_clusters(pcosgen) -> None:
-    from deeppcos.data.audit import audit_cohort, duplicate_patient_groups
-    from deeppcos.training import development_split
+    from deeppcos.audit.checks import audit_cohort, duplicate_patient_groups
+    from deeppcos.pipeline.training import development_split
 
     result = audit_cohort(pcosgen, seed=0)
     findings = {f.check: f for f in result.findings}
@@ -177,7 +177,7 @@ def test_pcosgen_audit_reports_the_copies_and_the_video_frame_clusters(pcosgen) 
 def test_pcosgen_frames_reappear_in_the_kaggle_ultrasound_set(pcosgen) -> None:
     """The shared data's README: some PCOSGen frames also occur, re-encoded, in the Kaggle
     ultrasound set, some with opposite labels (measured: 400 near-copy pairs, 216 disagree)."""
-    from deeppcos.data.cross_audit import cross_audit
+    from deeppcos.audit.cross import cross_audit
 
     kaggle_us = load_cohort(REPO / "configs" / "pcos-kaggle-ultrasound.yaml")
     result = cross_audit(pcosgen, kaggle_us).summary()

@@ -56,7 +56,7 @@ def tiny_config(folder: Path, method: str = "late") -> Any:
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete run folder (late fusion), trained once per session (~15 s on 2 cores)."""
-    from deeppcos.training import train
+    from deeppcos.pipeline.training import train
 
     _single_threaded_tensorflow()
     folder = tmp_path_factory.mktemp("explain_run")
@@ -65,7 +65,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def predictor(run_dir: Path) -> Any:
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     return load_run(run_dir)
 

@@ -219,7 +219,6 @@ def test_intermediate_fusion_says_the_image_share_is_not_the_image_models_opinio
 def test_global_view_and_model_card_wording(
     chest_predictor: Any, cohort: Any, tmp_path: Path
 ) -> None:
-    from deeppcos.evaluate import _severity_limits, intended_use
     from deeppcos.evaluation.model_card import write_model_card
     from deeppcos.explain.global_view import (
         _importance_figure,
@@ -227,6 +226,7 @@ def test_global_view_and_model_card_wording(
         global_explanation,
     )
     from deeppcos.fusion.routing import missingness_sentence
+    from deeppcos.pipeline.evaluate import _severity_limits, intended_use
 
     view = global_explanation(chest_predictor, cohort, part="test")
     assert view.words == CohortWords(**CHEST)

@@ -208,8 +208,8 @@ def test_intermediate_run_end_to_end(tmp_path: Any, make_config: Any) -> None:
     from deeppcos.config import FusionConfig
     from deeppcos.explain.patient import explain_patient
     from deeppcos.explain.report import render_html
-    from deeppcos.predictor import load_run
-    from deeppcos.training import train
+    from deeppcos.inference.predictor import load_run
+    from deeppcos.pipeline.training import train
 
     if "method" not in FusionConfig.model_fields:
         pytest.skip("this deeppcos trains late fusion only")

@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from deeppcos.cli import app
-from deeppcos.data.criteria import CriteriaRules, label_criteria
 from deeppcos.exceptions import SchemaError
 from deeppcos.explain.patient import PatientExplanation, explain_patient
 from deeppcos.explain.report import render_html, write_report
+from deeppcos.knowledge.criteria import CriteriaRules, label_criteria
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deeppcos.explain.patient import explain_patient
-from deeppcos.runs import read_metrics
+from deeppcos.runs.folder import read_metrics
 
 # How far the tabular-only route of a two-branch run may be from a run trained on the labs
 # alone: both use the same tabular branch (same folds and seeds), calibrated on the same
@@ -56,8 +56,8 @@ def test_without_her_images_she_gets_the_labs_only_models_risk(
         assert row["risk"] == pytest.approx(expected, abs=1e-12)
     # The same patients scored by a run trained on the labs alone.
     from deeppcos.config import BranchConfig
-    from deeppcos.predictor import load_run
-    from deeppcos.training import train
+    from deeppcos.inference.predictor import load_run
+    from deeppcos.pipeline.training import train
 
     config = make_config(tmp_path).model_copy(update={"image": BranchConfig(enabled=False)})
     labs_only = load_run(train(config, tmp_path / "labs-only"))

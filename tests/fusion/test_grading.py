@@ -14,8 +14,8 @@ from deeppcos.fusion.grading import (
     label_grade_conflicts,
     with_no_disease_level,
 )
-from deeppcos.predictor import given_pcos, severity_columns
-from deeppcos.training import presence_agreement
+from deeppcos.inference.predictor import given_pcos, severity_columns
+from deeppcos.pipeline.training import presence_agreement
 
 LEVELS = ["none", "mild", "moderate", "severe"]
 

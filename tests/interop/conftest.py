@@ -37,7 +37,7 @@ def tiny_config(folder: Path, *, image: bool, patients: int = 70) -> Path:
 
 def _train(folder: Path, image: bool) -> Path:
     from deeppcos.config import load_config
-    from deeppcos.training import train
+    from deeppcos.pipeline.training import train
 
     return train(load_config(tiny_config(folder, image=image)), folder / "run")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deeppcos.batch import count_rows, iter_chunks, score_table
 from deeppcos.exceptions import ConfigError, DataFileError, SchemaError
+from deeppcos.inference.batch import count_rows, iter_chunks, score_table
 
 
 def _table(run: Path, copies: int = 5) -> pd.DataFrame:
@@ -26,7 +26,7 @@ def _whole(run: Path, path: Path) -> pd.DataFrame:
     """What the library gives for the whole table in one go (the reference)."""
     from deeppcos.data.loaders import load_cohort
     from deeppcos.data.spec import spec_from_dict
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     spec = spec_from_dict(
         {
@@ -163,7 +163,7 @@ def test_dask_local_cluster_equals_single_process(tabular_run: Path, tmp_path: P
         result = score_table(
             tabular_run, path, tmp_path / "dask.parquet", chunk_size=40, client=client
         )
-        loads = client.run(lambda: __import__("deeppcos.batch").batch.loaded_runs())
+        loads = client.run(lambda: __import__("deeppcos.inference.batch").batch.loaded_runs())
     assert result.workers == 2 and result.chunks == single.chunks > 2
     pd.testing.assert_frame_equal(pd.read_parquet(result.out), pd.read_parquet(single.out))
     # One model load per worker process, however many chunks it scored.

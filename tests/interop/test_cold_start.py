@@ -14,7 +14,7 @@ from tests.conftest import REPO
 
 LABS_ONLY = """
 import json, sys
-from deeppcos.predictor import load_run
+from deeppcos.inference.predictor import load_run
 from deeppcos.data.cohort import Cohort, empty_images_table
 predictor = load_run(sys.argv[1])
 cohort = predictor.cohort()
@@ -38,7 +38,7 @@ def test_labs_only_prediction_does_not_import_tensorflow(image_run: Path) -> Non
 
     from deeppcos.data.cohort import Cohort, empty_images_table
     from deeppcos.image.branch import ImageBranch
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     predictor = load_run(image_run)
     cohort = predictor.cohort()
@@ -58,7 +58,7 @@ def test_labs_only_prediction_does_not_import_tensorflow(image_run: Path) -> Non
 
 def test_the_stand_in_loads_the_branch_for_patients_with_images(image_run: Path) -> None:
     from deeppcos.image.lazy import LazyImageBranch
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     predictor = load_run(image_run)
     branch = predictor.branches["image"]

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from deeppcos.cli import app as cli_app
 from deeppcos.exceptions import ConfigError
-from deeppcos.serve import ServiceLimits, create_app, resolve_api_key
+from deeppcos.inference.serve import ServiceLimits, create_app, resolve_api_key
 from tests.conftest import REPO, write_image
 
 FHIR_EXAMPLE = REPO / "tests" / "data" / "fhir" / "two_patients.json"
@@ -71,7 +71,7 @@ def test_health_model_and_openapi(client: TestClient) -> None:
 def test_predict_matches_the_library(client: TestClient, tabular_run: Path) -> None:
     from deeppcos.data.loaders import load_cohort
     from deeppcos.data.spec import spec_from_dict
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     body, table = _patients(tabular_run, 8)
     response = client.post("/predict", json={"patients": body})

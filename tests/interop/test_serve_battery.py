@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from deeppcos.microbatch import MicroBatcher
-from deeppcos.serve import ServiceLimits, create_app, merge_cohorts, split_predictions
+from deeppcos.inference.microbatch import MicroBatcher
+from deeppcos.inference.serve import ServiceLimits, create_app, merge_cohorts, split_predictions
 
 KEY = "k" * 24
 
@@ -94,7 +94,7 @@ def test_a_merged_batch_scores_each_request_as_alone(tabular_run: Path) -> None:
     """Two requests using the same patient id for different patients get their own rows."""
     from contextlib import ExitStack
 
-    from deeppcos.serve import PredictRequest, _request_cohort
+    from deeppcos.inference.serve import PredictRequest, _request_cohort
 
     app = create_app(tabular_run)
     service = app.state.service

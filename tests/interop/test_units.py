@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deeppcos.data.units import (
+from deeppcos.knowledge.units import (
     SUBSTANCES,
     UnitError,
     conversion_factor,

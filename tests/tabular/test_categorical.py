@@ -164,7 +164,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_an_explanation_names_the_category(run: Path) -> None:
     """'site code = east: raised the risk by …', not the category's code."""
     from deeppcos.explain.patient import explain_patient
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     predictor = load_run(run)
     cohort = predictor.cohort()
@@ -178,7 +178,7 @@ def test_an_explanation_names_the_category(run: Path) -> None:
 def test_service_accepts_a_category_and_reports_an_unseen_one(run: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from deeppcos.serve import create_app
+    from deeppcos.inference.serve import create_app
 
     client = TestClient(create_app(run))
     schema = {f["name"]: f for f in client.get("/model").json()["input_schema"]["features"]}
@@ -201,7 +201,7 @@ def test_service_accepts_a_category_and_reports_an_unseen_one(run: Path) -> None
 
 def _tabular_run(tmp_path: Path) -> Path:
     from deeppcos.config import load_config
-    from deeppcos.training import train
+    from deeppcos.pipeline.training import train
 
     cohort_folder = tmp_path / "cohort"
     _load(cohort_folder, _table())
@@ -275,9 +275,9 @@ def test_external_case_mix_compares_each_category(run: Path, tmp_path: Path) -> 
 def test_batch_chunks_read_categories_as_the_run_does(run: Path, tmp_path: Path) -> None:
     """Chunks of three rows: the run's categories are declared, none inferred from so few rows;
     an unseen one is reported; scores equal scoring the whole table at once."""
-    from deeppcos.batch import score_table
     from deeppcos.data import Cohort
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.batch import score_table
+    from deeppcos.inference.predictor import load_run
 
     table = _table(9, seed=3).drop(columns="pcos")
     table.loc[4, "site_code"] = "west"

@@ -11,8 +11,8 @@ import pytest
 
 from deeppcos.config import load_config
 from deeppcos.exceptions import ConfigError
+from deeppcos.pipeline.training import fit_booster_as_deployed
 from deeppcos.tabular.branch import TabularParams
-from deeppcos.training import fit_booster_as_deployed
 from deeppcos.tuning import tune
 from deeppcos.tuning.objective import (
     DEFAULT_ROLE,

@@ -10,9 +10,9 @@ import yaml
 
 from deeppcos.config import load_config
 from deeppcos.data.loaders import load_cohort
-from deeppcos.runs import read_metrics
+from deeppcos.pipeline.training import fit_booster_as_deployed, fit_split, inner_validation, train
+from deeppcos.runs.folder import read_metrics
 from deeppcos.tabular.branch import TabularBranch, TabularParams
-from deeppcos.training import fit_booster_as_deployed, fit_split, inner_validation, train
 from deeppcos.tuning import tune
 from deeppcos.tuning.storage import open_storage
 from tests.tuning.conftest import TINY_SETTINGS, write_config, write_settings

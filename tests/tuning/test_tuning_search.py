@@ -13,7 +13,7 @@ import yaml
 from deeppcos.config import load_config
 from deeppcos.data.splits import CohortSplit
 from deeppcos.exceptions import ConfigError
-from deeppcos.training import train
+from deeppcos.pipeline.training import train
 from deeppcos.tuning import list_studies, tune
 from deeppcos.tuning.objective import load_development
 from tests.tuning.conftest import write_config, write_settings

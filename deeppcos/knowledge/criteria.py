@@ -54,8 +54,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.catalog import CATALOG
 from deeppcos.exceptions import ConfigError, SchemaError
+from deeppcos.knowledge.catalog import CATALOG
 
 if TYPE_CHECKING:
     from deeppcos.data.cohort import Cohort

@@ -23,16 +23,16 @@ import pandas as pd
 from pydantic import ValidationError
 from sklearn.model_selection import StratifiedGroupKFold
 
-from deeppcos.cohorts import apply_label_corrections, cohort_for
 from deeppcos.config import RunConfig, config_to_dict
-from deeppcos.csvsafe import refuse_formula_ids, write_csv
 from deeppcos.data.cohort import Cohort
+from deeppcos.data.configured import apply_label_corrections, cohort_for
 from deeppcos.data.splits import CohortSplit, make_splits
 from deeppcos.evaluation.metrics import binary_metrics
 from deeppcos.evaluation.plots import plot_histories
 from deeppcos.exceptions import ConfigError, RunError, SchemaError
 from deeppcos.fusion.stage import FusionInputs
-from deeppcos.runs import RunWriter
+from deeppcos.runs.csvsafe import refuse_formula_ids, write_csv
+from deeppcos.runs.folder import RunWriter
 
 if TYPE_CHECKING:
     from deeppcos.fusion.intermediate import IntermediateFusion
@@ -431,7 +431,7 @@ class FittedRun:
     severity: SeverityResult | None = None
 
     def save(self, out: Path | str, *, overwrite: bool = False) -> Path:
-        """Write the run folder ``out`` (atomically: see :class:`~deeppcos.runs.RunWriter`)."""
+        """Write the run folder ``out`` (atomically: :class:`~deeppcos.runs.folder.RunWriter`)."""
         writer = RunWriter(out, overwrite=overwrite)
         writer.started = self.started  # the run's time is its fitting's, not the writing's
         return self.write(writer)
@@ -458,9 +458,9 @@ class FittedRun:
         return writer.finish(self.record)
 
     def predictor(self, run: Path | None = None) -> Any:
-        """A :class:`~deeppcos.predictor.Predictor` over these models, without a run folder
-        (``run``: the folder it was saved to, when it was)."""
-        from deeppcos.predictor import Predictor
+        """A :class:`~deeppcos.inference.predictor.Predictor` over these models, without a run
+        folder (``run``: the folder it was saved to, when it was)."""
+        from deeppcos.inference.predictor import Predictor
 
         if self.fusion is None:
             raise RunError("no fusion stage was fitted (fusion.enabled is false): nothing scores")
@@ -796,7 +796,7 @@ def grade(
         severity_targets,
         with_no_disease_level,
     )
-    from deeppcos.predictor import severity_columns
+    from deeppcos.inference.predictor import severity_columns
 
     section = config.severity
     targets = severity_targets(cohort, section.source, section.guideline)
@@ -940,7 +940,7 @@ def _duplicate_groups(
 ) -> pd.Series | None:
     if not (config.split.group_duplicates and len(cohort.images)):
         return None
-    from deeppcos.data.audit import duplicate_patient_groups
+    from deeppcos.audit.checks import duplicate_patient_groups
 
     return duplicate_patient_groups(
         cohort,

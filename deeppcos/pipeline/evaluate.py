@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeppcos.csvsafe import write_csv
 from deeppcos.data.splits import CohortSplit
 from deeppcos.evaluation import plots
 from deeppcos.evaluation.metrics import (
@@ -29,8 +28,9 @@ from deeppcos.evaluation.model_card import write_model_card
 from deeppcos.evaluation.subgroups import age_band, bmi_band, subgroup_metrics
 from deeppcos.exceptions import RunError
 from deeppcos.explain.wording import CohortWords, run_words
-from deeppcos.predictor import Predictor, load_run
-from deeppcos.runs import read_metrics, run_title
+from deeppcos.inference.predictor import Predictor, load_run
+from deeppcos.runs.csvsafe import write_csv
+from deeppcos.runs.folder import read_metrics, run_title
 
 EVALUATION = "evaluation"
 
@@ -141,7 +141,7 @@ def _severity(run: Path, predictor: Predictor, predictions: pd.DataFrame) -> dic
     if predictor.severity is None:
         return None
     from deeppcos.evaluation.metrics import ordinal_metrics
-    from deeppcos.training import presence_agreement
+    from deeppcos.pipeline.training import presence_agreement
 
     levels = predictor.severity_levels()
     truth = pd.read_csv(run / "severity" / "grades.csv", dtype={"patient_id": str})
@@ -355,7 +355,7 @@ def _summary_rows(summary: dict[str, Any], words: CohortWords) -> dict[str, Any]
 
 
 def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: dict) -> None:
-    from deeppcos.data.audit import audit_cohort
+    from deeppcos.audit.checks import audit_cohort
 
     findings = [
         {"severity": f.severity, "check": f.check, "title": f.title}

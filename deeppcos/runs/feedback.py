@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from deeppcos.csvsafe import write_csv
+from deeppcos.runs.csvsafe import write_csv
 from deeppcos.exceptions import DataFileError, LogIntegrityError, SchemaError
 
 __all__ = ["FeedbackEntry", "FeedbackLog", "feedback_path"]

@@ -3,7 +3,7 @@
 An "external" validation set that shares images with the development data measures memory,
 not generalisation; public ultrasound sets are assembled from the same web sources and videos
 (PCOSGen's frames also occur, re-encoded, in the Kaggle ultrasound set). :func:`cross_audit`
-reads every image of both cohorts once (:func:`deeppcos.data.audit.compute_image_features`)
+reads every image of both cohorts once (:func:`deeppcos.audit.checks.compute_image_features`)
 and pairs them at three strengths:
 
 - ``same_file``: byte-identical files (the SHA-256 the loader recorded);
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.audit import (
+from deeppcos.audit.checks import (
     DEFAULT_NEAR_DUP_BITS,
     Progress,
     _image_labels,

@@ -95,7 +95,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from deeppcos.data.audit_rules import (
+from deeppcos.audit.rules import (
     SEVERITY_ORDER,
     SHORTCUT_HIGH,
     SHORTCUT_WARNING,
@@ -104,10 +104,10 @@ from deeppcos.data.audit_rules import (
     Severity,
     json_safe,
 )
-from deeppcos.data.catalog import ultrasound_features
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.imageio import read_image, to_gray_uint8
 from deeppcos.exceptions import DeepPCOSError
+from deeppcos.knowledge.catalog import ultrasound_features
 from deeppcos.stats import bootstrap_auc_ci, group_codes, weighted_auc
 
 Progress = Callable[[int, int], None]
@@ -201,14 +201,14 @@ class AuditResult:
         return path
 
     def to_html(self, path: Path | str) -> Path:
-        from deeppcos.data.audit_report import render_html
+        from deeppcos.audit.report import render_html
 
         path = Path(path)
         path.write_text(render_html(self), encoding="utf-8")
         return path
 
     def print_rich(self, console: Any = None) -> None:
-        from deeppcos.data.audit_report import print_findings
+        from deeppcos.audit.report import print_findings
 
         print_findings(self, console)
 

@@ -22,10 +22,10 @@ import pandas as pd
 
 from deeppcos.config import RunConfig, load_config
 from deeppcos.data.cohort import Cohort
-from deeppcos.data.ranges import RangeRule
 from deeppcos.data.spec import CohortSpec
 from deeppcos.exceptions import RunError
-from deeppcos.runs import read_run_record
+from deeppcos.knowledge.ranges import RangeRule
+from deeppcos.runs.folder import read_run_record
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Predictor:
 
     def cohort(self) -> Cohort:
         """The cohort the run was trained on, checked against the run's fingerprint."""
-        from deeppcos.cohorts import cohort_for
+        from deeppcos.data.configured import cohort_for
 
         cohort = cohort_for(self.config)
         if cohort.fingerprint() != self.record.get("cohort_fingerprint"):
@@ -73,7 +73,7 @@ class Predictor:
             )
         corrections = self.run / "label_corrections.csv" if self.run is not None else None
         if corrections is not None and corrections.is_file():
-            from deeppcos.cohorts import apply_label_corrections
+            from deeppcos.data.configured import apply_label_corrections
 
             table = pd.read_csv(corrections, dtype={"patient_id": str})
             apply_label_corrections(cohort, table.set_index("patient_id")["label"])
@@ -81,7 +81,7 @@ class Predictor:
 
     def training_spec(self) -> CohortSpec:
         """The spec of the cohort the run was trained on (not loaded): new patients in the same
-        layout are read with it (``deeppcos.scoring.new_patients_spec``)."""
+        layout are read with it (``deeppcos.inference.scoring.new_patients_spec``)."""
         from deeppcos.data.spec import load_spec, spec_from_dict
 
         config = self.config
@@ -96,7 +96,7 @@ class Predictor:
         """The plausible range each of ``columns`` was checked against when the run's cohort was
         loaded (recorded in ``cohort.json``), so new patients are checked the same way; a column
         the run did not record gets the catalog's range for the run's kind of cohort."""
-        from deeppcos.data.ranges import catalog_rule, rules_from_json
+        from deeppcos.knowledge.ranges import catalog_rule, rules_from_json
 
         summary = self.cohort_summary
         recorded = rules_from_json(summary.get("ranges"))

@@ -41,12 +41,12 @@ from typing import Any
 
 import pandas as pd
 
-from deeppcos.cluster import dask_client
-from deeppcos.csvsafe import csv_text
 from deeppcos.data.cohort import Cohort, attach_images, build_patients
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import CohortSpec, PatientsSpec, spec_from_dict
 from deeppcos.exceptions import ConfigError, DataFileError, EmptyCohortError, SchemaError
+from deeppcos.inference.cluster import dask_client
+from deeppcos.runs.csvsafe import csv_text
 
 __all__ = [
     "BatchResult",
@@ -89,7 +89,7 @@ class BatchResult:
 @lru_cache(maxsize=4)
 def cached_predictor(run: str):  # -> Predictor
     """The run's predictor, loaded once per process and kept (a Dask worker's model cache)."""
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     _LOADS[run] += 1
     return load_run(run)
@@ -174,7 +174,7 @@ def chunk_spec(
     and declared feature columns; label and site only when present, a grade ignored), else
     canonical names. ``categories`` (the run's categorical inputs) are declared, and nothing
     else is inferred to be one: a few rows must not decide what a column is."""
-    from deeppcos.scoring import run_categories, run_kind
+    from deeppcos.inference.scoring import run_categories, run_kind
 
     renames = training.patients.rename if training and training.patients else {}
     present = {renames.get(c.strip(), c.strip()) for c in columns}
@@ -182,7 +182,7 @@ def chunk_spec(
     kind = run_kind(training)
     if training is not None and training.format == "tables" and training.patients is not None:
         known = training.patients
-        # As ``deeppcos.scoring`` reads a whole table: label and site kept when present, a
+        # As ``deeppcos.inference.scoring`` reads a whole table: label and site kept when present, a
         # severity grade ignored (it is what is predicted).
         severity = [known.severity_column] if known.severity_column in present else []
         patients = known.model_copy(
@@ -217,10 +217,10 @@ def chunk_spec(
 def load_images_manifest(
     images: Path, report: LoadReport, workdir: Path
 ) -> tuple[pd.DataFrame, str]:
-    """The images manifest (a file, or a folder laid out as ``deeppcos.scoring`` describes),
-    paths made absolute; held in memory (one short row per image)."""
+    """The images manifest (a file, or a folder laid out as ``deeppcos.inference.scoring``
+    describes), paths made absolute; held in memory (one short row per image)."""
     from deeppcos.data.loaders import read_manifest
-    from deeppcos.scoring import images_spec
+    from deeppcos.inference.scoring import images_spec
 
     ispec = images_spec(images, workdir)
     spec = spec_from_dict({"name": "images", "images": ispec.model_dump()})

@@ -1,5 +1,5 @@
 """The audit's severity levels, its thresholds and its JSON conversion: what the checks
-(:mod:`deeppcos.data.audit`) and the report (:mod:`deeppcos.data.audit_report`) both use, in a
+(:mod:`deeppcos.audit.checks`) and the report (:mod:`deeppcos.audit.report`) both use, in a
 module below both. The thresholds' evidence is in the audit module's notes."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the feature is read off the ultrasound scan. Plausible ranges are *validation he
 reference tags them unverified): values outside are almost certainly unit or keying errors, in
 any cohort. Where the reference's heuristic is instead an assumption about who is in a PCOS
 study (age 10–60; adult weight and height), it is ``pcos_range``, applied to PCOS cohorts only
-(``deeppcos.data.ranges``), and ``plausible`` keeps only the definitional bound (≥ 0). LOINC
+(``deeppcos.knowledge.ranges``), and ``plausible`` keeps only the definitional bound (≥ 0). LOINC
 codes are given only where the reference marks them checked; ``None`` means none was verified.
 ``loinc_alt`` holds further codes the reference verified for the same measurement in another
 form (a molar-unit code, a protocol code); FHIR input maps them to the same feature, converting

@@ -59,7 +59,7 @@ try:
 except ModuleNotFoundError:  # without the 'serve' extra: a MissingExtraError that says so
     from deeppcos.extras import require
 
-    require("fastapi", "serve", "the prediction service (deeppcos.serve)")
+    require("fastapi", "serve", "the prediction service (deeppcos.inference.serve)")
     raise
 from pydantic import (
     BaseModel,
@@ -70,14 +70,14 @@ from pydantic import (
     model_validator,
 )
 
-from deeppcos.batch import model_inputs
-from deeppcos.data.catalog import CATALOG
 from deeppcos.data.imageio import sniff_format
-from deeppcos.data.ranges import RangeRule
 from deeppcos.data.report import LoadReport
 from deeppcos.exceptions import ConfigError, DeepPCOSError
-from deeppcos.microbatch import MicroBatcher
-from deeppcos.predictor import given_pcos
+from deeppcos.inference.batch import model_inputs
+from deeppcos.inference.microbatch import MicroBatcher
+from deeppcos.inference.predictor import given_pcos
+from deeppcos.knowledge.catalog import CATALOG
+from deeppcos.knowledge.ranges import RangeRule
 
 __all__ = ["ServiceLimits", "app_from_environment", "create_app", "resolve_api_key"]
 
@@ -356,7 +356,7 @@ class _Service:
     short predictions queued behind it."""
 
     def __init__(self, run: Path, limits: ServiceLimits) -> None:
-        from deeppcos.predictor import load_run
+        from deeppcos.inference.predictor import load_run
 
         self.run = run
         self.limits = limits
@@ -655,7 +655,7 @@ _EXPLAINING: dict[str, Any] = {}
 
 
 def _start_explainer(run: str) -> None:
-    from deeppcos.predictor import load_run
+    from deeppcos.inference.predictor import load_run
 
     with contextlib.suppress(OSError, AttributeError):  # not POSIX, or not allowed: as is
         os.nice(10)

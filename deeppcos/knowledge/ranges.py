@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deeppcos.data.catalog import CATALOG
+from deeppcos.knowledge.catalog import CATALOG
 
 SOURCE_TEXT = {
     "spec": "the spec's ranges",

@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 
 from deeppcos._version import __version__
-from deeppcos.csvsafe import write_csv
+from deeppcos.runs.csvsafe import write_csv
 from deeppcos.exceptions import RunError
 
 RUN_RECORD = "run.json"

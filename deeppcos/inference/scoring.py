@@ -129,7 +129,7 @@ def images_spec(images: Path, workdir: Path) -> ImagesSpec:
     if images.is_dir():
         manifest = images_manifest(images)
         target = workdir / MANIFEST_NAME
-        # Not defused (deeppcos.csvsafe): a temporary file only the loader reads back, whose
+        # Not defused (deeppcos.runs.csvsafe): a temporary file only the loader reads back, whose
         # patient ids (folder and file names) must match the patients table's exactly.
         manifest.to_csv(target, index=False)
         return ImagesSpec(manifest=target, root=images.resolve())
