@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from deeppcos.audit.cross import cross_audit
 from deeppcos.cli import app
-from tests.data.test_audit import make_cohort, scan, write
+from tests.audit.test_checks import make_cohort, scan, write
 
 
 @pytest.fixture
