@@ -25,8 +25,9 @@ module only needs frames, so tuning can re-score the fusion many times without r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,10 +118,7 @@ def fusion_oof(
             f"fusion method {method!r} is not available here; choose one of "
             f"{available_methods(inputs)} (intermediate fusion needs both branches)"
         )
-    if method == "late":
-        frame = inputs.oof[[f"p_{b}" for b in inputs.branches]]
-        return cross_val_fusion_oof(frame, inputs.labels, inputs.folds, lambda: late_model(params))
-    return _intermediate_oof(inputs, params, seed)
+    return fusion_method(method).oof(inputs, params, seed)
 
 
 def _intermediate_oof(
@@ -157,3 +155,66 @@ def _checked(params: Mapping[str, Any] | None, allowed: frozenset[str], method: 
             f"fusion.{method}: unknown parameter(s) {unknown}; allowed: {sorted(allowed)}"
         )
     return params
+
+
+# --- the fusion methods, in one registry -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FusionMethod:
+    """One fusion method and what it needs: ``needs_embeddings`` (intermediate fusion reads the
+    tabular design matrix and the image embeddings; late fusion only the branches'
+    probabilities), how to make one from its settings, score it out of fold, fit the final model
+    and load a saved one. Training, prediction and tuning look a method up here by its name."""
+
+    name: str
+    needs_embeddings: bool
+    make: Callable[[Mapping[str, Any] | None, int], Any]
+    load: Callable[[Path], Any]
+    oof: Callable[[FusionInputs, Mapping[str, Any] | None, int], np.ndarray]
+
+
+def _late_oof(inputs: FusionInputs, params: Mapping[str, Any] | None, seed: int) -> np.ndarray:
+    frame = inputs.oof[[f"p_{b}" for b in inputs.branches]]
+    return cross_val_fusion_oof(frame, inputs.labels, inputs.folds, lambda: late_model(params))
+
+
+FUSION_METHODS: dict[str, FusionMethod] = {
+    "late": FusionMethod(
+        "late",
+        needs_embeddings=False,
+        make=lambda params, seed: late_model(params),
+        load=LateFusion.load,
+        oof=_late_oof,
+    ),
+    "intermediate": FusionMethod(
+        "intermediate",
+        needs_embeddings=True,
+        make=intermediate_model,
+        load=IntermediateFusion.load,
+        oof=_intermediate_oof,
+    ),
+}
+
+
+def fusion_method(name: str) -> FusionMethod:
+    """The registered method called ``name``; a ConfigError naming the methods otherwise."""
+    method = FUSION_METHODS.get(name)
+    if method is None:
+        raise ConfigError(f"unknown fusion method {name!r}; the methods are {list(FUSION_METHODS)}")
+    return method
+
+
+def fused_probability(
+    method: str,
+    model: Any,
+    branch_probabilities: pd.DataFrame,
+    tabular: pd.DataFrame | None,
+    embeddings: pd.DataFrame | None,
+) -> np.ndarray:
+    """A fitted fusion model's probability for rows that have every modality: from the branch
+    probabilities (late) or from the design matrix and embeddings (intermediate)."""
+    if fusion_method(method).needs_embeddings:
+        assert tabular is not None  # a method on embeddings runs with both branches
+        return np.asarray(model.predict_proba(tabular, embeddings))
+    return np.asarray(model.predict_proba(branch_probabilities))

@@ -183,13 +183,15 @@ class Predictor:
         out = np.full(len(frame), np.nan)
         if not full.any():
             return out
-        if self.fusion_method == "intermediate":
-            # Intermediate fusion needs both branches, so the run has a tabular design matrix.
-            assert tabular is not None
-            emb = embeddings[full] if embeddings is not None else None
-            out[full] = self.fusion.predict_proba(tabular[full], emb)
-        else:
-            out[full] = self.fusion.predict_proba(frame.loc[full, self._branch_columns()])
+        from deeppcos.fusion.stage import fused_probability
+
+        out[full] = fused_probability(
+            self.fusion_method,
+            self.fusion,
+            frame.loc[full, self._branch_columns()],
+            tabular[full] if tabular is not None else None,
+            embeddings[full] if embeddings is not None else None,
+        )
         return out
 
     def _branch_columns(self) -> list[str]:
@@ -295,26 +297,17 @@ def load_run(run: Path | str) -> Predictor:
 
 
 def _load_fusion(method: str, folder: Path) -> Any:
-    if method == "late":
-        from deeppcos.fusion.late import LateFusion
+    from deeppcos.fusion.stage import FUSION_METHODS
 
-        return LateFusion.load(folder)
-    if method == "intermediate":
-        from deeppcos.fusion.intermediate import IntermediateFusion
-
-        return IntermediateFusion.load(folder)
-    raise RunError(f"{folder / 'fusion.json'}: unknown fusion method {method!r}")
+    if method not in FUSION_METHODS:
+        raise RunError(f"{folder / 'fusion.json'}: unknown fusion method {method!r}")
+    return FUSION_METHODS[method].load(folder)
 
 
 def _load_branch(name: str, folder: Path) -> Any:
-    if name == "tabular":
-        from deeppcos.tabular.branch import TabularBranch
+    from deeppcos.branches import branch_kind
 
-        return TabularBranch.load(folder)
-    # Loaded at first use: a run scoring labs-only patients never imports TensorFlow.
-    from deeppcos.image.lazy import LazyImageBranch
-
-    return LazyImageBranch(folder)
+    return branch_kind(name).load(folder)
 
 
 def _assignments(path: Path) -> dict[str, str]:

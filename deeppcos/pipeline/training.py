@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sklearn.model_selection import StratifiedGroupKFold
 
+from deeppcos.branches import branch_kind
 from deeppcos.config import RunConfig, config_to_dict
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.configured import apply_label_corrections, cohort_for
@@ -30,7 +31,7 @@ from deeppcos.data.splits import CohortSplit, make_splits
 from deeppcos.evaluation.metrics import binary_metrics
 from deeppcos.evaluation.plots import plot_histories
 from deeppcos.exceptions import ConfigError, RunError, SchemaError
-from deeppcos.fusion.stage import FusionInputs
+from deeppcos.fusion.stage import FusionInputs, fusion_method
 from deeppcos.runs.csvsafe import refuse_formula_ids, write_csv
 from deeppcos.runs.folder import RunWriter
 
@@ -129,23 +130,11 @@ def resolve_branch_params(config: RunConfig) -> dict[str, Any]:
 
 
 def _params_model(name: str) -> Any:
-    if name == "tabular":
-        from deeppcos.tabular.branch import TabularParams
-
-        return TabularParams
-    from deeppcos.image.params import ImageParams  # no TensorFlow import: validation is cheap
-
-    return ImageParams
+    return branch_kind(name).params_model()
 
 
 def _new_branch(name: str, params: Any, seed: int) -> Any:
-    if name == "tabular":
-        from deeppcos.tabular.branch import TabularBranch
-
-        return TabularBranch(params, seed=seed)
-    from deeppcos.image.branch import ImageBranch
-
-    return ImageBranch(params, seed=seed)
+    return branch_kind(name).new(params, seed)
 
 
 # --- inner validation ---------------------------------------------------------------------------
@@ -154,10 +143,8 @@ def _new_branch(name: str, params: Any, seed: int) -> Any:
 def early_stops(name: str, params: Any) -> bool:
     """Whether a branch holds patients out to stop on: a booster set to a fixed number of rounds
     (``early_stopping_rounds: null``) and a frozen-embedding image head train on every training
-    patient instead."""
-    if name == "tabular":
-        return params.early_stopping_rounds is not None
-    return not params.frozen
+    patient instead (:data:`deeppcos.branches.BRANCHES`)."""
+    return branch_kind(name).early_stops(params)
 
 
 def fit_split(
@@ -263,7 +250,7 @@ def cross_validate_branch(
             branch.fit(cohort, fit_ids, val_ids or None, lambda d, t, s=stage: progress(s, d, t))
         else:
             branch.fit(cohort, fit_ids, val_ids or None)
-        if name == "image":  # one pass over the images: probabilities and embeddings
+        if branch_kind(name).embeds:  # one pass: probabilities and embeddings
             scored = split.development_ids if embed_all else predict_ids
             p_scored, embedded = branch.predict_patients(cohort, scored)
             probability = p_scored.reindex(predict_ids)
@@ -445,7 +432,7 @@ class FittedRun:
         if self.label_corrections is not None:
             writer.write_frame("label_corrections.csv", self.label_corrections)
         for name, branch in self.branches.items():
-            if name == "image" and self.oof_embeddings is not None:
+            if branch_kind(name).embeds and self.oof_embeddings is not None:
                 writer.write_frame("oof_embeddings.parquet", self.oof_embeddings)
             _write_curves(writer, name, self.histories.get(name, {}))
             branch.save(writer.folder(name))
@@ -744,28 +731,25 @@ def _route_metrics(
 
 
 def _method_params(config: RunConfig, method: str) -> dict[str, Any]:
-    return dict(config.fusion.late if method == "late" else config.fusion.intermediate)
+    fusion_method(method)  # a ConfigError for a method that is not registered
+    return dict(getattr(config.fusion, method))
 
 
 def _fit_final_fusion(
     inputs: FusionInputs, config: RunConfig, method: str, final: _FinalModels
 ) -> LateFusion | IntermediateFusion:
-    from deeppcos.fusion.stage import intermediate_model, late_model
-
     y = inputs.labels
     params = _method_params(config, method)
-    model: LateFusion | IntermediateFusion
-    if method == "late":
+    model = fusion_method(method).make(params, config.seed)
+    if not fusion_method(method).needs_embeddings:
         frame = inputs.oof[[f"p_{b}" for b in inputs.branches]]
-        model = late_model(params).fit(frame, y)  # it fits on the patients with every modality
-    else:
-        # The final image model embeds every development patient, as each fold model did
-        # inside cross-validation (deeppcos.fusion.stage): the procedure scored is the one kept.
-        complete = inputs.oof.index[inputs.complete]
-        tabular = final.tabular().reindex(complete)
-        embeddings = final.embeddings().reindex(complete)
-        model = intermediate_model(params, config.seed).fit(tabular, embeddings, y[inputs.complete])
-    return model
+        return model.fit(frame, y)  # it fits on the patients with every modality
+    # The final image model embeds every development patient, as each fold model did inside
+    # cross-validation (deeppcos.fusion.stage): the procedure scored is the one kept.
+    complete = inputs.oof.index[inputs.complete]
+    tabular = final.tabular().reindex(complete)
+    embeddings = final.embeddings().reindex(complete)
+    return model.fit(tabular, embeddings, y[inputs.complete])
 
 
 # --- severity -----------------------------------------------------------------------------------

@@ -457,13 +457,13 @@ class FusionEvaluator(Evaluator):
         self.defaults = {m: self._check(m) for m in self.methods}
 
     def _check(self, method: str) -> dict[str, Any]:
-        from deeppcos.fusion.stage import intermediate_model, late_model
+        from deeppcos.fusion.stage import fusion_method
 
         space: Space = getattr(self.spec, method)
         base = dict(getattr(self.config.fusion, method))
-        make = late_model if method == "late" else intermediate_model
+        make = fusion_method(method).make
         try:
-            defaults = make(base).get_params()
+            defaults = make(base, self.seed).get_params()
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"config {self.config.name!r}: fusion.{method}: {exc}") from exc
         unknown = sorted(set(space) - set(defaults))
@@ -474,7 +474,7 @@ class FusionEvaluator(Evaluator):
         for name, param in space.items():
             for value in param.bounds():
                 try:
-                    make({**base, name: value})
+                    make({**base, name: value}, self.seed)
                 except (ConfigError, TypeError, ValueError) as exc:
                     raise ConfigError(f"fusion.{method}.{name}: {value!r}: {exc}") from exc
         point = {name: defaults[name] for name in space}
