@@ -237,9 +237,10 @@ def test_report_shows_each_kind_and_counts_the_rest_in_words(
     from rich.console import Console
 
     from deeppcos import cli
+    from deeppcos.cli import common
     from deeppcos.data.report import LoadReport
 
-    monkeypatch.setattr(cli, "console", Console(width=200))
+    monkeypatch.setattr(common, "console", Console(width=200))
     report = LoadReport()
     for row in range(4):
         report.add("excluded", "excluded_image", "file not found", file="images.csv", row=row)
@@ -326,7 +327,7 @@ def test_demo_prints_a_dashboard_command_that_works_and_evaluates_once(
     import deeppcos.commands
     import deeppcos.pipeline.evaluate
     import deeppcos.pipeline.training
-    from deeppcos import cli
+    from deeppcos.cli import demo
 
     out = tmp_path / "demo"
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -341,8 +342,8 @@ def test_demo_prints_a_dashboard_command_that_works_and_evaluates_once(
 
     monkeypatch.setattr(deeppcos.pipeline.training, "train", fake_train)
     monkeypatch.setattr(deeppcos.pipeline.evaluate, "evaluate_run", fake_evaluate)
-    monkeypatch.setattr(cli, "_print_branch_metrics", lambda run: None)
-    monkeypatch.setattr(cli, "_print_evaluation", lambda result, run: None)
+    monkeypatch.setattr(demo, "_print_branch_metrics", lambda run: None)
+    monkeypatch.setattr(demo, "_print_evaluation", lambda result, run: None)
     monkeypatch.setattr(deeppcos.commands, "deeppcos_command", lambda: ".venv/bin/deeppcos")
     result = runner.invoke(app, ["demo", "--out", str(out), "--patients", "40"])
     assert result.exit_code == 0, result.output

@@ -74,7 +74,7 @@ def test_demo_ends_by_printing_the_dashboard_command(
 ) -> None:
     _fake_training(monkeypatch, dashboard_run)
     started: list[Any] = []
-    monkeypatch.setattr(cli, "start_dashboard", lambda run, *a: started.append(run) or 0)
+    monkeypatch.setattr(cli.demo, "start_dashboard", lambda run, *a: started.append(run) or 0)
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--out", str(out), "--patients", "12"])
     assert result.exit_code == 0, result.output
