@@ -163,7 +163,9 @@ def test_dask_local_cluster_equals_single_process(tabular_run: Path, tmp_path: P
         result = score_table(
             tabular_run, path, tmp_path / "dask.parquet", chunk_size=40, client=client
         )
-        loads = client.run(lambda: __import__("deeppcos.inference.batch").inference.batch.loaded_runs())
+        loads = client.run(
+            lambda: __import__("deeppcos.inference.batch").inference.batch.loaded_runs()
+        )
     assert result.workers == 2 and result.chunks == single.chunks > 2
     pd.testing.assert_frame_equal(pd.read_parquet(result.out), pd.read_parquet(single.out))
     # One model load per worker process, however many chunks it scored.
