@@ -23,14 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeppcos.audit.checks import (
-    DEFAULT_NEAR_DUP_BITS,
-    Progress,
-    _image_labels,
-    compute_image_features,
-    hamming_matrix,
-    phash_array,
-)
+from deeppcos.audit.base import DEFAULT_NEAR_DUP_BITS, Progress
+from deeppcos.audit.checks import _image_labels
+from deeppcos.audit.images import compute_image_features, hamming_matrix, phash_array
 from deeppcos.data.cohort import Cohort
 
 __all__ = ["CrossAudit", "cross_audit"]

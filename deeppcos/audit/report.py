@@ -26,7 +26,7 @@ from deeppcos.audit.rules import (
 from deeppcos.data.imageio import read_image, to_gray_uint8
 
 if TYPE_CHECKING:
-    from deeppcos.audit.checks import AuditResult, Finding
+    from deeppcos.audit.base import AuditResult, Finding
 
 SEVERITY_COLOURS = {"high": "#c0392b", "warning": "#d68910", "info": "#2471a3", "ok": "#1e8449"}
 RICH_STYLES = {"high": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}

@@ -12,15 +12,9 @@ import pytest
 from rich.console import Console
 from sklearn.metrics import roc_auc_score
 
-from deeppcos.audit.checks import (
-    DEFAULT_NEAR_DUP_BITS,
-    AuditResult,
-    audit_cohort,
-    close_pairs,
-    hamming_matrix,
-    padding_fraction,
-    phash64,
-)
+from deeppcos.audit.base import DEFAULT_NEAR_DUP_BITS, AuditResult
+from deeppcos.audit.checks import audit_cohort
+from deeppcos.audit.images import close_pairs, hamming_matrix, padding_fraction, phash64
 from deeppcos.data.cohort import Cohort, probe_images
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import spec_from_dict
