@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pydantic import BaseModel
+
 from deeppcos.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -46,14 +48,16 @@ class BranchKind:
     whether training holds patients out for early stopping (``early_stops``)."""
 
     name: str
-    params_model: Callable[[], type]
-    new: Callable[[Any, int], Branch]
+    params_model: Callable[[], type[BaseModel]]
+    # Any, not Branch: training also reads what a kind adds beyond the protocol (the tabular
+    # design matrix and rounds kept, the image embeddings).
+    new: Callable[[Any, int], Any]
     load: Callable[[Path], Any]
     early_stops: Callable[[Any], bool]
     embeds: bool  # it also returns per-patient embeddings (intermediate fusion's input)
 
 
-def _tabular_params() -> type:
+def _tabular_params() -> type[BaseModel]:
     from deeppcos.tabular.branch import TabularParams
 
     return TabularParams
@@ -71,7 +75,7 @@ def _load_tabular(folder: Path) -> Any:
     return TabularBranch.load(folder)
 
 
-def _image_params() -> type:
+def _image_params() -> type[BaseModel]:
     from deeppcos.image.params import ImageParams  # no TensorFlow import: validation is cheap
 
     return ImageParams

@@ -144,21 +144,28 @@ def load_config(path: Path | str) -> RunConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = raw.get("config_dir") or path.parent.resolve()
+    return config_from_dict({**raw, "base_dir": base}, str(path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str) -> RunConfig:
+    """A run config from plain data (a loaded YAML file, or the sections a Python caller
+    passes): the schema, then each model's own settings, every problem named in one
+    ConfigError that starts with ``source``."""
     try:
-        base = raw.get("config_dir") or path.parent.resolve()
-        config = RunConfig.model_validate({**raw, "base_dir": base})
+        config = RunConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ConfigError(f"{path}: invalid config: {problems}") from exc
+        raise ConfigError(f"{source}: invalid config: {problems}") from exc
     # Each model's own settings too, now rather than when training reaches that model.
     from deeppcos.parameters import model_setting_problems
 
     settings = model_setting_problems(config)
     if settings:
-        raise ConfigError(f"{path}: invalid config: {'; '.join(settings)}")
+        raise ConfigError(f"{source}: invalid config: {'; '.join(settings)}")
     return config
 
 

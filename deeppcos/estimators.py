@@ -189,7 +189,7 @@ class MultimodalClassifier:
     def _run_config(self, cohort: Any) -> Any:
         """The config as a ``RunConfig`` whose cohort source names the in-memory cohort (a given
         config keeps its own source)."""
-        from deeppcos.config import RunConfig, load_config
+        from deeppcos.config import RunConfig, config_from_dict, load_config
 
         config = self.config
         if isinstance(config, RunConfig):
@@ -205,12 +205,7 @@ class MultimodalClassifier:
                 "name": cohort.spec.name,
                 "description": "passed in memory to deeppcos.MultimodalClassifier.fit",
             }
-        try:
-            return RunConfig.model_validate(sections)
-        except ValueError as exc:
-            from deeppcos.exceptions import ConfigError
-
-            raise ConfigError(f"MultimodalClassifier config: {exc}") from exc
+        return config_from_dict(sections, "MultimodalClassifier config")
 
     def _set(self, predictor: Any, fitted: Any, run: Path | None) -> None:
         self.predictor_ = predictor

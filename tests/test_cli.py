@@ -236,7 +236,6 @@ def test_report_shows_each_kind_and_counts_the_rest_in_words(
 ) -> None:
     from rich.console import Console
 
-    from deeppcos import cli
     from deeppcos.cli import common
     from deeppcos.data.report import LoadReport
 
@@ -246,7 +245,7 @@ def test_report_shows_each_kind_and_counts_the_rest_in_words(
         report.add("excluded", "excluded_image", "file not found", file="images.csv", row=row)
     report.add("info", "dropped_column", "dropped as the spec asks", file="p.csv", column="x")
     report.add("warning", "out_of_range", "outside 1–15 d; set to missing", file="p.csv", row=7)
-    cli._print_report(report, 3, "use --report-csv FILE to list them all")
+    common._print_report(report, 3, "use --report-csv FILE to list them all")
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
         "load report (4 excluded, 1 warning, 1 info): 4 images left out, 1 column dropped, "

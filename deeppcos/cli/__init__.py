@@ -17,11 +17,10 @@ from __future__ import annotations
 # isort: off
 from deeppcos.cli import cohort, training, evaluation, scoring, tuning, service, demo  # noqa: F401
 # isort: on
-from deeppcos.cli.common import _print_report, app, console
+from deeppcos.cli.common import app, console
 from deeppcos.cli.service import dashboard_app, dashboard_command, start_dashboard
 
 __all__ = [
-    "_print_report",
     "app",
     "console",
     "dashboard_app",

@@ -117,7 +117,7 @@ def resolve_branch_params(config: RunConfig) -> dict[str, Any]:
         section = getattr(config, name)
         if not section.enabled:
             continue
-        model = _params_model(name)
+        model = branch_kind(name).params_model()
         try:
             out[name] = model.model_validate(section.params)
         except ValidationError as exc:
@@ -127,14 +127,6 @@ def resolve_branch_params(config: RunConfig) -> dict[str, Any]:
             )
             raise ConfigError(f"config {config.name!r}: {problems}") from exc
     return out
-
-
-def _params_model(name: str) -> Any:
-    return branch_kind(name).params_model()
-
-
-def _new_branch(name: str, params: Any, seed: int) -> Any:
-    return branch_kind(name).new(params, seed)
 
 
 # --- inner validation ---------------------------------------------------------------------------
@@ -182,11 +174,11 @@ def fit_booster_as_deployed(
     labels = cohort.patients.set_index("patient_id")["label"]
     fit_ids, val_ids = fit_split("tabular", params, train_ids, labels, groups, seed)
     watched = callbacks if val_ids else ()
-    branch = _new_branch("tabular", params, seed).fit(cohort, fit_ids, val_ids or None, watched)
+    branch = branch_kind("tabular").new(params, seed).fit(cohort, fit_ids, val_ids or None, watched)
     if not val_ids:
         return branch
     rounds = params.model_copy(update={"n_estimators": int(branch.n_trees_)})
-    return _new_branch("tabular", rounds, seed).fit(cohort, list(train_ids), None)
+    return branch_kind("tabular").new(rounds, seed).fit(cohort, list(train_ids), None)
 
 
 def inner_validation(
@@ -243,7 +235,7 @@ def cross_validate_branch(
         if progress:
             progress(f"{name}: fold {k + 1}/{len(folds)}", k, len(folds) + 1)
         fit_ids, val_ids = fit_split(name, params, train_ids, labels, groups, seed + k)
-        branch = _new_branch(name, params, seed + k)
+        branch = branch_kind(name).new(params, seed + k)
         if name == "image" and progress:
             step = "images embedded" if params.frozen else "epochs"
             stage = f"{name}: fold {k + 1}/{len(folds)}, {step}"
@@ -322,10 +314,10 @@ def refit_branch(
     """
     if fold_trees:
         params = params.model_copy(update={"n_estimators": int(np.median(fold_trees))})
-        return _new_branch(name, params, seed).fit(cohort, split.development_ids, None)
+        return branch_kind(name).new(params, seed).fit(cohort, split.development_ids, None)
     labels = cohort.patients.set_index("patient_id")["label"]
     fit_ids, val_ids = fit_split(name, params, split.development_ids, labels, groups, seed)
-    return _new_branch(name, params, seed).fit(cohort, fit_ids, val_ids or None)
+    return branch_kind(name).new(params, seed).fit(cohort, fit_ids, val_ids or None)
 
 
 def _flatten_history(prefix: str, history: Any) -> dict[str, dict[str, list[float]]]:
@@ -739,9 +731,9 @@ def _fit_final_fusion(
     inputs: FusionInputs, config: RunConfig, method: str, final: _FinalModels
 ) -> LateFusion | IntermediateFusion:
     y = inputs.labels
-    params = _method_params(config, method)
-    model = fusion_method(method).make(params, config.seed)
-    if not fusion_method(method).needs_embeddings:
+    kind = fusion_method(method)
+    model = kind.make(_method_params(config, method), config.seed)
+    if not kind.needs_embeddings:
         frame = inputs.oof[[f"p_{b}" for b in inputs.branches]]
         return model.fit(frame, y)  # it fits on the patients with every modality
     # The final image model embeds every development patient, as each fold model did inside

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from deeppcos.branches import branch_kind
 from deeppcos.config import RunConfig
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.splits import CohortSplit, make_splits
@@ -225,7 +226,7 @@ class BranchEvaluator(Evaluator):
                 f"config {dev.config.name!r}: the {target} branch is disabled "
                 f"({target}.enabled: false); enable it or tune another target"
             )
-        self.model = _params_model(target)
+        self.model = branch_kind(target).params_model()
         self.base = dict(section.params)
         if threads is not None and target == "tabular":
             self.base["n_jobs"] = threads
@@ -325,16 +326,6 @@ class BranchEvaluator(Evaluator):
 
     def tuned_section(self, values: dict[str, Any]) -> dict[str, Any]:
         return {self.target: {"params": dict(values)}}
-
-
-def _params_model(target: str) -> Any:
-    if target == "tabular":
-        from deeppcos.tabular.branch import TabularParams
-
-        return TabularParams
-    from deeppcos.image.params import ImageParams
-
-    return ImageParams
 
 
 def _epoch_stride(model: Any, base: dict[str, Any], space: Space) -> int:
