@@ -1,5 +1,7 @@
-"""A new patient from the Predict page's form: her labs and uploaded ultrasound images written
-into a temporary folder, read back as a one-patient cohort with the library's own loaders.
+"""A new patient from the Predict page's form: her labs (a one-row table in memory) and her
+uploaded ultrasound images (written into a private temporary folder: image readers take paths),
+read as a one-patient cohort by :meth:`deeppcos.data.cohort.Cohort.from_frames`, with the checks
+and load report of a cohort read from files.
 
 Uploads are trusted by their content, never their name: the first bytes must be an image
 signature (``deeppcos.data.imageio.sniff_format``), the size under ``MAX_UPLOAD_BYTES``, and the
@@ -33,11 +35,22 @@ class Upload:
 
 @dataclass
 class NewPatient:
-    """Where a new patient's files live; ``remove()`` deletes them (unless kept)."""
+    """A new patient: her values (a one-row table in canonical column names, or None) and where
+    her uploaded images live; ``remove()`` deletes the folder, ``keep()`` keeps it."""
 
     folder: Path
     patient_id: str
     images: list[Path] = field(default_factory=list)
+    table: Any = None  # a one-row pandas DataFrame, or None
+
+    def keep(self) -> Path:
+        """Keep the folder, with the values entered written beside the images (``patients.csv``),
+        so what was predicted on stays together; returns the folder."""
+        if self.table is not None:
+            from deeppcos.runs.csvsafe import write_csv
+
+            write_csv(self.table, self.folder / "patients.csv", index=False)
+        return self.folder
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -76,17 +89,15 @@ def write_patient(
     uploads: list[Upload],
     root: Path | None = None,
 ) -> NewPatient:
-    """Write the patient's table and images into a new temporary folder (under ``root``)."""
+    """Check the patient's id and uploads, and write the images into a new private temporary
+    folder (under ``root``); the table stays in memory, under the checked id."""
     patient_id = check_patient_id(patient_id)
     kinds = [check_upload(upload) for upload in uploads]  # before anything is written
     folder = Path(tempfile.mkdtemp(prefix="deeppcos-predict-", dir=root))
-    patient = NewPatient(folder, patient_id)
+    if table is not None:
+        table = table.assign(patient_id=patient_id)
+    patient = NewPatient(folder, patient_id, table=table)
     try:
-        if table is not None:
-            from deeppcos.runs.csvsafe import write_csv
-
-            # Numbers and a checked id: defusing changes nothing the loader reads back.
-            write_csv(table, folder / "patients.csv", index=False)
         for k, (upload, kind) in enumerate(zip(uploads, kinds, strict=True), start=1):
             target = folder / "images" / f"{patient_id}_{k}{_EXTENSIONS[kind]}"
             target.parent.mkdir(exist_ok=True)
@@ -107,23 +118,35 @@ def _probe(path: Path, name: str) -> None:
 
 
 def load_patient(patient: NewPatient, predictor: Any = None) -> Any:
-    """The one-patient cohort, read with canonical column names (``new_patients_spec``) and,
+    """The one-patient cohort, read by ``Cohort.from_frames`` with canonical column names and,
     given the run's ``predictor``, as the run's kind of cohort: its label, its ranges and its
     categorical inputs (one row must not decide what a column is)."""
-    from deeppcos.data.loaders import load_cohort
-    from deeppcos.inference.scoring import new_patients_spec
+    import pandas as pd
 
-    table = patient.folder / "patients.csv"
-    images = patient.folder / "images"
-    spec = new_patients_spec(
-        None,
-        table if table.is_file() else None,
-        images if patient.images else None,
-        patient.folder,
+    from deeppcos.data.cohort import Cohort
+    from deeppcos.data.spec import ImagesSpec, PatientsSpec, spec_from_dict
+
+    has_table = patient.table is not None
+    spec = spec_from_dict(
+        {
+            "name": "patients" if has_table else "images",
+            "patients": PatientsSpec(label_column=None) if has_table else None,
+            "images": ImagesSpec(root=patient.folder / "images") if patient.images else None,
+        }
     )
     if predictor is not None:
         spec = _as_the_runs_cohort(spec, predictor)
-    return load_cohort(spec)
+    images = (
+        pd.DataFrame(
+            {
+                "patient_id": [patient.patient_id] * len(patient.images),
+                "path": [image.name for image in patient.images],  # relative to images.root
+            }
+        )
+        if patient.images
+        else None
+    )
+    return Cohort.from_frames(patient.table, images, spec)
 
 
 def _as_the_runs_cohort(spec: Any, predictor: Any) -> Any:

@@ -1,8 +1,10 @@
 """Predict: a new patient's labs (units shown, the run's plausible ranges checked as typed, a
 categorical input chosen from the run's categories; or filled from a FHIR Bundle or NDJSON
 upload, whose patients can also all be scored at once) and images (type and size checked) →
-prediction and explanation. Uploads are written to a temporary folder that is deleted after the
-prediction unless "keep" is ticked."""
+prediction and explanation. The values and the images are read by ``Cohort.from_frames`` (the
+checks and load report of a file read); the images are written to a private temporary folder
+(image readers take paths) that is deleted after the prediction unless "keep" is ticked, when
+the values entered are saved beside them."""
 
 from __future__ import annotations
 
@@ -225,7 +227,7 @@ def predict(
         st.error(f"No prediction: {exc}")
     finally:
         if keep:
-            st.info(f"The uploaded files are kept in {patient.folder}.")
+            st.info(f"The uploaded files are kept in {patient.keep()}.")
         else:
             patient.remove()
 

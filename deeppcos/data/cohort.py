@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -40,6 +40,7 @@ from deeppcos.knowledge.catalog import CATALOG, ultrasound_features
 from deeppcos.knowledge.ranges import rules_for_spec, rules_to_json
 
 Progress = Callable[[int, int], None]
+RowNumbers = Literal["positions", "index"]  # report rows: 1 … n, or the frame's own index
 
 PROBE_COLUMNS = [
     "file_format",
@@ -68,20 +69,50 @@ class Cohort:
         patients: pd.DataFrame | None = None,
         images: pd.DataFrame | None = None,
         spec: CohortSpec | dict[str, Any] | None = None,
+        *,
+        source: str | None = None,
+        images_source: str | None = None,
+        rows: RowNumbers = "positions",
+        images_resolved: bool = False,
+        report: LoadReport | None = None,
     ) -> Cohort:
         """A cohort from DataFrames, checked and reported exactly as a ``tables`` cohort read
         from files: ``patients`` one row per patient (columns as a CSV would have them: the
         spec's id, label and feature columns, renames, categories, ranges), ``images`` an image
         manifest (``patient_id``, ``path``; relative paths against ``spec.images.root``, else
         the working folder). ``spec`` is a :class:`CohortSpec`, a mapping of its fields, or
-        None (canonical names: ``patient_id``, ``pcos``)."""
+        None (canonical names: ``patient_id``, ``pcos``).
+
+        Keyword-only, for callers that read the frames from somewhere (a chunk of a file):
+
+        - ``source`` / ``images_source``: what the load report names as the file of each
+          frame's entries (default ``PATIENTS_FRAME`` / ``IMAGES_FRAME``);
+        - ``rows``: ``"positions"`` numbers the report's rows 1 … n in each frame (the
+          caller's index ignored); ``"index"`` uses each frame's own index, such as a chunk's
+          rows in its file;
+        - ``images_resolved``: ``images`` is a canonical images table as a manifest reader
+          returns it (``image_id``, ``patient_id``, resolved absolute ``path``, ``frame``, …;
+          paths already kept inside their allowed roots): used as given, not resolved again.
+          The images are still probed, deduplicated and matched to the patients;
+        - ``report``: a load report the entries are added to (and the cohort's report), so a
+          caller keeps them even when loading fails (an :class:`EmptyCohortError` when every
+          row was left out)."""
         if spec is None:
             spec = {"name": "frames", "patients": {}}
         if not isinstance(spec, CohortSpec):
             from deeppcos.data.spec import spec_from_dict
 
             spec = spec_from_dict(dict(spec))
-        return load_frames(patients, images, spec)
+        return load_frames(
+            patients,
+            images,
+            spec,
+            source=source,
+            images_source=images_source,
+            rows=rows,
+            images_resolved=images_resolved,
+            report=report,
+        )
 
     @property
     def categorical_columns(self) -> list[str]:
@@ -636,26 +667,59 @@ def load_frames(
     images: pd.DataFrame | None,
     spec: CohortSpec,
     progress: Progress | None = None,
+    *,
+    source: str | None = None,
+    images_source: str | None = None,
+    rows: RowNumbers = "positions",
+    images_resolved: bool = False,
+    report: LoadReport | None = None,
 ) -> Cohort:
     """:meth:`Cohort.from_frames`: in-memory tables through the same checks and load report as
-    :func:`load_tables`; report rows are 1-based positions in the frames."""
-    report = LoadReport()
+    :func:`load_tables`; report rows are 1-based positions in the frames (or, with
+    ``rows="index"``, the frames' own index). The options are described there."""
+    report = LoadReport() if report is None else report
     if patients is None and images is None:
         raise SchemaError("from_frames needs a patients frame, an images frame, or both")
+    if rows not in ("positions", "index"):
+        raise SchemaError(f"from_frames: rows must be 'positions' or 'index', not {rows!r}")
+    rows_of = numbered if rows == "positions" else _as_given
+    patients_file = source or PATIENTS_FRAME
+    images_file = images_source or IMAGES_FRAME
     manifest = None
     if images is not None:
-        ispec = spec.images or ImagesSpec()
-        root = spec.resolve(ispec.root) or spec.base_dir
-        manifest = manifest_images(numbered(images), spec, ispec, report, IMAGES_FRAME, root)
+        if images_resolved:
+            manifest = _resolved_images(rows_of(images), images_file)
+        else:
+            ispec = spec.images or ImagesSpec()
+            root = spec.resolve(ispec.root) or spec.base_dir
+            manifest = manifest_images(rows_of(images), spec, ispec, report, images_file, root)
     if patients is not None:
-        cohort = build_patients(numbered(patients), spec, report, PATIENTS_FRAME)
+        cohort = build_patients(rows_of(patients), spec, report, patients_file)
     else:
         assert manifest is not None
         cohort = patients_from_images(spec, manifest, report)
     if manifest is not None:
-        cohort = attach_images(cohort, manifest, progress, IMAGES_FRAME)
+        cohort = attach_images(cohort, manifest, progress, images_file)
     cohort.validate()
     return cohort
+
+
+def _as_given(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its own index as its report rows (no copy: loading never changes it)."""
+    return frame
+
+
+def _resolved_images(images: pd.DataFrame, file: str) -> pd.DataFrame:
+    """A canonical images table given as such (``images_resolved``): its columns checked."""
+    missing = [c for c in ("image_id", "patient_id", "path") if c not in images]
+    if missing:
+        raise SchemaError(
+            f"{file}: a resolved images table needs columns {missing}; it has "
+            f"{list(images.columns)} (pass images_resolved=False for a manifest to resolve)"
+        )
+    if "frame" not in images:
+        images = images.assign(frame=pd.array([pd.NA] * len(images), dtype="Int64"))
+    return images
 
 
 def patients_from_images(spec: CohortSpec, images: pd.DataFrame, report: LoadReport) -> Cohort:
