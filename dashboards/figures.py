@@ -391,7 +391,9 @@ def shares_figure(expl: PatientExplanation) -> go.Figure:
             cliponaxis=False,
         )
     )
-    inside = getattr(expl, "fusion_method", None) == "intermediate"
+    from deeppcos.explain.fusion import reads_embeddings
+
+    inside = reads_embeddings(getattr(expl, "fusion_method", None))
     figure.update_layout(
         title="Modality shares (logit points"
         + ("; parts of one model's score)" if inside else ")"),

@@ -106,9 +106,11 @@ def _shares(expl: PatientExplanation, key: str) -> None:
     st.plotly_chart(figures.shares_figure(expl), key=f"{key}-shares")
     fraction = s.get("ultrasound_fraction")
     if fraction is not None and fraction == fraction:
+        from deeppcos.explain.fusion import reads_embeddings
+
         inside = (
-            " Under intermediate fusion both are parts of one model's score."
-            if expl.fusion_method == "intermediate"
+            f" Under {expl.fusion_method} fusion both are parts of one model's score."
+            if reads_embeddings(expl.fusion_method)
             else ""
         )
         st.caption(
@@ -138,10 +140,13 @@ def _images(expl: PatientExplanation) -> None:
             image.overlay_png(max_side=480),
             caption=f"{image.caption}: image model {percent(image.probability)}",
         )
+    from deeppcos.explain.fusion import reads_embeddings
+
     note = (
-        " The maps and percentages are the image model's own; under intermediate fusion the "
-        "score reads the images through that model's embedding, together with the table."
-        if expl.fusion_method == "intermediate"
+        f" The maps and percentages are the image model's own; under {expl.fusion_method} "
+        "fusion the score reads the images through that model's embedding, together with the "
+        "table."
+        if reads_embeddings(expl.fusion_method)
         else ""
     )
     st.caption(

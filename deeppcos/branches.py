@@ -45,7 +45,13 @@ class Branch(Protocol):
 @dataclass(frozen=True)
 class BranchKind:
     """One kind of branch: its settings model, a new unfitted branch, a saved one loaded, and
-    whether training holds patients out for early stopping (``early_stops``)."""
+    whether training holds patients out for early stopping (``early_stops``).
+
+    What a kind adds beyond :class:`Branch` is flagged here, so training asks the kind rather
+    than its name: ``embeds`` (``predict_patients`` also returns per-patient embeddings),
+    ``designs`` (``design_matrix`` gives the model's inputs; both are what a fusion method that
+    needs embeddings reads) and ``fit_progress`` (``fit`` takes a progress callback as its fourth
+    argument; given the branch's settings, it says what that callback counts)."""
 
     name: str
     params_model: Callable[[], type[BaseModel]]
@@ -55,6 +61,8 @@ class BranchKind:
     load: Callable[[Path], Any]
     early_stops: Callable[[Any], bool]
     embeds: bool  # it also returns per-patient embeddings (intermediate fusion's input)
+    designs: bool = False  # it gives its design matrix (intermediate fusion's tabular input)
+    fit_progress: Callable[[Any], str] | None = None  # what fit's progress counts; None: none
 
 
 def _tabular_params() -> type[BaseModel]:
@@ -103,6 +111,7 @@ BRANCHES: dict[str, BranchKind] = {
         # A booster set to a fixed number of rounds trains on every training patient.
         early_stops=lambda params: params.early_stopping_rounds is not None,
         embeds=False,
+        designs=True,
     ),
     "image": BranchKind(
         "image",
@@ -112,6 +121,8 @@ BRANCHES: dict[str, BranchKind] = {
         # A frozen-embedding head has nothing to stop: it trains on every training patient.
         early_stops=lambda params: not params.frozen,
         embeds=True,
+        # A frozen backbone embeds the images once; a trained network reports its epochs.
+        fit_progress=lambda params: "images embedded" if params.frozen else "epochs",
     ),
 }
 

@@ -61,6 +61,7 @@ __all__ = [
     "fusion_method",
     "intermediate_attribution",
     "late_attribution",
+    "reads_embeddings",
 ]
 
 BIAS = "bias"
@@ -77,7 +78,8 @@ class FusionAttribution:
     one per tabular feature (``features``, in model order). A term of a modality the patient
     does not have is NaN; rows are all NaN for patients with no prediction. ``logit``: the
     scoring model's logit (its sigmoid is the predictor's ``probability``). ``method``: the run's
-    fusion, ``"late"`` or ``"intermediate"``; ``routes``: per patient, the route that scored her.
+    fusion, a registered method's name (``"late"``, ``"intermediate"``); ``routes``: per patient,
+    the route that scored her.
     """
 
     method: str
@@ -121,13 +123,15 @@ def late_attribution(
     fusion: Any,
     branch_outputs: pd.DataFrame,
     tabular_shap: shap.Explanation | None,
+    *,
+    method: str = "late",
 ) -> FusionAttribution:
     """Attribution of a fitted ``LateFusion``'s logit.
 
     ``branch_outputs``: ``p_tabular`` / ``p_image`` per patient (index ``patient_id``), as the
     predictor feeds them to the fusion. ``tabular_shap``: :func:`~deeppcos.explain.tabular.
     tabular_shap` of the same patients in the same order (None when the run has no tabular
-    branch).
+    branch). ``method``: the run's fusion method, recorded with the attribution.
     """
     terms = fusion.contributions(branch_outputs)
     index = branch_outputs.index
@@ -151,7 +155,7 @@ def late_attribution(
     frame.loc[~scored] = np.nan
     logit = pd.Series(terms.to_numpy().sum(axis=1), index=index, name="logit")
     logit[~scored] = np.nan
-    return FusionAttribution("late", frame.rename_axis("patient_id"), logit, features)
+    return FusionAttribution(method, frame.rename_axis("patient_id"), logit, features)
 
 
 def _shap_arrays(
@@ -181,11 +185,16 @@ def _present(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def intermediate_attribution(
-    fusion: Any, tabular: pd.DataFrame, embeddings: pd.DataFrame | None
+    fusion: Any,
+    tabular: pd.DataFrame,
+    embeddings: pd.DataFrame | None,
+    *,
+    method: str = "intermediate",
 ) -> FusionAttribution:
     """Attribution of a fitted ``IntermediateFusion``'s logit (its exact TreeSHAP values, the
     image PCs grouped into ``ultrasound``). ``tabular`` and ``embeddings`` are indexed by
-    ``patient_id`` as for ``IntermediateFusion.predict_proba``."""
+    ``patient_id`` as for ``IntermediateFusion.predict_proba``; ``method``: the run's fusion
+    method, recorded with the attribution."""
     from deeppcos.fusion.intermediate import BIAS as FUSION_BIAS
     from deeppcos.fusion.intermediate import IMAGE_GROUP
 
@@ -199,7 +208,7 @@ def intermediate_attribution(
     frame.loc[~scored] = np.nan
     logit = pd.Series(fusion.decision_function(tabular, embeddings), index=tabular.index)
     return FusionAttribution(
-        "intermediate", frame.rename_axis("patient_id"), logit.rename("logit"), features
+        method, frame.rename_axis("patient_id"), logit.rename("logit"), features
     )
 
 
@@ -207,12 +216,27 @@ def intermediate_attribution(
 
 
 def fusion_method(predictor: Any) -> str:
-    """``"late"`` or ``"intermediate"``: the run's fusion (late for runs that predate the
+    """The run's fusion, a registered method's name (``"late"`` for runs that predate the
     choice)."""
+    from deeppcos.fusion.stage import FUSION_METHODS
+
     method = getattr(predictor, "fusion_method", "late")
-    if method not in ("late", "intermediate"):
+    if method not in FUSION_METHODS:
         raise DeepPCOSError(f"{predictor.run}: unknown fusion method {method!r}")
     return str(method)
+
+
+def reads_embeddings(method: str | None) -> bool:
+    """Whether a run fused by ``method`` scores with one model that reads the image embedding
+    and the tabular features itself (its ``needs_embeddings``, as intermediate fusion), rather
+    than combining the branch models' probabilities (as late fusion). Then the images' share is
+    a part of that one model's score, and the branch models' own probabilities are separate
+    estimates, not its inputs: the explanation's wording and attribution follow from this, not
+    from the method's name. False for no method or an unregistered one."""
+    from deeppcos.fusion.stage import FUSION_METHODS
+
+    registered = FUSION_METHODS.get(method) if method is not None else None
+    return registered is not None and registered.needs_embeddings
 
 
 @dataclass
@@ -255,14 +279,19 @@ def explain_predictions(
     explanation = (
         tabular_shap(predictor.branches["tabular"], design) if design is not None else None
     )
-    if fusion_method(predictor) == "intermediate":
+    # A model on the features and embeddings is split by its grouped TreeSHAP values; one on
+    # the branch probabilities by its per-branch terms.
+    method = fusion_method(predictor)
+    if reads_embeddings(method):
         if embeddings is None:
             embeddings = predicted.embeddings
         frame = design if design is not None else pd.DataFrame(index=pd.Index(ids))
-        attribution = intermediate_attribution(predictor.fusion, frame, embeddings)
+        attribution = intermediate_attribution(predictor.fusion, frame, embeddings, method=method)
     else:
         used = [f"p_{name}" for name in predictor.branches]
-        attribution = late_attribution(predictor.fusion, predictions[used], explanation)
+        attribution = late_attribution(
+            predictor.fusion, predictions[used], explanation, method=method
+        )
     attribution = _by_route(attribution, predictor, predictions, explanation)
     _check_reproduces(attribution, predictions["probability"], predictor)
     return ExplainedPredictions(predictions, design, explanation, attribution)

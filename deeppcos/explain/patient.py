@@ -49,6 +49,7 @@ from deeppcos.explain.fusion import (
     ULTRASOUND,
     ExplainedPredictions,
     explain_predictions,
+    reads_embeddings,
 )
 from deeppcos.explain.saliency import ImageSaliency, LoadedImages, Method
 from deeppcos.explain.wording import (
@@ -122,13 +123,14 @@ def run_caveats(branches: Any, words: CohortWords | None = None) -> list[str]:
 
 
 def fusion_note(fusion_method: str, words: CohortWords | None = None) -> str | None:
-    """What the images' share means under this fusion, for a clinician (None under late
-    fusion, where it is the image model's own output, weighted)."""
-    if fusion_method != "intermediate":
+    """What the images' share means under this fusion, for a clinician (None under a fusion
+    of the branch models' outputs, such as late fusion, where it is the image model's own
+    output, weighted)."""
+    if not reads_embeddings(fusion_method):
         return None
     words = words or CohortWords()
     return (
-        f"Under intermediate fusion the {words.images} and the {words.table} are read by one "
+        f"Under {fusion_method} fusion the {words.images} and the {words.table} are read by one "
         f"model: the bar for the {words.images} is how much they moved this patient's score "
         "inside that model, not the image model's own opinion. The image model's and "
         "the tabular model's percentages are separate models' own estimates, shown for "
@@ -560,7 +562,7 @@ def _load_images(
     from deeppcos.explain.saliency import load_images, patient_images
 
     branch = predictor.branches.get("image")
-    wanted = saliency is not None or fusion_method(predictor) == "intermediate"
+    wanted = saliency is not None or reads_embeddings(fusion_method(predictor))
     if branch is None or not wanted:
         return None
     rows = patient_images(cohort, patient_id)
@@ -572,7 +574,7 @@ def _explain(
 ) -> ExplainedPredictions:
     from deeppcos.explain.fusion import fusion_method
 
-    if images is None or fusion_method(predictor) != "intermediate":
+    if images is None or not reads_embeddings(fusion_method(predictor)):
         return explain_predictions(predictor, cohort, [patient_id])
     try:
         embeddings = images.mean_embedding(patient_id)

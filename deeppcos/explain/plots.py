@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
+from deeppcos.explain.fusion import reads_embeddings
 from deeppcos.explain.wording import CohortWords
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def draw_shares(ax: Axes, expl: PatientExplanation) -> None:
     ax.set_xlim(-1.4 * span, 1.4 * span)
     ax.set_xlabel(
         "logit points (parts of one model's score)"
-        if getattr(expl, "fusion_method", None) == "intermediate"
+        if reads_embeddings(getattr(expl, "fusion_method", None))
         else "logit points"
     )
     ax.grid(axis="x", alpha=0.3)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deeppcos.explain import plots
+from deeppcos.explain.fusion import reads_embeddings
 from deeppcos.explain.wording import format_percent
 
 if TYPE_CHECKING:
@@ -82,7 +83,8 @@ def _decision_text(expl: PatientExplanation) -> tuple[str, str]:
 def branch_estimates(expl: PatientExplanation, percent: Any = format_percent) -> str:
     """The branch models' own probabilities in words, labelled for what they are: under late
     fusion the two inputs the fusion combines; under intermediate fusion separate models' own
-    estimates, not part of the score (its image share is not the image model's opinion)."""
+    estimates, not part of the score (its image share is not the image model's opinion): any
+    fusion whose model reads the embedding and the features itself (:func:`reads_embeddings`)."""
     p = expl.prediction
     models = [
         f"{name} model {percent(p[key])}"
@@ -92,7 +94,7 @@ def branch_estimates(expl: PatientExplanation, percent: Any = format_percent) ->
     if not models:
         return ""
     both = expl.modalities == "tabular+image"
-    if expl.fusion_method == "intermediate" and both:
+    if reads_embeddings(expl.fusion_method) and both:
         return (
             "for comparison, separate models' own estimates (not part of this score): "
             + ", ".join(models)
@@ -194,10 +196,10 @@ def _shares(expl: PatientExplanation) -> str:
         for n, v, r in rows
     )
     notes = []
-    if expl.fusion_method == "intermediate":
+    if reads_embeddings(expl.fusion_method):
         notes.append(
-            "Under intermediate fusion these are the two parts of one model's score, not the "
-            "image model's and the tabular model's own opinions (see the note above)."
+            f"Under {expl.fusion_method} fusion these are the two parts of one model's score, "
+            "not the image model's and the tabular model's own opinions (see the note above)."
         )
     if abs(s.get("tabular_adjustment", 0.0)) >= 1e-3:
         notes.append(
@@ -230,9 +232,10 @@ def _images(expl: PatientExplanation) -> str:
         for image in expl.images
     )
     intermediate = (
-        " The maps and percentages are the image model's own; under intermediate fusion the "
-        "score reads the images through that model's embedding, together with the table."
-        if expl.fusion_method == "intermediate"
+        f" The maps and percentages are the image model's own; under {expl.fusion_method} "
+        "fusion the score reads the images through that model's embedding, together with the "
+        "table."
+        if reads_embeddings(expl.fusion_method)
         else ""
     )
     return (

@@ -165,13 +165,17 @@ class FusionMethod:
     """One fusion method and what it needs: ``needs_embeddings`` (intermediate fusion reads the
     tabular design matrix and the image embeddings; late fusion only the branches'
     probabilities), how to make one from its settings, score it out of fold, fit the final model
-    and load a saved one. Training, prediction and tuning look a method up here by its name."""
+    and load a saved one. Training, prediction and tuning look a method up here by its name;
+    training embeds every development patient when a method that may run needs embeddings, and
+    the explanation words and splits the score of such a method as one model's
+    (``deeppcos.explain.fusion.reads_embeddings``)."""
 
     name: str
     needs_embeddings: bool
     make: Callable[[Mapping[str, Any] | None, int], Any]
     load: Callable[[Path], Any]
     oof: Callable[[FusionInputs, Mapping[str, Any] | None, int], np.ndarray]
+    card_sentence: str = ""  # what the model card says of the method, under its limits
 
 
 def _late_oof(inputs: FusionInputs, params: Mapping[str, Any] | None, seed: int) -> np.ndarray:
@@ -186,6 +190,8 @@ FUSION_METHODS: dict[str, FusionMethod] = {
         make=lambda params, seed: late_model(params),
         load=LateFusion.load,
         oof=_late_oof,
+        card_sentence="Late fusion (chosen on validation): the branch outputs of patients who "
+        "have every modality are stacked.",
     ),
     "intermediate": FusionMethod(
         "intermediate",
@@ -193,6 +199,8 @@ FUSION_METHODS: dict[str, FusionMethod] = {
         make=intermediate_model,
         load=IntermediateFusion.load,
         oof=_intermediate_oof,
+        card_sentence="Intermediate fusion (chosen on validation): image embeddings (PCA) and "
+        "tabular features in one booster, for patients who have every modality.",
     ),
 }
 

@@ -220,6 +220,7 @@ class BranchEvaluator(Evaluator):
         self.target = target
         self.dev = dev
         self.spec = spec
+        self.tuning = branch_tuning(target)
         section = getattr(dev.config, target)
         if not section.enabled:
             raise ConfigError(
@@ -228,20 +229,12 @@ class BranchEvaluator(Evaluator):
             )
         self.model = branch_kind(target).params_model()
         self.base = dict(section.params)
-        if threads is not None and target == "tabular":
-            self.base["n_jobs"] = threads
+        if threads is not None and self.tuning.threads_param is not None:
+            self.base[self.tuning.threads_param] = threads
         self.default = check_space(spec.space, self.base, self.model, f"{target}.space")
-        if target == "image" and spec.report_every_rounds:
-            raise ConfigError(
-                "image.report_every_rounds: boosting rounds belong to the tabular branch; an "
-                "image fold reports after every epoch anyway — remove the key or set it to 0"
-            )
+        self.tuning.check(spec)
         self.every = spec.report_every_rounds
-        self.stride = (
-            _epoch_stride(self.model, self.base, spec.space)
-            if target == "image"
-            else _round_stride(self.model, self.base, spec.space, self.every)
-        )
+        self.stride = self.tuning.stride(self.model, self.base, spec.space, self.every)
 
     def params_of(self, trial: optuna.Trial) -> dict[str, Any]:
         return suggest(trial, self.spec.space)
@@ -289,40 +282,12 @@ class BranchEvaluator(Evaluator):
         trial: optuna.Trial | None,
         prunable: bool,
     ) -> Any:
-        """Fold ``k``'s model. A booster is fitted as ``train`` fits its final one (rounds from
-        early stopping, then refit on every training patient), so trials that stop early and
-        trials with a fixed number of rounds are compared on the models each would deploy; a
-        network keeps its inner validation part, as in training."""
-        from deeppcos.pipeline.training import fit_booster_as_deployed, fit_split
-
-        seed, dev = self.seed + k, self.dev
-        if self.target == "tabular":
-            callbacks = self._round_callbacks(trial, k, prunable)
-            return fit_booster_as_deployed(
-                params, dev.cohort, train_ids, dev.groups, seed, callbacks
-            )
-        from deeppcos.image.branch import ImageBranch
-
-        # A network keeps an inner validation part to stop on; a frozen head trains on all.
-        fit_ids, val_ids = fit_split("image", params, train_ids, dev.labels, dev.groups, seed)
-        branch = ImageBranch(params, seed=seed)
-        extras = self._fit_extras(trial, k, prunable)
-        return branch.fit(self.dev.cohort, fit_ids, val_ids or None, **extras)
-
-    def _fit_extras(self, trial: optuna.Trial | None, k: int, prunable: bool) -> dict[str, Any]:
-        """An image fold reports its validation AUC after every epoch (both phases counted on,
-        from the fold's offset) and stops when the trial should be pruned."""
-        if self.target != "image" or trial is None:
-            return {}
-        return {"callbacks": [keras_pruning_callback(trial, k * self.stride, prunable)]}
-
-    def _round_callbacks(self, trial: optuna.Trial | None, k: int, prunable: bool) -> list[Any]:
-        """With ``report_every_rounds``, a booster fold that stops early reports its validation
-        AUC every that many rounds (from the fold's offset) and stops when the trial should
-        be pruned."""
-        if not self.every or trial is None:
-            return []
-        return [xgboost_pruning_callback(trial, k * self.stride, self.every, prunable)]
+        """Fold ``k``'s model, fitted by the branch's tuning strategy (:class:`BranchTuning`);
+        in-fold reports, if any, start at the fold's first step."""
+        reports = (
+            None if trial is None else FoldReports(trial, k * self.stride, self.every, prunable)
+        )
+        return self.tuning.fit(params, self.dev, train_ids, self.seed + k, reports)
 
     def tuned_section(self, values: dict[str, Any]) -> dict[str, Any]:
         return {self.target: {"params": dict(values)}}
@@ -412,6 +377,124 @@ def keras_pruning_callback(trial: optuna.Trial, offset: int, prunable: bool = Tr
                 trial.report(float(logs["val_auc"]), step=step)
 
     return _OffsetPruning()
+
+
+# --- how each kind of branch is tuned -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FoldReports:
+    """Where a fold's in-fold reports go: the trial, the fold's first step (``offset``), the
+    rounds between a booster's reports (``every``; 0: none) and whether the trial may be
+    pruned (the default trial reports but is never stopped)."""
+
+    trial: optuna.Trial
+    offset: int
+    every: int
+    prunable: bool
+
+
+@dataclass(frozen=True)
+class BranchTuning:
+    """How one kind of branch (:mod:`deeppcos.branches`) is tuned, looked up by its name:
+
+    * ``threads_param``: the parameter a worker's thread count goes to (None: the kind takes
+      none);
+    * ``check(spec)``: raises a ConfigError for tuning settings the kind cannot use;
+    * ``stride(model, base, space, every)``: the steps one fold owns (module notes);
+    * ``fit(params, dev, train_ids, seed, reports)``: one fold's model, with its in-fold
+      reports and pruning when ``reports`` is given.
+
+    A new kind of branch is tuned once it has one :class:`BranchTuning` in ``BRANCH_TUNING``.
+    Optuna's integrations and the models load when a fold is fitted, not at lookup.
+    """
+
+    name: str
+    threads_param: str | None
+    check: Callable[[BranchTarget], None]
+    stride: Callable[[Any, dict[str, Any], Space, int], int]
+    fit: Callable[[Any, Development, list[str], int, FoldReports | None], Any]
+
+
+def _fit_booster_fold(
+    params: Any, dev: Development, train_ids: list[str], seed: int, reports: FoldReports | None
+) -> Any:
+    """A booster fitted as ``train`` fits its final one (rounds from early stopping, then refit
+    on every training patient), so trials that stop early and trials with a fixed number of
+    rounds are compared on the models each would deploy. With ``report_every_rounds``, a fold
+    that stops early reports its validation AUC every that many rounds (from the fold's offset)
+    and stops when the trial should be pruned."""
+    from deeppcos.pipeline.training import fit_booster_as_deployed
+
+    callbacks: list[Any] = []
+    if reports is not None and reports.every:
+        callbacks.append(
+            xgboost_pruning_callback(reports.trial, reports.offset, reports.every, reports.prunable)
+        )
+    return fit_booster_as_deployed(params, dev.cohort, train_ids, dev.groups, seed, callbacks)
+
+
+def _fit_network_fold(
+    params: Any, dev: Development, train_ids: list[str], seed: int, reports: FoldReports | None
+) -> Any:
+    """A network keeps its inner validation part, as in training (a frozen head trains on all).
+    It reports its validation AUC after every epoch (both phases counted on, from the fold's
+    offset) and stops when the trial should be pruned."""
+    from deeppcos.image.branch import ImageBranch
+    from deeppcos.pipeline.training import fit_split
+
+    fit_ids, val_ids = fit_split("image", params, train_ids, dev.labels, dev.groups, seed)
+    branch = ImageBranch(params, seed=seed)
+    extras: dict[str, Any] = {}
+    if reports is not None:
+        callback = keras_pruning_callback(reports.trial, reports.offset, reports.prunable)
+        extras["callbacks"] = [callback]
+    return branch.fit(dev.cohort, fit_ids, val_ids or None, **extras)
+
+
+def _rounds_allowed(spec: BranchTarget) -> None:
+    """A booster may report every so many rounds: nothing to refuse."""
+
+
+def _no_rounds(spec: BranchTarget) -> None:
+    """A network has epochs, not boosting rounds: ``report_every_rounds`` is refused."""
+    if spec.report_every_rounds:
+        raise ConfigError(
+            "image.report_every_rounds: boosting rounds belong to the tabular branch; an "
+            "image fold reports after every epoch anyway — remove the key or set it to 0"
+        )
+
+
+def _epoch_steps(model: Any, base: dict[str, Any], space: Space, every: int) -> int:
+    return _epoch_stride(model, base, space)  # an epoch is a step: no rounds to count
+
+
+BRANCH_TUNING: dict[str, BranchTuning] = {
+    "tabular": BranchTuning(
+        "tabular",
+        threads_param="n_jobs",
+        check=_rounds_allowed,
+        stride=_round_stride,
+        fit=_fit_booster_fold,
+    ),
+    "image": BranchTuning(
+        "image",
+        threads_param=None,
+        check=_no_rounds,
+        stride=_epoch_steps,
+        fit=_fit_network_fold,
+    ),
+}
+
+
+def branch_tuning(name: str) -> BranchTuning:
+    """How the branch called ``name`` is tuned; for a name that is no branch, the same
+    ConfigError as :func:`deeppcos.branches.branch_kind`."""
+    tuning = BRANCH_TUNING.get(name)
+    if tuning is None:
+        branch_kind(name)  # no such branch: its ConfigError names the branches
+        raise ConfigError(f"the {name} branch cannot be tuned; tune one of {sorted(BRANCH_TUNING)}")
+    return tuning
 
 
 class FusionEvaluator(Evaluator):

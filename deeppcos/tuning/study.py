@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from deeppcos._version import __version__
+from deeppcos.branches import BRANCHES
 from deeppcos.config import RunConfig, config_to_dict, load_config
 from deeppcos.exceptions import ConfigError
 from deeppcos.tuning.evaluators import build_evaluator
@@ -84,7 +85,7 @@ def study_identity(job: Job, settings: TuningSettings, evaluator: Evaluator) -> 
         "seed": settings.study.seed,
         "split": data.get("split"),
         "base": data.get(job.target) if job.target != "fusion" else data.get("fusion"),
-        "branches": {k: data.get(k) for k in ("tabular", "image")},
+        "branches": {k: data.get(k) for k in BRANCHES},
         "cohort": evaluator.fingerprint,
     }
 
@@ -296,7 +297,7 @@ def tune(
 
 
 def _enabled_targets(config: RunConfig) -> list[str]:
-    out = [t for t in ("tabular", "image") if getattr(config, t).enabled]
+    out = [t for t in BRANCHES if getattr(config, t).enabled]
     if config.fusion.enabled:
         out.append("fusion")
     return out
