@@ -20,6 +20,7 @@ import streamlit as st
 from dashboards import runinfo
 from dashboards.analysis import read_predictions
 from deeppcos.exceptions import DeepPCOSError
+from deeppcos.runs.reader import Run
 
 RUN_KEY = "run_path"
 PATIENT_KEY = "patient_id"  # the patient the Patient and Feedback pages share
@@ -71,11 +72,11 @@ def require_run() -> Path:
 
 
 def _record_stamp(run: Path) -> int:
-    return runinfo.stamp(run / "run.json")
+    return runinfo.stamp(Run(run).record_file)
 
 
 def _evaluation_stamp(run: Path) -> int:
-    return runinfo.stamp(run / runinfo.EVALUATION / "metrics.json")
+    return runinfo.stamp(Run(run).evaluation_metrics_file)
 
 
 # --- the record, metrics and predictions -------------------------------------------------------
@@ -93,18 +94,19 @@ def stored_json(path: Path) -> dict[str, Any] | None:
 
 
 def record(run: Path) -> dict[str, Any]:
-    return _json(str(run / "run.json"), _record_stamp(run)) or {}
+    return _json(str(Run(run).record_file), _record_stamp(run)) or {}
 
 
 def training_metrics(run: Path) -> dict[str, Any]:
-    return _json(str(run / "metrics.json"), runinfo.stamp(run / "metrics.json")) or {}
+    file = Run(run).metrics_file
+    return _json(str(file), runinfo.stamp(file)) or {}
 
 
 def evaluation(run: Path) -> dict[str, Any] | None:
     """``evaluation/metrics.json``, or None when the run has not been evaluated."""
     if not runinfo.evaluated(run):
         return None
-    return _json(str(run / runinfo.EVALUATION / "metrics.json"), _evaluation_stamp(run))
+    return _json(str(Run(run).evaluation_metrics_file), _evaluation_stamp(run))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -115,7 +117,7 @@ def _predictions(path: str, stamp: int) -> pd.DataFrame:
 def test_predictions(run: Path) -> pd.DataFrame | None:
     if not runinfo.evaluated(run):
         return None
-    file = run / runinfo.EVALUATION / "test_predictions.csv"
+    file = Run(run).test_predictions_file
     return _predictions(str(file), _evaluation_stamp(run))
 
 
@@ -149,12 +151,10 @@ def predictor(run: Path) -> Any:
 
 def _load_cohort(path: str) -> Any:
     """The run's cohort without loading any model (TensorFlow stays unimported)."""
-    from deeppcos.config import load_config
     from deeppcos.inference.predictor import Predictor
-    from deeppcos.runs.folder import read_run_record
 
-    run = Path(path)
-    shell = Predictor(run=run, config=load_config(run / "config.yaml"), record=read_run_record(run))
+    run = Run.open(path)
+    shell = Predictor(run=run.path, config=run.config(), record=run.record)
     return shell.cohort()
 
 

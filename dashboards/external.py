@@ -14,22 +14,20 @@ from typing import Any
 import pandas as pd
 
 from dashboards.analysis import read_predictions
+from deeppcos.runs.layout import ReportFiles
+from deeppcos.runs.reader import Run
 
-EXTERNAL = "external"
-METRICS = "metrics.json"
-PREDICTIONS = "predictions.csv"
-RECALIBRATION = "recalibration_split.csv"
-DECISION_CURVE = "decision_curve.png"
+METRICS = ReportFiles.METRICS
+PREDICTIONS = ReportFiles.PREDICTIONS
+RECALIBRATION = ReportFiles.RECALIBRATION_SPLIT
+DECISION_CURVE = ReportFiles.DECISION_CURVE
 # What a report needs for the page to show it (written by every version of the report).
 REQUIRED = ("cohort", "at_run_threshold", "calibration", "threshold_for_target_sensitivity")
 
 
 def report_folders(run: Path) -> list[Path]:
     """The run's external reports: ``RUN/external/*/`` holding a ``metrics.json``, by name."""
-    folder = run / EXTERNAL
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and (p / METRICS).is_file())
+    return list(Run(run).external_reports().values())
 
 
 def read_report(folder: Path) -> dict[str, Any]:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from deeppcos.exceptions import DeepPCOSError
 from deeppcos.runs.folder import RUN_RECORD, read_run_record
+from deeppcos.runs.layout import RunFiles
+from deeppcos.runs.reader import Run
 
 ENV_RUN = "DEEPPCOS_RUN"
 DEFAULT_RUNS = (Path("demo") / "run",)
 AUDIT_FILE = "audit.json"
-EVALUATION = "evaluation"
 
 
 @dataclass(frozen=True)
@@ -93,21 +94,19 @@ def _retrain_hint(path: Path) -> str:
 
 def predictor_problem(run: Path) -> str | None:
     """What keeps a complete run from loading into a predictor (None when nothing does)."""
-    fusion = run / "fusion"
-    if not (fusion / "routes.json").is_file() and not (fusion / "fusion.json").is_file():
-        return f"{run}: no fusion stage in this run; retrain it with fusion enabled."
-    for name in ("fusion.json", "routes.json"):
-        if not (fusion / name).is_file():
-            return (
-                f"{run}: the fusion stage was written by an older deeppcos (no fusion/{name}); "
-                "train the run again with this version."
-            )
-    return None
+    folder = Run(run)
+    if folder.has_fusion:
+        return None
+    if folder.fusion_folder.is_dir():
+        return (
+            f"{run}: the fusion stage was written by an older deeppcos (no "
+            f"{RunFiles.FUSION_RECORD}); train the run again with this version."
+        )
+    return f"{run}: no fusion stage in this run; retrain it with fusion enabled."
 
 
 def evaluated(run: Path) -> bool:
-    folder = run / EVALUATION
-    return (folder / "metrics.json").is_file() and (folder / "test_predictions.csv").is_file()
+    return Run(run).is_evaluated
 
 
 def stamp(path: Path) -> int:

@@ -162,8 +162,8 @@ class MultimodalClassifier:
     the tabular branch alone with the library's defaults. ``deeppcos train`` is this class's
     ``fit`` then ``save`` (:func:`deeppcos.pipeline.training.fit_run`,
     :meth:`FittedRun.write`), so both give the same run. Fitted attributes: ``predictor_``
-    (what scores), ``metrics_`` (what ``metrics.json`` records: out-of-fold figures with
-    intervals), ``threshold_``,
+    (what scores), ``metrics_`` (a ``RunMetrics``: what ``metrics.json`` records, out-of-fold
+    figures with intervals; ``metrics_.to_json()`` is the file's mapping), ``threshold_``,
     ``fusion_method_``, ``branches_``, ``test_ids_`` (the fitting cohort's locked test part,
     never trained on), ``fitted_`` (the in-memory run; None after ``load``) and ``run_`` (the
     folder it was saved to or loaded from; None before).
@@ -245,7 +245,7 @@ class MultimodalClassifier:
         if self._predictor().severity is None:
             raise NotFittedError(
                 "this model has no severity head (severity.enabled was false, or the cohort "
-                "had no grades: see metrics_['severity'])"
+                "had no grades: see metrics_.severity)"
             )
         frame = self.predict_frame(cohort, patient_ids)
         return pd.Series(frame["severity"].array, index=frame["patient_id"], name="severity")

@@ -34,6 +34,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def read_metrics(run: Path | str) -> dict:
+    """A run's ``metrics.json`` as the file has it (the keys scripts rely on)."""
+    import json
+
+    return json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))
+
+
 def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (48, 64), **kw) -> Path:
     """A small random gray or colour image in the format the suffix names."""
     rng = np.random.default_rng(seed)

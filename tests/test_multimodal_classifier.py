@@ -58,7 +58,7 @@ def test_fit_predict_and_the_outputs_agree(fitted, cohort_dir: Path) -> None:
         "p_severity_"
     )
     assert ((grades == lowest).to_numpy() == ~flagged).all()  # a grade only when flagged
-    assert fitted.metrics_["branches"]["tabular"]["oof"]["roc_auc"] > 0.6  # 90 patients
+    assert fitted.metrics_.branches["tabular"].oof.roc_auc > 0.6  # 90 patients
     assert fitted.fusion_method_ == "late" and fitted.branches_ == ["tabular"]
     assert fitted.run_ is None
 

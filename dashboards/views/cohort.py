@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import analysis, context, figures, runinfo
+from deeppcos.runs.reader import Run
 
 THUMBNAIL = 160
 PER_PAGE = 12
@@ -136,7 +137,7 @@ def missing_and_correlations(cohort: Any, run: Path) -> None:
     with right:
         st.subheader("Correlations")
         matrix = _correlations(
-            str(run), runinfo.stamp(run / "run.json"), cohort.patients, tuple(features)
+            str(run), runinfo.stamp(Run(run).record_file), cohort.patients, tuple(features)
         )
         if matrix.empty:
             st.caption("Too few complete features to correlate.")
@@ -152,7 +153,7 @@ def audit_section(run: Path) -> None:
         result = json.loads(stored.read_text(encoding="utf-8"))
         st.caption(f"from {stored}")
     elif requested:
-        result = _run_audit(str(run), runinfo.stamp(run / "run.json"))
+        result = _run_audit(str(run), runinfo.stamp(Run(run).record_file))
     else:
         st.caption(f"No audit.json beside this run ({run.parent}).")
         if st.button("Run the audit", key="run_audit"):
@@ -232,7 +233,7 @@ def main() -> None:
     run = context.require_run()
     cohort = context.cohort(run, stop=False)
     if cohort is None:
-        summary = context.stored_json(run / "cohort.json")
+        summary = context.stored_json(Run(run).cohort_file)
         if summary:
             st.markdown("The summary training stored (`cohort.json`):")
             st.json(summary, expanded=False)

@@ -15,6 +15,7 @@ from dashboards import context, runinfo, widgets
 from deeppcos.exceptions import DeepPCOSError
 from deeppcos.runs.csvsafe import csv_text
 from deeppcos.runs.feedback import FeedbackEntry, FeedbackLog, feedback_path
+from deeppcos.runs.reader import Run
 
 AGREE, DISAGREE = "I agree with the prediction", "I disagree"
 USER_KEY = "feedback_user"
@@ -142,14 +143,14 @@ def main() -> None:
         context.explain_evaluate(run)
     else:
         row = choose_patient(predictions)
-        summary = context.stored_json(run / "cohort.json") or {}
+        summary = context.stored_json(Run(run).cohort_file) or {}
         entry = entry_form(
             runinfo.run_id(context.record(run)), row, summary.get("label_name", "pcos")
         )
         if entry is not None:
             save(log, entry)
     entries(log)
-    how_training_uses_it(run, run / "config.yaml")
+    how_training_uses_it(run, Run(run).config_file)
 
 
 main()

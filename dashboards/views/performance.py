@@ -16,6 +16,7 @@ import streamlit as st
 from dashboards import analysis, context, figures, runinfo
 from dashboards import external as ext
 from dashboards.widgets import metric_value
+from deeppcos.runs.reader import Run
 
 
 def metrics_section(result: dict[str, Any]) -> None:
@@ -210,7 +211,7 @@ def _frame(path: str, stamp: int, kind: str) -> pd.DataFrame | None:
         return ext.predictions(folder)
     if kind == "recalibration":
         return ext.recalibration_rows(folder)
-    file = folder / "oof_predictions.csv"
+    file = Run(folder).oof_predictions_file
     return analysis.read_predictions(file) if file.is_file() else None
 
 
@@ -236,7 +237,7 @@ def external_section(
         key=f"external_report::{run}",
         help="Reports written by `deeppcos evaluate RUN --cohort SPEC` into RUN/external/.",
     )
-    folder = run / ext.EXTERNAL / str(chosen)
+    folder = Run(run).external_folder(str(chosen))
     report, problem = reports[str(chosen)]
     if report is None:
         st.warning(f"This report cannot be shown: {problem}")
@@ -279,7 +280,7 @@ def _external_figures(
         f"{cut['threshold_here']:.3f} for {cut['target']:.0%}."
     )
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    oof = _frame(str(run), runinfo.stamp(run / "oof_predictions.csv"), "oof")
+    oof = _frame(str(run), runinfo.stamp(Run(run).oof_predictions_file), "oof")
     for name, frame in (("internal: out of fold", oof), ("internal: locked test part", internal)):
         if frame is not None and {"label", "risk"} <= set(frame.columns):
             curves[name] = _curve(frame)
@@ -418,7 +419,7 @@ def main() -> None:
     branches_section(result)
     subgroups_section(result)
     severity_section(result)
-    st.caption(f"from {run / runinfo.EVALUATION}")
+    st.caption(f"from {Run(run).evaluation_folder}")
     external_section(run, result, predictions)
 
 

@@ -157,7 +157,9 @@ def start_dashboard(
     env = dict(os.environ)
     if run is not None:
         env["DEEPPCOS_RUN"] = str(run.resolve())
-        if not (run / "run.json").is_file():
+        from deeppcos.runs.reader import Run
+
+        if not Run(run).is_complete:
             err_console.print(f"[yellow]warning:[/] {run}: not a complete run (the page says why)")
     console.print(f"dashboard: http://{address}:{port}  (Ctrl-C stops it)")
     try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,9 +64,11 @@ def _print_load_report_counts(run: Path) -> None:
     action), and the file that lists every entry."""
     from rich.markup import escape
 
-    summary = json.loads((run / "cohort.json").read_text(encoding="utf-8"))
-    counts: dict[str, int] = summary["report"]
-    where = run / "load_report.csv"
+    from deeppcos.runs.reader import Run
+
+    folder = Run(run)
+    counts: dict[str, int] = folder.cohort_summary()["report"]
+    where = folder.load_report_file
     if not counts:
         line = f"load report: nothing changed, nothing excluded ({where})"
     else:
@@ -106,47 +108,48 @@ def _corrections(logs: list[Path]):  # -> pd.Series | None
 
 
 def _print_branch_metrics(run: Path) -> None:
-    from deeppcos.runs.folder import read_metrics
+    from deeppcos.runs.reader import Run
 
-    metrics = read_metrics(run)
-    table = Table(title=f"out-of-fold metrics ({metrics['development_patients']} patients)")
+    metrics = Run(run).metrics()
+    table = Table(title=f"out-of-fold metrics ({metrics.development_patients} patients)")
     for column in ("branch", "ROC AUC", "95% CI", "PR AUC", "Brier", "n"):
         table.add_column(column)
-    rows = dict(metrics["branches"])
-    fusion = metrics.get("fusion")
-    if fusion:
-        both = " (patients with every modality)" if len(fusion.get("routes", {})) > 1 else ""
-        for method, entry in fusion.get("methods", {}).items():
-            rows[f"{method} fusion{both}"] = {"oof": entry["oof_uncalibrated"]}
-        rows["calibrated risk, every route"] = fusion
-    for name, branch in rows.items():
-        oof = branch["oof"]
+    rows = {name: branch.oof for name, branch in metrics.branches.items()}
+    fusion = metrics.fusion
+    if fusion is not None:
+        both = " (patients with every modality)" if len(fusion.routes) > 1 else ""
+        for method, oof in fusion.method_oof().items():
+            rows[f"{method} fusion{both}"] = oof
+        if fusion.oof is not None:
+            rows["calibrated risk, every route"] = fusion.oof
+    for name, oof in rows.items():
         table.add_row(
             name,
-            str(oof.get("roc_auc")),
-            _interval(oof.get("roc_auc_ci")),
-            str(oof.get("pr_auc")),
-            str(oof.get("brier")),
-            str(oof["n"]),
+            str(oof.roc_auc),
+            _interval(oof.roc_auc_ci),
+            str(oof.pr_auc),
+            str(oof.brier),
+            str(oof.n),
         )
     console.print(table)
-    if fusion:
-        at = fusion["oof_at_threshold"]
+    at = fusion.oof_at_threshold if fusion is not None else None
+    if fusion is not None and at is not None and at.threshold is not None:
+        sensitivity, specificity = at.figure("sensitivity"), at.figure("specificity")
         console.print(
-            f"decision threshold {at['threshold']:.3f} (target sensitivity "
-            f"{fusion['decision']['target_sensitivity']:.2f}): sensitivity "
-            f"{at['sensitivity']['value']:.3f}, specificity {at['specificity']['value']:.3f} "
-            "out of fold"
+            f"decision threshold {at.threshold:.3f} (target sensitivity "
+            f"{fusion.target_sensitivity:.2f}): sensitivity "
+            f"{_fmt(sensitivity.value if sensitivity else None)}, specificity "
+            f"{_fmt(specificity.value if specificity else None)} out of fold"
         )
-        console.print(f"fusion kept: {fusion['method']} (higher out-of-fold ROC AUC)")
-        _print_routes(fusion)
-    _print_severity(metrics.get("severity"), "out of fold")
+    if fusion is not None:
+        console.print(f"fusion kept: {fusion.method} (higher out-of-fold ROC AUC)")
+        _print_routes(fusion.routes)
+    _print_severity(dict(metrics.severity) if metrics.severity else None, "out of fold")
     console.print(f"run folder: {run}")
 
 
-def _print_routes(fusion: dict[str, Any]) -> None:
+def _print_routes(routes: Mapping[str, Any]) -> None:
     """Who was scored by what, when some patients lack a modality."""
-    routes = fusion.get("routes", {})
     if len(routes) < 2:
         return
     parts = [

@@ -48,6 +48,8 @@ from deeppcos.data.categorical import category_text
 from deeppcos.evaluation.metrics import classification_metrics, threshold_for_sensitivity
 from deeppcos.evaluation.model_card import with_ci
 from deeppcos.exceptions import SchemaError
+from deeppcos.runs.layout import ReportFiles, RunFiles
+from deeppcos.runs.reader import Run
 from deeppcos.stats import bootstrap_intervals
 
 __all__ = ["external_validation", "net_benefit", "recalibration_split"]
@@ -57,7 +59,7 @@ N_BOOT = 1000
 # Each part of a recalibration split needs this many patients of each class: fewer and the
 # fitted slope, or the figures on the rest, are noise.
 MIN_PER_CLASS = 10
-RECALIBRATION_FILES = ("recalibration_split.csv", "recalibration_reliability.png")
+RECALIBRATION_FILES = (ReportFiles.RECALIBRATION_SPLIT, ReportFiles.RECALIBRATION_RELIABILITY)
 FIT, HELD_OUT = "fit", "held out"
 SECTION_START = "<!-- external validation: {name} -->"
 SECTION_END = "<!-- end external validation: {name} -->"
@@ -97,7 +99,7 @@ def external_validation(
     predictions.insert(1, "label", labels.reindex(predictions["patient_id"]).to_numpy())
     # The split is made, and refused, before anything is written.
     split = _split(predictions, predictor, external, run, recalibrate) if recalibrate else None
-    folder = Path(out) if out else run / "external" / _folder_name(external.spec.name)
+    folder = Path(out) if out else Run(run).external_folder(_folder_name(external.spec.name))
     result = {
         "run": str(run),
         "folder": str(folder),
@@ -106,7 +108,7 @@ def external_validation(
         "patients": len(external.patients),
         "contamination": _contamination(internal, external) if check_contamination else None,
         "scored": int(predictions["risk"].notna().sum()),
-        "internal": _internal_figures(run),
+        "internal": _internal_figures(predictor),
         **_performance(predictions, predictor, seed),
         "case_mix": _case_mix(internal, external, _model_inputs(predictor), absent),
         "modalities": predictions["modalities"].value_counts().to_dict(),
@@ -371,11 +373,12 @@ def _linked_patients(external: Any, predictor: Any) -> pd.Series | None:
     return duplicate_patient_groups(external, near_duplicate_threshold=split.near_duplicate_bits)
 
 
-def _run_seed(run: Path, predictor: Any) -> tuple[int, str]:
-    seed = _read(run / "metrics.json").get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return seed, "metrics.json"
-    return int(predictor.config.seed), "config.yaml"
+def _run_seed(predictor: Any) -> tuple[int, str]:
+    """The seed training used (its metrics record it), else its config's."""
+    metrics = predictor.metrics
+    if metrics is not None and metrics.seed is not None:
+        return metrics.seed, RunFiles.METRICS
+    return int(predictor.config.seed), RunFiles.CONFIG
 
 
 @dataclass(frozen=True)
@@ -397,7 +400,7 @@ def _split(
 ) -> _Split:
     scored = predictions[predictions["risk"].notna() & predictions["label"].notna()]
     labels = scored.set_index(scored["patient_id"].astype(str))["label"].astype(int)
-    seed, source = _run_seed(run, predictor)
+    seed, source = _run_seed(predictor)
     groups = _linked_patients(external, predictor)
     parts = recalibration_split(labels, fraction, seed, groups)
     risk = scored["risk"].to_numpy(dtype="float64")
@@ -438,10 +441,10 @@ def _recalibration(folder: Path, split: _Split, predictor: Any, seed: int) -> di
             "risk_recalibrated": recalibrated.round(6),
         }
     )
-    write_csv(table, folder / "recalibration_split.csv", index=False)
+    write_csv(table, folder / ReportFiles.RECALIBRATION_SPLIT, index=False)
     plot_reliability(
         {"before": (y[held], risk[held]), "after recalibration": (y[held], recalibrated[held])},
-        folder / "recalibration_reliability.png",
+        folder / ReportFiles.RECALIBRATION_RELIABILITY,
         title=f"Held-out {int(held.sum())} patients, before and after recalibration",
     )
     decision_keys = ("sensitivity", "specificity", "ppv", "npv", "brier", "ece")
@@ -461,7 +464,7 @@ def _recalibration(folder: Path, split: _Split, predictor: Any, seed: int) -> di
             FIT: {"patients": int(fit.sum()), "positives": int(y[fit].sum())},
             HELD_OUT: {"patients": int(held.sum()), "positives": int(y[held].sum())},
             "not_scored": int(split.not_scored),
-            "ids_file": "recalibration_split.csv",
+            "ids_file": ReportFiles.RECALIBRATION_SPLIT,
         },
         "held_out": {
             "discrimination": {
@@ -500,7 +503,7 @@ def _recalibration(folder: Path, split: _Split, predictor: Any, seed: int) -> di
             },
             "bootstrap": before["bootstrap"],
         },
-        "reliability_plot": "recalibration_reliability.png",
+        "reliability_plot": ReportFiles.RECALIBRATION_RELIABILITY,
     }
 
 
@@ -545,11 +548,11 @@ def _decision_curves(folder: Path, predictions: pd.DataFrame, run: Path) -> dict
     from deeppcos.evaluation.plots import plot_decision_curves
 
     curves = {"external": _labelled(predictions)}
-    internal_file = run / "evaluation" / "test_predictions.csv"
-    if internal_file.is_file():
-        curves["internal (locked test part)"] = _labelled(pd.read_csv(internal_file))
+    internal = Run(run).test_predictions()
+    if internal is not None:
+        curves["internal (locked test part)"] = _labelled(internal)
     tables = {name: net_benefit(y, p, DCA_THRESHOLDS) for name, (y, p) in curves.items()}
-    plot_decision_curves(tables, folder / "decision_curve.png")
+    plot_decision_curves(tables, folder / ReportFiles.DECISION_CURVE)
     return {
         name: table.round(4).to_dict("list")
         | {"prevalence": round(float(curves[name][0].mean()), 4)}
@@ -659,44 +662,44 @@ def _contamination(internal: Any, external: Any) -> dict[str, Any] | None:
 # --- the run's own figures, and writing ---------------------------------------------------------
 
 
-def _internal_figures(run: Path) -> dict[str, Any]:
+_INTERNAL_FIGURES = ("roc_auc", "pr_auc", "brier", "sensitivity")
+
+
+def _internal_figures(predictor: Any) -> dict[str, Any]:
+    """The run's own ROC AUC, PR AUC, Brier and sensitivity, out of fold and on the locked test
+    part, from its model-card summary (``{"value", "ci"}`` each)."""
+    from deeppcos.explain.card import model_card_summary
+
+    card = model_card_summary(predictor)
     out: dict[str, Any] = {}
-    metrics = _read(run / "metrics.json")
-    oof = (metrics.get("fusion") or {}).get("oof") or {}
-    if oof:
-        out["out_of_fold"] = {k: oof.get(k) for k in ("roc_auc", "roc_auc_ci", "pr_auc", "brier")}
-    evaluation = _read(run / "evaluation" / "metrics.json")
-    fusion = evaluation.get("fusion") or {}
-    if fusion:
-        out["locked_test"] = {k: fusion.get(k) for k in ("roc_auc", "pr_auc", "sensitivity")}
+    for part in ("out_of_fold", "locked_test"):
+        figures = card.get(part) or {}
+        kept = {k: figures[k] for k in _INTERNAL_FIGURES if k in figures}
+        if kept:
+            out[part] = kept
     return out
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _write(folder: Path, result: dict[str, Any], predictions: pd.DataFrame) -> None:
     from deeppcos.evaluation.plots import plot_reliability, plot_roc
     from deeppcos.runs.csvsafe import write_csv
 
-    write_csv(predictions, folder / "predictions.csv", index=False)
-    write_csv(pd.DataFrame(result["case_mix"]["table"]), folder / "case_mix.csv", index=False)
+    write_csv(predictions, folder / ReportFiles.PREDICTIONS, index=False)
+    write_csv(
+        pd.DataFrame(result["case_mix"]["table"]), folder / ReportFiles.CASE_MIX, index=False
+    )
     y, p = _labelled(predictions)
     plot_roc({"external": (y, p)}, folder / "roc.png", title=f"ROC, {result['cohort']}")
     plot_reliability({"external": (y, p)}, folder / "reliability.png", title="Reliability here")
-    (folder / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (folder / ReportFiles.METRICS).write_text(json.dumps(result, indent=1, default=str) + "\n")
 
 
 def _model_card(run: Path, folder: Path, result: dict[str, Any]) -> None:
     """The section, in the external folder and in the run's model card (replacing an earlier
     section for the same cohort)."""
     section = _section(result)
-    (folder / "model_card.md").write_text(section, encoding="utf-8")
-    card = run / "evaluation" / "model_card.md"
+    (folder / ReportFiles.MODEL_CARD).write_text(section, encoding="utf-8")
+    card = Run(run).model_card_file
     if not card.is_file():
         return
     name = result["cohort"]
@@ -783,10 +786,7 @@ def _recalibration_lines(recal: dict[str, Any]) -> list[str]:
 def _internal_line(internal: dict[str, Any]) -> str:
     parts = []
     if "out_of_fold" in internal:
-        oof = internal["out_of_fold"]
-        parts.append(
-            f"out-of-fold {with_ci({'value': oof.get('roc_auc'), 'ci': oof.get('roc_auc_ci')})}"
-        )
+        parts.append(f"out-of-fold {with_ci(internal['out_of_fold'].get('roc_auc'))}")
     if "locked_test" in internal:
         parts.append(f"locked test {with_ci(internal['locked_test'].get('roc_auc'))}")
     return f" (internal ROC AUC: {', '.join(parts)})." if parts else "."

@@ -3,14 +3,17 @@ the cohort's own words (:class:`CohortWords`): what its label and its images are
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deeppcos.exceptions import DeepPCOSError
 from deeppcos.knowledge.catalog import CATALOG
+from deeppcos.runs.reader import Run
+from deeppcos.runs.records import RunMetrics
 
 __all__ = [
     "CohortWords",
@@ -103,31 +106,29 @@ class CohortWords:
 
 
 def run_words(run: Path | str | None, spec: Any = None) -> CohortWords:
-    """The words of a run folder, from its ``metrics.json`` (else ``cohort.json``); the PCOS
+    """The words of a run folder, from its metrics (else its cohort summary); the PCOS
     defaults for what neither records."""
     record: dict[str, Any] = {}
     if run is not None:
-        for name in ("cohort.json", "metrics.json"):  # metrics.json wins where both say
-            record.update(_read_json(Path(run) / name))
+        folder = Run(Path(run))
+        record.update(_words_fields(folder.cohort_summary()))
+        # The metrics win where both say; without them (yet), the summary and the defaults.
+        with contextlib.suppress(OSError, DeepPCOSError):
+            record.update(_metrics_words(folder.metrics()))
     return CohortWords.from_record(record, spec)
 
 
 def predictor_words(predictor: Any, spec: Any = None) -> CohortWords:
     """:func:`run_words` from what a loaded (or in-memory) predictor holds, without reading."""
-    record: dict[str, Any] = {}
-    for source in (predictor.cohort_summary, predictor.metrics):  # metrics wins where both say
-        record.update(_words_fields(source))
+    record = _words_fields(predictor.cohort_summary)
+    if predictor.metrics is not None:  # the metrics win where both say
+        record.update(_metrics_words(predictor.metrics))
     return CohortWords.from_record(record, spec)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return _words_fields(data)
+def _metrics_words(metrics: RunMetrics) -> dict[str, Any]:
+    modality = metrics.image_modality
+    return {**metrics.words(), **({"image_modality": modality} if modality else {})}
 
 
 def _words_fields(data: dict[str, Any]) -> dict[str, Any]:

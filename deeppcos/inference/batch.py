@@ -2,7 +2,7 @@
 
 ``score_table(run, patients, out)`` streams a CSV/TSV (pandas ``chunksize``) or Parquet file
 (pyarrow ``iter_batches``) chunk by chunk. Each chunk is read exactly as ``deeppcos predict``
-reads a whole table (``build_patients``: ids, numbers, plausible ranges, all reported), joined
+reads a whole table (``Cohort.from_frames``: ids, numbers, plausible ranges, all reported), joined
 with its rows of the images manifest (the images are probed with the project's image checks),
 scored by one predictor loaded once, and committed as one Parquet file per chunk. Memory is
 bounded by the chunk size and the images manifest (one short row per image), not by the number
@@ -41,12 +41,13 @@ from typing import Any
 
 import pandas as pd
 
-from deeppcos.data.cohort import Cohort, attach_images, build_patients
+from deeppcos.data.cohort import Cohort
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import CohortSpec, PatientsSpec, spec_from_dict
 from deeppcos.exceptions import ConfigError, DataFileError, EmptyCohortError, SchemaError
 from deeppcos.inference.cluster import dask_client
 from deeppcos.runs.csvsafe import csv_text
+from deeppcos.runs.reader import Run
 
 __all__ = [
     "BatchResult",
@@ -238,14 +239,25 @@ def score_chunk(
     file: str,
     manifest_file: str | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
-    """Predictions for one chunk of raw rows (and its images), and what reading it reported."""
+    """Predictions for one chunk of raw rows (and its images), and what reading it reported.
+
+    The chunk is read by :meth:`Cohort.from_frames`, as a whole table is: its report entries
+    name ``file`` and the rows of the file (the chunk's index); its images are rows of the
+    manifest ``load_images_manifest`` read (paths resolved there, not again)."""
     report = LoadReport()
     try:
-        cohort: Cohort = build_patients(raw, spec, report, file)
+        cohort = Cohort.from_frames(
+            raw,
+            images if images is not None and len(images) else None,
+            spec,
+            source=file,
+            images_source=manifest_file,
+            rows="index",
+            images_resolved=True,
+            report=report,
+        )
     except EmptyCohortError:  # every row of this chunk was left out (each one reported)
         return pd.DataFrame(), report
-    if images is not None and len(images):
-        cohort = attach_images(cohort, images, file=manifest_file)
     return predictor.predict(cohort), report
 
 
@@ -419,7 +431,7 @@ def _identity(
 ) -> dict[str, Any]:
     """What the committed chunks depend on: a rerun resumes them only when all of it matches."""
     stat = patients.stat()
-    record = run / "run.json"
+    record = Run(run).record_file
     images = None
     if manifest is not None:
         hashed = pd.util.hash_pandas_object(manifest.astype(str), index=False)
@@ -525,7 +537,7 @@ def _tick(progress: Progress | None, done: int, total: int | None) -> None:
 
 class _Chunks:
     """Yields (spec, raw chunk, its images, file, manifest file) per chunk; refuses ids that
-    repeat across chunks (within a chunk, ``build_patients`` does)."""
+    repeat across chunks (within a chunk, ``Cohort.from_frames`` does)."""
 
     def __init__(
         self,

@@ -11,7 +11,6 @@ used; a patient with neither labs nor images gets no prediction.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deeppcos.config import RunConfig, load_config
+from deeppcos.config import RunConfig
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.spec import CohortSpec
 from deeppcos.exceptions import RunError
 from deeppcos.knowledge.ranges import RangeRule
-from deeppcos.runs.folder import read_run_record
+from deeppcos.runs.reader import Run
+from deeppcos.runs.records import RunMetrics
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Predictor:
     severity_info: dict[str, Any] = field(default_factory=dict)
     # What training recorded (metrics.json, cohort.json, split.json's assignments), read once:
     # explanations and checks take them from here, whether the model is a folder or in memory.
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: RunMetrics | None = None  # None: a run written without metrics
     cohort_summary: dict[str, Any] = field(default_factory=dict)
     split_assignments: dict[str, str] = field(default_factory=dict)
 
@@ -71,12 +71,11 @@ class Predictor:
                 f"{self.run}: the cohort's content changed since training (fingerprint "
                 f"{cohort.fingerprint()[:12]} ≠ {str(self.record.get('cohort_fingerprint'))[:12]})"
             )
-        corrections = self.run / "label_corrections.csv" if self.run is not None else None
-        if corrections is not None and corrections.is_file():
+        corrections = Run(self.run).label_corrections() if self.run is not None else None
+        if corrections is not None:
             from deeppcos.data.configured import apply_label_corrections
 
-            table = pd.read_csv(corrections, dtype={"patient_id": str})
-            apply_label_corrections(cohort, table.set_index("patient_id")["label"])
+            apply_label_corrections(cohort, corrections)
         return cohort
 
     def training_spec(self) -> CohortSpec:
@@ -266,33 +265,32 @@ def given_pcos(probabilities: dict[str, float | None]) -> dict[str, float] | Non
 
 def load_run(run: Path | str) -> Predictor:
     """Load a complete run folder's models for prediction."""
-    run = Path(run)
-    record = read_run_record(run)
-    config = load_config(run / "config.yaml")
-    if not (run / "fusion" / "routes.json").is_file():
-        raise RunError(f"{run}: no fusion stage in this run; retrain with fusion enabled")
+    folder = Run.open(run)
+    if not folder.has_fusion:
+        raise RunError(f"{folder.path}: no fusion stage in this run; retrain with fusion enabled")
     from deeppcos.fusion.routing import Router
 
+    record = folder.record
     predictor = Predictor(
-        run=run,
-        config=config,
+        run=folder.path,
+        config=folder.config(),
         record=record,
-        metrics=_json(run / "metrics.json") if (run / "metrics.json").is_file() else {},
-        cohort_summary=_json(run / "cohort.json") if (run / "cohort.json").is_file() else {},
-        split_assignments=_assignments(run / "split.json"),
+        metrics=folder.metrics() if folder.metrics_file.is_file() else None,
+        cohort_summary=folder.cohort_summary(),
+        split_assignments=folder.split_assignments(),
     )
     for name in record.get("branches", []):
-        predictor.branches[name] = _load_branch(name, run / name)
-    method = _json(run / "fusion" / "fusion.json")["method"]
+        predictor.branches[name] = _load_branch(name, folder.branch_folder(name))
+    method = folder.fusion_method()
     predictor.fusion_method = method
-    predictor.fusion = _load_fusion(method, run / "fusion")
-    predictor.router = Router.load(run / "fusion")
-    predictor.threshold = float(_json(run / "fusion" / "decision.json")["threshold"])
-    if (run / "severity" / "severity.json").is_file():
+    predictor.fusion = _load_fusion(method, folder.fusion_folder)
+    predictor.router = Router.load(folder.fusion_folder)
+    predictor.threshold = folder.threshold()
+    if folder.has_severity:
         from deeppcos.fusion.severity import OrdinalHead
 
-        predictor.severity = OrdinalHead.load(run / "severity")
-        predictor.severity_info = _json(run / "severity" / "severity.json")
+        predictor.severity = OrdinalHead.load(folder.severity_folder)
+        predictor.severity_info = folder.severity_info()
     return predictor
 
 
@@ -300,7 +298,7 @@ def _load_fusion(method: str, folder: Path) -> Any:
     from deeppcos.fusion.stage import FUSION_METHODS
 
     if method not in FUSION_METHODS:
-        raise RunError(f"{folder / 'fusion.json'}: unknown fusion method {method!r}")
+        raise RunError(f"{folder}: unknown fusion method {method!r}")
     return FUSION_METHODS[method].load(folder)
 
 
@@ -308,17 +306,3 @@ def _load_branch(name: str, folder: Path) -> Any:
     from deeppcos.branches import branch_kind
 
     return branch_kind(name).load(folder)
-
-
-def _assignments(path: Path) -> dict[str, str]:
-    """patient_id → part (``fold0`` …, ``test``, ``unlabelled``) from a run's split.json."""
-    if not path.is_file():
-        return {}
-    assignments = json.loads(path.read_text(encoding="utf-8")).get("assignments", {})
-    return {str(k): str(v) for k, v in assignments.items()}
-
-
-def _json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunError(f"{path}: missing from the run folder")
-    return json.loads(path.read_text(encoding="utf-8"))

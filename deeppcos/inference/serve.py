@@ -529,7 +529,7 @@ def model_summary(service: _Service) -> dict[str, Any]:
             },
             "versions": record.get("versions", {}),
         },
-        "model_card": _card(service.run),
+        "model_card": _model_card(predictor),
         "input_schema": _input_schema(service),
     }
 
@@ -540,42 +540,10 @@ def _severity_levels(predictor: Any) -> list[str] | None:
     return predictor.severity_levels()
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def _model_card(predictor: Any) -> dict[str, Any]:
+    from deeppcos.explain.card import model_card_summary
 
-
-def _card(run: Path) -> dict[str, Any]:
-    metrics = _read_json(run / "metrics.json") or {}
-    card: dict[str, Any] = {
-        "intended_use": "research decision support for PCOS; not a diagnosis",
-        "label": metrics.get("label_name"),
-        "development_patients": metrics.get("development_patients"),
-        "test_patients": metrics.get("test_patients"),
-        "out_of_fold": {
-            name: _headline(branch.get("oof", {}))
-            for name, branch in metrics.get("branches", {}).items()
-        },
-    }
-    fusion = metrics.get("fusion")
-    if fusion:
-        card["out_of_fold"]["fusion"] = _headline(fusion.get("oof", {}))
-        card["decision"] = fusion.get("decision")
-    evaluation = _read_json(run / "evaluation" / "metrics.json")
-    if evaluation and "fusion" in evaluation:
-        card["locked_test"] = {
-            key: evaluation["fusion"][key]
-            for key in ("roc_auc", "sensitivity", "specificity", "brier")
-            if key in evaluation["fusion"]
-        }
-    card["model_card_file"] = (run / "evaluation" / "model_card.md").is_file()
-    return card
-
-
-def _headline(oof: dict[str, Any]) -> dict[str, Any]:
-    return {k: oof[k] for k in ("roc_auc", "roc_auc_ci", "pr_auc", "brier", "n") if k in oof}
+    return model_card_summary(predictor)
 
 
 def _input_schema(service: _Service) -> dict[str, Any]:

@@ -10,14 +10,12 @@ test set is never silent).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from deeppcos.data.splits import CohortSplit
 from deeppcos.evaluation import plots
 from deeppcos.evaluation.metrics import (
     binary_confusion_matrix,
@@ -28,11 +26,12 @@ from deeppcos.evaluation.model_card import write_model_card
 from deeppcos.evaluation.subgroups import age_band, bmi_band, subgroup_metrics
 from deeppcos.exceptions import RunError
 from deeppcos.explain.wording import CohortWords, run_words
+from deeppcos.fusion.stage import fusion_method
 from deeppcos.inference.predictor import Predictor, load_run
 from deeppcos.runs.csvsafe import write_csv
-from deeppcos.runs.folder import read_metrics, run_title
-
-EVALUATION = "evaluation"
+from deeppcos.runs.folder import publish_folder, run_title, staging_folder
+from deeppcos.runs.layout import ReportFiles
+from deeppcos.runs.reader import Run
 
 
 def intended_use(words: CohortWords | None = None) -> str:
@@ -53,15 +52,16 @@ INTENDED_USE = intended_use()
 
 
 def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
-    run = Path(run)
-    stored = run / EVALUATION / "metrics.json"
+    folder = Run(Path(run))
+    run = folder.path
+    stored = folder.evaluation_metrics_file
     if stored.is_file() and not force:
         return json.loads(stored.read_text(encoding="utf-8"))
     rescored = stored.is_file()
     predictor = load_run(run)
     assert predictor.threshold is not None  # load_run always sets it (fusion/decision.json)
     cohort = predictor.cohort()
-    split = CohortSplit.load(run / "split.json")
+    split = folder.split()
     if not split.test_ids:
         raise RunError(f"{run}: the run has no locked test part (test_fraction was 0)")
     predictions = predictor.predict(cohort, split.test_ids)
@@ -71,11 +71,8 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
     severity = _severity(run, predictor, predictions)
     if severity is not None:
         result["severity"] = severity
-    partial = run / f".{EVALUATION}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir()
-    write_csv(predictions, partial / "test_predictions.csv", index=False)
+    partial = staging_folder(folder.evaluation_folder)
+    write_csv(predictions, partial / ReportFiles.TEST_PREDICTIONS, index=False)
     result["subgroups"] = _subgroups(cohort.patients, predictions, predictor.threshold)
     _plots(partial, predictions, predictor)
     if severity is not None:
@@ -86,16 +83,8 @@ def evaluate_run(run: Path | str, *, force: bool = False) -> dict[str, Any]:
             title="Severity grade, locked test part",
         )
     _card(partial, run, cohort, predictor, result)
-    (partial / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    # Renames only (as RunWriter does): a kill never leaves a half-deleted evaluation in place.
-    aside = run / f".{EVALUATION}.replaced"
-    if aside.exists():
-        shutil.rmtree(aside)
-    if (run / EVALUATION).exists():
-        (run / EVALUATION).rename(aside)
-    partial.rename(run / EVALUATION)
-    if aside.exists():
-        shutil.rmtree(aside)
+    (partial / ReportFiles.METRICS).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    publish_folder(partial, folder.evaluation_folder)
     return result
 
 
@@ -144,7 +133,7 @@ def _severity(run: Path, predictor: Predictor, predictions: pd.DataFrame) -> dic
     from deeppcos.pipeline.training import presence_agreement
 
     levels = predictor.severity_levels()
-    truth = pd.read_csv(run / "severity" / "grades.csv", dtype={"patient_id": str})
+    truth = Run(run).severity_grades()
     true = truth.set_index("patient_id")["severity"].reindex(predictions["patient_id"])
     predictions.insert(2, "severity_true", true.to_numpy())
     graded = true.notna().to_numpy() & predictions["severity"].notna().to_numpy()
@@ -244,30 +233,21 @@ def _plots(folder: Path, predictions: pd.DataFrame, predictor: Predictor) -> Non
     )
 
 
-_FUSION_LIMITS = {
-    "late": "Late fusion (chosen on validation): the branch outputs of patients who have every "
-    "modality are stacked.",
-    "intermediate": "Intermediate fusion (chosen on validation): image embeddings (PCA) and "
-    "tabular features in one booster, for patients who have every modality.",
-}
-
-
-def _routing_limits(predictor: Predictor, metrics: dict[str, Any]) -> list[str]:
+def _routing_limits(predictor: Predictor, words: CohortWords) -> list[str]:
     """How patients missing a modality are scored, and whether missingness differs by label."""
     from deeppcos.fusion.routing import missingness_sentence
 
     if len(predictor.router.routes) < 2:
         return []
-    words = CohortWords.from_record(metrics)
     text = [
         f"A missing modality is not evidence: a patient without {words.images} is scored by the "
         f"tabular model alone and one without {words.table} by the image model alone, each "
         "with its own calibrator; only patients with both are scored by the fusion."
     ]
-    label = words.label if metrics.get("label_name") else "the label"
+    fusion = predictor.metrics.fusion if predictor.metrics is not None else None
     nouns = {"image": words.images, "tabular": words.table}
-    for modality, entry in metrics.get("fusion", {}).get("missing_modalities", {}).items():
-        text.append(missingness_sentence(modality, entry, label, noun=nouns.get(modality)))
+    for modality, entry in (fusion.missing_modalities if fusion else {}).items():
+        text.append(missingness_sentence(modality, entry, words.label, noun=nouns.get(modality)))
     return text
 
 
@@ -362,10 +342,9 @@ def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: di
         for f in audit_cohort(cohort, seed=predictor.config.seed).findings
         if f.severity in ("warning", "high")
     ]
-    metrics = read_metrics(run)
     words = run_words(run, cohort.spec)
     write_model_card(
-        folder / "model_card.md",
+        folder / ReportFiles.MODEL_CARD,
         run_name=run_title(run, predictor.record),
         cohort_summary=_summary_rows(cohort.summary(), words),
         provenance=cohort.spec.description or cohort.spec.name,
@@ -386,8 +365,8 @@ def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: di
         limits=[
             f"Decision threshold {predictor.threshold:.3f} was chosen on out-of-fold development "
             "predictions for the target sensitivity; sensitivity on new data may be lower.",
-            _FUSION_LIMITS[predictor.fusion_method],
-            *_routing_limits(predictor, metrics),
+            fusion_method(predictor.fusion_method).card_sentence,
+            *_routing_limits(predictor, words),
             *_severity_limits(predictor, words),
         ],
     )

@@ -34,6 +34,8 @@ from deeppcos.exceptions import ConfigError, RunError, SchemaError
 from deeppcos.fusion.stage import FusionInputs, fusion_method
 from deeppcos.runs.csvsafe import refuse_formula_ids, write_csv
 from deeppcos.runs.folder import RunWriter
+from deeppcos.runs.layout import RunFiles
+from deeppcos.runs.records import BinarySummary, BranchRecord, FusionRecord, RunMetrics
 
 if TYPE_CHECKING:
     from deeppcos.fusion.intermediate import IntermediateFusion
@@ -236,8 +238,9 @@ def cross_validate_branch(
             progress(f"{name}: fold {k + 1}/{len(folds)}", k, len(folds) + 1)
         fit_ids, val_ids = fit_split(name, params, train_ids, labels, groups, seed + k)
         branch = branch_kind(name).new(params, seed + k)
-        if name == "image" and progress:
-            step = "images embedded" if params.frozen else "epochs"
+        fit_progress = branch_kind(name).fit_progress
+        if fit_progress is not None and progress:
+            step = fit_progress(params)
             stage = f"{name}: fold {k + 1}/{len(folds)}, {step}"
             branch.fit(cohort, fit_ids, val_ids or None, lambda d, t, s=stage: progress(s, d, t))
         else:
@@ -252,7 +255,7 @@ def cross_validate_branch(
         else:
             probability = branch.predict_proba(cohort, predict_ids)
         predictions.append(probability)
-        if name == "tabular" and result.design is None:
+        if branch_kind(name).designs and result.design is None:
             result.design = branch.design_matrix(cohort, split.development_ids)
         result.histories.update(_flatten_history(f"fold{k}", getattr(branch, "history_", {})))
         if getattr(branch, "n_trees_", None):
@@ -362,10 +365,10 @@ class FusionResult:
         return float(self.decision["threshold"])
 
     def write(self, writer: RunWriter) -> None:
-        self.model.save(writer.folder("fusion"))
-        writer.write_json("fusion/fusion.json", {"method": self.method, "params": self.params})
-        self.router.save(writer.folder("fusion"))
-        writer.write_json("fusion/decision.json", self.decision)
+        self.model.save(writer.folder(RunFiles.FUSION))
+        writer.write_json(RunFiles.FUSION_RECORD, {"method": self.method, "params": self.params})
+        self.router.save(writer.folder(RunFiles.FUSION))
+        writer.write_json(RunFiles.FUSION_DECISION, self.decision)
 
 
 @dataclass
@@ -383,10 +386,10 @@ class SeverityResult:
     def write(self, writer: RunWriter) -> None:
         if self.head is None:
             return
-        self.head.save(writer.folder("severity"))
-        writer.write_json("severity/severity.json", self.info)
+        self.head.save(writer.folder(RunFiles.SEVERITY))
+        writer.write_json(RunFiles.SEVERITY_RECORD, self.info)
         if self.grades is not None:
-            writer.write_frame("severity/grades.csv", self.grades)
+            writer.write_frame(RunFiles.SEVERITY_GRADES, self.grades)
 
 
 @dataclass
@@ -399,7 +402,7 @@ class FittedRun:
     split: CohortSplit
     load_report: pd.DataFrame
     oof: pd.DataFrame
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     branches: dict[str, Any]
     record: dict[str, Any]
     started: float
@@ -417,23 +420,23 @@ class FittedRun:
 
     def write(self, writer: RunWriter) -> Path:
         """Every run file through ``writer``, then the completion record; the run's folder."""
-        writer.write_yaml("config.yaml", config_to_dict(self.config))
-        writer.write_json("cohort.json", self.cohort_summary)
-        self.split.save(writer.path("split.json"))
-        write_csv(self.load_report, writer.path("load_report.csv"), index=False)
+        writer.write_yaml(RunFiles.CONFIG, config_to_dict(self.config))
+        writer.write_json(RunFiles.COHORT, self.cohort_summary)
+        self.split.save(writer.path(RunFiles.SPLIT))
+        write_csv(self.load_report, writer.path(RunFiles.LOAD_REPORT), index=False)
         if self.label_corrections is not None:
-            writer.write_frame("label_corrections.csv", self.label_corrections)
+            writer.write_frame(RunFiles.LABEL_CORRECTIONS, self.label_corrections)
         for name, branch in self.branches.items():
             if branch_kind(name).embeds and self.oof_embeddings is not None:
-                writer.write_frame("oof_embeddings.parquet", self.oof_embeddings)
+                writer.write_frame(RunFiles.OOF_EMBEDDINGS, self.oof_embeddings)
             _write_curves(writer, name, self.histories.get(name, {}))
             branch.save(writer.folder(name))
         if self.fusion is not None:
             self.fusion.write(writer)
         if self.severity is not None:
             self.severity.write(writer)
-        writer.write_frame("oof_predictions.csv", self.oof)
-        writer.write_json("metrics.json", self.metrics)
+        writer.write_frame(RunFiles.OOF_PREDICTIONS, self.oof)
+        writer.write_json(RunFiles.METRICS, self.metrics.to_json())
         return writer.finish(self.record)
 
     def predictor(self, run: Path | None = None) -> Any:
@@ -505,22 +508,15 @@ def fit_run(
     summary = cohort.summary()
     load_report = cohort.report.to_frame()
     oof = _oof_frame(cohort, split)
-    metrics: dict[str, Any] = {
-        "label_name": cohort.spec.label_name,
-        "pcos": cohort.spec.is_pcos,
-        "image_modality": cohort.spec.modality,
-        "seed": config.seed,
-        "development_patients": len(oof),
-        "test_patients": len(split.test_ids),
-        "branches": {},
-    }
+    details: dict[str, Any] = {}
     corrections = None
     if corrected is not None:
         assert label_corrections is not None  # corrections are only reported when given
-        metrics["label_corrections"] = corrected
+        details["label_corrections"] = corrected
         corrections = label_corrections.rename("label").rename_axis("patient_id").reset_index()
     embed_all = _wants_intermediate(config, list(params))
     results: dict[str, BranchResult] = {}
+    branch_records: dict[str, BranchRecord] = {}
     finals: dict[str, Any] = {}
     oof_embeddings = None
     for name, branch_params in params.items():
@@ -529,11 +525,6 @@ def fit_run(
         )
         results[name] = result
         oof[f"p_{name}"] = result.oof.reindex(oof["patient_id"]).to_numpy()
-        metrics["branches"][name] = {
-            "oof": binary_metrics(oof["label"], oof[f"p_{name}"], seed=config.seed),
-            "folds": result.fold_metrics,
-            "params": branch_params.model_dump(mode="json"),
-        }
         if result.embeddings is not None:
             oof_embeddings = result.embeddings.reset_index()
         if progress:
@@ -541,10 +532,17 @@ def fit_run(
         finals[name] = refit_branch(
             name, branch_params, cohort, split, groups, config.seed, result.fold_trees
         )
-        metrics["branches"][name]["refit"] = {
-            "patients": len(split.development_ids),
-            "rounds": getattr(finals[name], "n_trees_", None),
-        }
+        branch_records[name] = BranchRecord(
+            oof=BinarySummary.from_json(
+                binary_metrics(oof["label"], oof[f"p_{name}"], seed=config.seed)
+            ),
+            folds=[BinarySummary.from_json(f) for f in result.fold_metrics],
+            params=branch_params.model_dump(mode="json"),
+            refit={
+                "patients": len(split.development_ids),
+                "rounds": getattr(finals[name], "n_trees_", None),
+            },
+        )
     inputs = fusion_inputs(oof, results)
     stage = _FinalModels(cohort, split.development_ids, finals)
     fusion = severity = None
@@ -552,20 +550,26 @@ def fit_run(
         if progress:
             progress("fusion", 0, 1)
         fusion = fuse(inputs, config, stage)
-        metrics["fusion"] = fusion.metrics
         oof = oof.join(fusion.oof, on="patient_id")
     if config.severity.enabled and fusion is not None:
         if progress:
             progress("severity", 0, 1)
         severity = grade(inputs, config, cohort, fusion.oof, fusion.threshold)
-        metrics["severity"] = severity.metrics
         if severity.oof_grades is not None:
             oof = oof.join(severity.oof_grades, on="patient_id")
-    elif config.severity.enabled:
-        metrics["severity"] = {
-            "skipped": "the severity grade is conditional on the presence decision; enable the "
-            "fusion stage"
-        }
+    severity_metrics = _severity_entry(config, severity)
+    metrics = RunMetrics(
+        label_name=cohort.spec.label_name,
+        pcos=cohort.spec.is_pcos,
+        image_modality=cohort.spec.modality,
+        seed=config.seed,
+        development_patients=len(oof),
+        test_patients=len(split.test_ids),
+        branches=branch_records,
+        fusion=FusionRecord.from_json(fusion.metrics) if fusion is not None else None,
+        severity=severity_metrics,
+        details=details,
+    )
     record = {
         "name": config.name,
         "description": config.description,
@@ -573,7 +577,7 @@ def fit_run(
         "cohort_fingerprint": source_fingerprint,
         "branches": list(params),
         "fusion_method": fusion.method if fusion is not None else None,
-        "severity": "severity" in metrics and "skipped" not in metrics["severity"],
+        "severity": severity_metrics is not None and "skipped" not in severity_metrics,
         "seed": config.seed,
     }
     return FittedRun(
@@ -594,10 +598,29 @@ def fit_run(
     )
 
 
+def _severity_entry(config: RunConfig, severity: SeverityResult | None) -> dict[str, Any] | None:
+    """What ``metrics.json`` says of severity: the head's figures, why none was fitted, or
+    nothing when grading is off."""
+    if severity is not None:
+        return severity.metrics
+    if config.severity.enabled:
+        return {
+            "skipped": "the severity grade is conditional on the presence decision; enable the "
+            "fusion stage"
+        }
+    return None
+
+
 def _wants_intermediate(config: RunConfig, branches: list[str]) -> bool:
+    """Whether the fusion may run a method that needs embeddings: the configured one does, or
+    ``best`` may choose one that does (every registered method is a candidate)."""
+    from deeppcos.fusion.stage import FUSION_METHODS
+
+    method = config.fusion.method
+    candidates = FUSION_METHODS.values() if method == "best" else [fusion_method(method)]
     return (
         config.fusion.enabled
-        and config.fusion.method in ("intermediate", "best")
+        and any(candidate.needs_embeddings for candidate in candidates)
         and set(branches) == set(BRANCHES)
     )
 
@@ -940,5 +963,5 @@ def _oof_frame(cohort: Cohort, split: CohortSplit) -> pd.DataFrame:
 def _write_curves(writer: RunWriter, name: str, histories: dict[str, Any]) -> None:
     if not histories:
         return
-    writer.write_json(f"curves/{name}.json", histories)
-    plot_histories(histories, writer.path(f"curves/{name}.png"), f"{name} branch training curves")
+    curve = writer.write_json(RunFiles.curve(name), histories)
+    plot_histories(histories, curve.with_suffix(".png"), f"{name} branch training curves")

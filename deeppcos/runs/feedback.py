@@ -39,8 +39,8 @@ from typing import Any
 
 import pandas as pd
 
-from deeppcos.runs.csvsafe import write_csv
 from deeppcos.exceptions import DataFileError, LogIntegrityError, SchemaError
+from deeppcos.runs.csvsafe import write_csv
 
 __all__ = ["FeedbackEntry", "FeedbackLog", "feedback_path"]
 

@@ -11,19 +11,7 @@ aside to ``.<name>.replaced``, the new one renamed into place, then the old one 
 at any step leaves the old run whole (in place or aside) or the new one in place; the next
 ``RunWriter`` of that name finishes or undoes the step before anything else (:func:`recover`).
 
-Layout::
-
-    run.json             completion record: status, timings, versions, cohort fingerprint
-    config.yaml          the resolved config
-    cohort.json          the cohort's summary (counts, labels, load-report counts, fingerprint)
-    split.json           patient -> part (fold0..k-1, test, unlabelled)
-    metrics.json         out-of-fold metrics per branch (keys documented in README)
-    oof_predictions.csv  patient_id, fold, label, p_tabular, p_image, route, p_fusion, risk
-                         (out-of-fold only), severity grades when graded
-    oof_embeddings.parquet  patient_id + image embedding columns (out-of-fold)
-    tabular/             model.ubj + tabular_branch.json (XGBoost's own format, no pickle)
-    image/               model.keras + image_branch.json (Keras's own format, no pickle)
-    curves/              training histories (JSON) and their plots (PNG)
+The files are named in :mod:`deeppcos.runs.layout`, which lays the folder out.
 """
 
 from __future__ import annotations
@@ -40,31 +28,32 @@ import pandas as pd
 import yaml
 
 from deeppcos._version import __version__
-from deeppcos.runs.csvsafe import write_csv
 from deeppcos.exceptions import RunError
+from deeppcos.runs.csvsafe import write_csv
+from deeppcos.runs.layout import RunFiles
 
-RUN_RECORD = "run.json"
+RUN_RECORD = RunFiles.RECORD
 # What a run folder may hold (module notes, evaluation/ and optional files): a folder holding
 # nothing else but no run.json is an interrupted run (an older deeppcos deleted the old run
 # before moving the new one in), which --overwrite may replace.
 RUN_ENTRIES = frozenset(
     {
-        "config.yaml",
-        "cohort.json",
-        "split.json",
-        "load_report.csv",
-        "metrics.json",
-        "oof_predictions.csv",
-        "oof_embeddings.parquet",
-        "label_corrections.csv",
-        "tabular",
+        RunFiles.CONFIG,
+        RunFiles.COHORT,
+        RunFiles.SPLIT,
+        RunFiles.LOAD_REPORT,
+        RunFiles.METRICS,
+        RunFiles.OOF_PREDICTIONS,
+        RunFiles.OOF_EMBEDDINGS,
+        RunFiles.LABEL_CORRECTIONS,
+        "tabular",  # the branches' folders, named after them
         "image",
-        "curves",
-        "fusion",
-        "severity",
-        "evaluation",
-        ".evaluation.partial",
-        ".evaluation.replaced",
+        RunFiles.CURVES,
+        RunFiles.FUSION,
+        RunFiles.SEVERITY,
+        RunFiles.EVALUATION,
+        f".{RunFiles.EVALUATION}.partial",
+        f".{RunFiles.EVALUATION}.replaced",
     }
 )
 # 2: patients routed by the modalities they have (fusion/routes.json); severity given PCOS
@@ -95,9 +84,7 @@ class RunWriter:
                 "or choose another --out"
             )
         _check_replaceable(self.final, overwrite)
-        if self.root.exists():
-            shutil.rmtree(self.root)  # what an interrupted run of the same name left
-        self.root.mkdir(parents=True)
+        staging_folder(self.final)  # = self.root, emptied of what an interrupted run left
         self.started = time.time()
 
     def path(self, relative: str) -> Path:
@@ -143,13 +130,32 @@ class RunWriter:
                 **record,
             },
         )
-        # Renames only: the old run is never half deleted while it is the run in place.
-        if self.final.exists():
-            self.final.rename(self.aside)
-        self.root.rename(self.final)
-        if self.aside.exists():
-            shutil.rmtree(self.aside)
+        publish_folder(self.root, self.final)
         return self.final
+
+
+def staging_folder(final: Path) -> Path:
+    """A fresh hidden ``.<name>.partial`` beside ``final`` to write a folder into (what an
+    interrupted write of the same name left there is removed)."""
+    partial = _partial(final)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def publish_folder(partial: Path, final: Path) -> None:
+    """Move a finished ``partial`` folder to ``final`` by renames only: the folder in place is
+    moved aside, the new one renamed in, the old one deleted; a kill never leaves a half-deleted
+    folder in place (:func:`recover` finishes or undoes the step)."""
+    aside = _aside(final)
+    if aside.exists():
+        shutil.rmtree(aside)
+    if final.exists():
+        final.rename(aside)
+    partial.rename(final)
+    if aside.exists():
+        shutil.rmtree(aside)
 
 
 def _partial(final: Path) -> Path:
@@ -228,8 +234,3 @@ def run_title(run: Path | str | None, record: dict[str, Any]) -> str:
     name = str(record.get("name") or Path(run).name)
     folder = Path(run).name
     return name if name == folder else f"{name} (folder {folder})"
-
-
-def read_metrics(run: Path | str) -> dict[str, Any]:
-    read_run_record(run)
-    return json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))

@@ -23,6 +23,7 @@ import pytest
 from deeppcos.explain.patient import PatientExplanation, explain_patient
 from deeppcos.explain.report import _pdf_page_images, _pdf_page_one, _pdf_page_text, render_html
 from deeppcos.explain.wording import CohortWords, run_words
+from deeppcos.runs.reader import Run
 
 CHEST = {"label_name": "cardiomegaly", "pcos": False, "image_modality": "chest X-ray"}
 NEW_KEYS = ("pcos", "image_modality")
@@ -91,12 +92,9 @@ def chest_predictor(predictor: Any, chest_run: Path) -> Any:
 
 def _as_run(predictor: Any, run: Path) -> Any:
     """``predictor`` with the records of the run folder ``run`` (as load_run reads them)."""
-    records = {
-        name: json.loads((run / f"{name}.json").read_text(encoding="utf-8"))
-        for name in ("metrics", "cohort")
-    }
+    folder = Run(run)
     return dataclasses.replace(
-        predictor, run=run, metrics=records["metrics"], cohort_summary=records["cohort"]
+        predictor, run=run, metrics=folder.metrics(), cohort_summary=folder.cohort_summary()
     )
 
 

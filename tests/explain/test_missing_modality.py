@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deeppcos.explain.patient import explain_patient
-from deeppcos.runs.folder import read_metrics
+from tests.conftest import read_metrics
 
 # How far the tabular-only route of a two-branch run may be from a run trained on the labs
 # alone: both use the same tabular branch (same folds and seeds), calibrated on the same

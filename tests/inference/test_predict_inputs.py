@@ -16,7 +16,7 @@ from deeppcos.config import load_config
 from deeppcos.exceptions import DataFileError
 from deeppcos.inference.scoring import images_manifest
 from deeppcos.pipeline.training import train
-from deeppcos.runs.folder import read_metrics
+from tests.conftest import read_metrics
 
 runner = CliRunner()
 KAGGLE = Path("pcos-kaggle-tabular")

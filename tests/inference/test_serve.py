@@ -63,7 +63,11 @@ def test_health_model_and_openapi(client: TestClient) -> None:
     schema = {f["name"]: f for f in model["input_schema"]["features"]}
     assert schema["amh_ng_ml"]["unit"] == "ng/mL" and schema["amh_ng_ml"]["loinc"] == ["38476-8"]
     assert schema["bmi_kg_m2"]["computed_from"] == ["weight_kg", "height_cm"]
-    assert model["model_card"]["out_of_fold"]["fusion"]["roc_auc"] is not None
+    card = model["model_card"]
+    assert 0.5 < card["out_of_fold"]["roc_auc"]["value"] <= 1 and card["out_of_fold"]["n"] > 0
+    tabular = card["branches_out_of_fold"]["tabular"]["roc_auc"]
+    assert tabular["ci"][0] <= tabular["value"] <= tabular["ci"][1]
+    assert card["locked_test"] is None and "not a diagnosis" in card["intended_use"]
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/health", "/model", "/predict"} <= set(paths)
 

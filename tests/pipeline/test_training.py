@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from deeppcos.cli import app
 from deeppcos.config import load_config
 from deeppcos.pipeline.training import train
-from deeppcos.runs.folder import read_metrics, read_run_record
+from deeppcos.runs.folder import read_run_record
+from tests.conftest import read_metrics
 
 runner = CliRunner()
 

@@ -19,8 +19,8 @@ import yaml
 
 from deeppcos.exceptions import DataFileError, RunError
 from deeppcos.runs.feedback import FeedbackEntry, FeedbackLog
-from deeppcos.runs.folder import RunWriter, read_metrics, read_run_record
-from tests.conftest import REPO
+from deeppcos.runs.folder import RunWriter, read_run_record
+from tests.conftest import REPO, read_metrics
 
 # --- batch scoring: kill, then resume ---------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from deeppcos.cli import app
 from deeppcos.exceptions import SchemaError
 from deeppcos.runs.feedback import FeedbackEntry, FeedbackLog, feedback_path
-from deeppcos.runs.folder import read_metrics
+from tests.conftest import read_metrics
 
 runner = CliRunner()
 

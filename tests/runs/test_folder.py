@@ -8,8 +8,8 @@ import pytest
 
 from deeppcos.config import load_config
 from deeppcos.exceptions import ConfigError, RunError
-from deeppcos.runs.folder import RunWriter, read_metrics, read_run_record
-from tests.conftest import REPO
+from deeppcos.runs.folder import RunWriter, read_run_record
+from tests.conftest import REPO, read_metrics
 
 
 def test_an_interrupted_run_never_looks_complete(tmp_path: Path) -> None:

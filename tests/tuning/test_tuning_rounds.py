@@ -11,10 +11,10 @@ import yaml
 from deeppcos.config import load_config
 from deeppcos.data.loaders import load_cohort
 from deeppcos.pipeline.training import fit_booster_as_deployed, fit_split, inner_validation, train
-from deeppcos.runs.folder import read_metrics
 from deeppcos.tabular.branch import TabularBranch, TabularParams
 from deeppcos.tuning import tune
 from deeppcos.tuning.storage import open_storage
+from tests.conftest import read_metrics
 from tests.tuning.conftest import TINY_SETTINGS, write_config, write_settings
 
 
