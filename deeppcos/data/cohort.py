@@ -34,7 +34,13 @@ from deeppcos.data.imageio import ImageInfo, probe_image
 from deeppcos.data.manifest import IMAGES_FRAME, PATIENTS_FRAME, manifest_images, numbered
 from deeppcos.data.report import LoadReport
 from deeppcos.data.spec import CohortSpec, ImagesSpec, PatientsSpec
-from deeppcos.data.tables import check_ranges, coerce_numeric, id_text, parse_binary_label
+from deeppcos.data.tables import (
+    check_ranges,
+    coerce_numeric,
+    id_text,
+    is_plain_number_dtype,
+    parse_binary_label,
+)
 from deeppcos.exceptions import EmptyCohortError, ImageError, SchemaError
 from deeppcos.knowledge.catalog import CATALOG, ultrasound_features
 from deeppcos.knowledge.ranges import rules_for_spec, rules_to_json
@@ -204,21 +210,27 @@ def build_patients(raw: pd.DataFrame, spec: CohortSpec, report: LoadReport, file
     features = _feature_columns(raw, pspec, used, report, file)
     declared = _declared_categories(pspec)
     _require_columns(raw, [c for c in declared if c not in features], file, "categorical")
-    numeric = []
+    numeric: list[str] = []
+    categories: dict[str, pd.Series] = {}
     for column in features:
         if (
             column in declared
             or _catalog_category(column)
             or _inferred_categorical(raw[column], pspec)
         ):
-            out[column] = read_categorical(
+            categories[column] = read_categorical(
                 raw[column], column, declared.get(column), pspec.max_categories, report, file
             )
             if column not in declared and not _catalog_category(column):
-                report_inferred(report, file, column, out[column])
+                report_inferred(report, file, column, categories[column])
         else:
-            out[column] = _numbers(raw, column, report, file)
             numeric.append(column)
+    # One frame from whole blocks, in the features' order: a column written at a time costs
+    # more than the data on the few-row frames a request or a batch chunk holds.
+    parts = [out, _numeric_block(raw, numeric, report, file)]
+    if categories:
+        parts.append(pd.DataFrame(categories, index=raw.index))
+    out = pd.concat(parts, axis=1)[[*out.columns, *features]]
     rules = rules_for_spec(spec, numeric)
     _report_unused_ranges(spec, numeric, report, file)
     check_ranges(out, report, file, spec.range_policy, numeric, rules)
@@ -338,6 +350,21 @@ def _inferred_categorical(values: pd.Series, pspec: PatientsSpec) -> bool:
         and pspec.infer_categorical
         and looks_categorical(values, pspec.max_categories)
     )
+
+
+def _numeric_block(
+    raw: pd.DataFrame, columns: list[str], report: LoadReport, file: str
+) -> pd.DataFrame:
+    """The numeric features as float64: columns of plain numbers converted in one step, the
+    others parsed cell by cell (:func:`_numbers`, each bad cell reported)."""
+    dtypes = raw.dtypes
+    plain = [c for c in columns if is_plain_number_dtype(dtypes[c])]
+    block = raw[plain].astype("float64") if plain else pd.DataFrame(index=raw.index)
+    parse = [c for c in columns if c not in set(plain)]
+    parsed = {c: _numbers(raw, c, report, file) for c in parse}
+    if parsed:
+        block = pd.concat([block, pd.DataFrame(parsed, index=raw.index)], axis=1)
+    return block[columns]
 
 
 def _numbers(raw: pd.DataFrame, column: str, report: LoadReport, file: str) -> pd.Series:

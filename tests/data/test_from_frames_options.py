@@ -110,3 +110,25 @@ def test_a_resolved_images_table_is_used_as_given(tmp_path: Path) -> None:
             images_source="images.csv",
             images_resolved=True,
         )
+
+
+def test_numbers_given_as_numbers_are_checked_as_numbers_given_as_text() -> None:
+    """Columns of plain numbers skip the text parser (a request or a notebook frame): the
+    cohort and every report entry equal those of the same values written as text."""
+    numbers = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c", "d"],
+            "lh_iu_l": [5.0, 400.0, float("inf"), float("nan")],  # out of range; infinite
+            "amh_ng_ml": [4.1, -1.0, 2.0, 3.5],  # a negative AMH is implausible
+            "bmi_kg_m2": [22, 31, 27, 19],  # integers
+        }
+    )
+    text = numbers.astype(str).replace({"nan": ""})
+    as_numbers = Cohort.from_frames(numbers, spec=SPEC)
+    as_text = Cohort.from_frames(text, spec=SPEC)
+    pd.testing.assert_frame_equal(as_numbers.patients, as_text.patients)
+    entries = as_numbers.report.to_frame()
+    pd.testing.assert_frame_equal(entries, as_text.report.to_frame())
+    flagged = set(zip(entries["column"], entries["row"].astype(str), strict=True))
+    assert {("lh_iu_l", "2"), ("lh_iu_l", "3"), ("amh_ng_ml", "2")} <= flagged
+    assert as_numbers.patients["lh_iu_l"].isna().sum() == 3  # set missing, as the policy says
