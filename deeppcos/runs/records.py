@@ -136,18 +136,18 @@ class ThresholdSummary:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ThresholdSummary:
-        figures = {k: Estimate.from_json(v) for k, v in data.items() if isinstance(v, Mapping)}
-        figures.pop("bootstrap", None)
+        # Every mapping but the bootstrap settings is a figure ({"value", "ci", …}).
+        figures = {
+            k: Estimate.from_json(v)
+            for k, v in data.items()
+            if isinstance(v, Mapping) and k != "bootstrap"
+        }
         return cls(
             figures=figures,
             threshold=_number(data.get("threshold")),
             n=int(data["n"]),
             positives=None if data.get("positives") is None else int(data["positives"]),
-            details={
-                k: v
-                for k, v in data.items()
-                if k not in _COUNT_KEYS and (k == "bootstrap" or k not in figures)
-            },
+            details={k: v for k, v in data.items() if k not in _COUNT_KEYS and k not in figures},
         )
 
     def to_json(self) -> dict[str, Any]:
