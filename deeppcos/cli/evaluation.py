@@ -139,21 +139,13 @@ def _print_recalibration(recal: dict[str, Any]) -> None:
 
 
 def _print_evaluation(result: dict[str, Any], run: Path) -> None:
+    from deeppcos.evaluation.metrics import METRICS
+
     fusion = result["fusion"]
     table = Table(title=f"locked test part: {result['scored']} patients scored")
     for column in ("metric", "value", "95% CI"):
         table.add_column(column)
-    for key in (
-        "roc_auc",
-        "pr_auc",
-        "sensitivity",
-        "specificity",
-        "ppv",
-        "npv",
-        "f1",
-        "brier",
-        "ece",
-    ):
+    for key in (k for k in METRICS if k != "accuracy"):  # every metric the file has but accuracy
         entry = fusion[key]
         name = f"{key} ({entry['value_method']})" if entry.get("value_method") else key
         table.add_row(name, _fmt(entry["value"]), _interval(entry.get("ci")))

@@ -323,8 +323,8 @@ class RunMetrics:
                 f"{source}: metrics format {version} was written by a newer deeppcos (this "
                 f"version reads up to {METRICS_FORMAT}); upgrade with 'pip install -U deeppcos'"
             )
-        branches = data.get("branches", {})
         try:
+            branches = dict(data.get("branches", {}))
             return cls(
                 label_name=data.get("label_name"),
                 pcos=data.get("pcos"),
@@ -338,7 +338,7 @@ class RunMetrics:
                 details={k: v for k, v in data.items() if k not in cls._MODELLED},
                 format_version=METRICS_FORMAT,  # read once, written in this version's layout
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise RunError(
                 f"{source}: not a deeppcos metrics record ({type(exc).__name__}: {exc}); "
                 "train the run again with 'deeppcos train --overwrite'"

@@ -40,6 +40,9 @@ def test_a_newer_or_broken_file_is_refused_with_what_to_do(tabular_run: Path) ->
     broken = {**data, "branches": {"tabular": {"folds": []}}}  # no out-of-fold figures
     with pytest.raises(RunError, match=r"x/metrics.json: not a deeppcos metrics record.*train"):
         RunMetrics.from_json(broken, "x/metrics.json")
+    for wrong in ({"branches": 3}, {"branches": {"tabular": {"oof": "high"}}}):  # wrong types
+        with pytest.raises(RunError, match=r"x/metrics.json: not a deeppcos metrics record"):
+            RunMetrics.from_json(wrong, "x/metrics.json")
 
 
 def test_both_summary_layouts_answer_one_schema(tabular_run: Path) -> None:
