@@ -192,6 +192,8 @@ def severity_inputs(
         frame = pd.DataFrame(index=index)
     else:
         frame = tabular if tabular.index.equals(index) else tabular.reindex(index)
+        if _plain_floats(frame):
+            return _float_inputs(frame, p_image, excluded)
         dropped = [c for c in excluded if c in frame]
         frame = frame.drop(columns=dropped) if dropped else frame.copy()
         # Category codes are not quantities: the logistic head must see one indicator per
@@ -207,6 +209,32 @@ def severity_inputs(
             f"column ({excluded}) and there is no image branch"
         )
     return frame
+
+
+def _plain_floats(frame: pd.DataFrame) -> bool:
+    """No categorical codes and every column a plain float: the inputs can be one matrix."""
+    return not frame.attrs.get(CATEGORIES_ATTR) and all(kind == np.float64 for kind in frame.dtypes)
+
+
+def _float_inputs(
+    frame: pd.DataFrame, p_image: pd.Series | None, excluded: list[str]
+) -> pd.DataFrame:
+    """:func:`severity_inputs` for a table of plain floats, as one matrix (each frame
+    operation costs more than the arithmetic for the few rows of a service request)."""
+    names = [str(c) for c in frame.columns if c not in excluded]
+    positions = [frame.columns.get_loc(c) for c in names]
+    blocks = [frame.to_numpy(dtype="float64")[:, positions]]
+    if p_image is not None:
+        aligned = p_image if p_image.index.equals(frame.index) else p_image.reindex(frame.index)
+        p = aligned.to_numpy(dtype="float64").clip(1e-6, 1 - 1e-6)
+        blocks.append(np.log(p / (1 - p))[:, None])
+        names.append(IMAGE_INPUT)
+    if not names:
+        raise SchemaError(
+            "no input is left for the severity head: the criteria labeller used every tabular "
+            f"column ({excluded}) and there is no image branch"
+        )
+    return pd.DataFrame(np.hstack(blocks), columns=names, index=frame.index)
 
 
 def cross_val_severity(

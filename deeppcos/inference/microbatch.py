@@ -152,16 +152,23 @@ class Arrival(Generic[Item, Result]):
         return self
 
     def submit(self, item: Item, size: int = 1) -> Result:
+        """Queue the item and wait for its result (on a request thread)."""
+        return self.enqueue(item, size).result()
+
+    def enqueue(self, item: Item, size: int = 1) -> Future[Result]:
+        """Queue the item; its result arrives in the future (for a request on an event loop,
+        which awaits it rather than blocking)."""
         # No longer "on its way" before it is queued: otherwise the scorer, woken by the put,
         # could still count it as arriving and wait for it in vain (the bounded wait, every
         # time, for a lone client).
-        self._withdraw()
-        return self._batcher._enqueue(item, size).result()
+        self.withdraw()
+        return self._batcher._enqueue(item, size)
 
     def __exit__(self, *exc: object) -> None:
-        self._withdraw()  # a request that failed before submitting is no longer on its way
+        self.withdraw()  # a request that failed before submitting is no longer on its way
 
-    def _withdraw(self) -> None:
+    def withdraw(self) -> None:
+        """Not coming after all (or handed to another path): the scorer stops waiting for it."""
         if self._announced:
             self._announced = False
             self._batcher._announce(-1)

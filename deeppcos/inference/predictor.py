@@ -11,6 +11,7 @@ used; a patient with neither labs nor images gets no prediction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,8 +156,7 @@ class Predictor:
                 "risk": risk,
                 "decision": decision,
                 "modalities": routes,
-                "severity": severity["severity"].array,
-                **{c: severity[c].array for c in severity.columns if c != "severity"},
+                **severity,
             }
         )
         return Prediction(out, tabular, embeddings)
@@ -202,10 +202,11 @@ class Predictor:
         tabular: pd.DataFrame | None,
         risk: np.ndarray,
         decision: Any,
-    ) -> pd.DataFrame:
-        """The severity grade and per-grade probabilities (missing where nothing was scored)."""
+    ) -> dict[str, Any]:
+        """The severity grade and per-grade probabilities (missing where nothing was scored),
+        as output columns."""
         if self.severity is None:
-            return pd.DataFrame({"severity": pd.Series([pd.NA] * len(frame), dtype="string")})
+            return {"severity": pd.array([pd.NA] * len(frame), dtype="string")}
         from deeppcos.fusion.grading import severity_inputs
 
         p_image = frame["p_image"] if "image" in self.branches else None
@@ -213,7 +214,7 @@ class Predictor:
         x = severity_inputs(tabular, p_image, excluded, frame.index)
         given_pcos = self.severity.predict_proba(x)  # the head picks its own columns, by name
         pcos_levels = [str(v) for v in self.severity.levels_]
-        return severity_columns(given_pcos, risk, decision, self.severity_levels(), pcos_levels)
+        return _severity_arrays(given_pcos, risk, decision, self.severity_levels(), pcos_levels)
 
     def severity_levels(self) -> list[str]:
         """Every grade, lowest ("no disease") first: the head's PCOS grades after it."""
@@ -239,20 +240,38 @@ def severity_columns(
       *given PCOS* — a grade is only ever reported together with a positive decision, and a
       positive decision always comes with a PCOS grade.
     """
+    return pd.DataFrame(_severity_arrays(given_pcos, risk, decision, levels, pcos_levels))
+
+
+def _severity_arrays(
+    given_pcos: np.ndarray,
+    risk: np.ndarray,
+    decision: Any,
+    levels: Sequence[str],
+    pcos_levels: Sequence[str],
+) -> dict[str, Any]:
+    """:func:`severity_columns` as columns (``severity``, then ``p_severity_<grade>``)."""
     if list(levels[1:]) != list(pcos_levels):
         raise RunError(f"severity levels {list(levels)} do not extend the head's {pcos_levels}")
     risk = np.asarray(risk, dtype="float64")
     given = np.asarray(given_pcos, dtype="float64")
     scored = ~np.isnan(risk)
-    flagged = np.asarray(pd.array(decision, dtype="boolean").fillna(False), dtype=bool)
+    flagged = pd.array(decision, dtype="boolean").to_numpy(dtype=bool, na_value=False)
     codes = np.where(flagged, 1 + given.argmax(axis=1), 0)
     codes = np.where(scored, codes, -1)
-    grades = pd.Categorical.from_codes(codes, categories=list(levels), ordered=True)
+    grades = pd.Categorical.from_codes(codes, dtype=_grade_dtype(tuple(levels)))
     joint = np.column_stack([1 - risk, risk[:, None] * given])
     joint[~scored] = np.nan
-    out = pd.DataFrame(joint, columns=[f"p_severity_{lv}" for lv in levels])
-    out.insert(0, "severity", grades)
-    return out
+    return {
+        "severity": grades,
+        **{f"p_severity_{level}": joint[:, k] for k, level in enumerate(levels)},
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _grade_dtype(levels: tuple[str, ...]) -> pd.CategoricalDtype:
+    # Built once per run's grades: checking the categories costs more than the coding.
+    return pd.CategoricalDtype(list(levels), ordered=True)
 
 
 def given_pcos(probabilities: dict[str, float | None]) -> dict[str, float] | None:

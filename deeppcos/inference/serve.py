@@ -27,6 +27,7 @@ to bind beyond the loopback interface without one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -52,6 +53,7 @@ import pandas as pd
 
 try:
     from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.concurrency import run_in_threadpool
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
@@ -66,6 +68,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    ValidationError,
     WithJsonSchema,
     model_validator,
 )
@@ -76,6 +79,7 @@ from deeppcos.exceptions import ConfigError, DeepPCOSError
 from deeppcos.inference.batch import model_inputs
 from deeppcos.inference.microbatch import MicroBatcher
 from deeppcos.inference.predictor import given_pcos
+from deeppcos.inference.request_batch import RequestRows
 from deeppcos.knowledge.catalog import CATALOG
 from deeppcos.knowledge.ranges import RangeRule
 
@@ -364,6 +368,9 @@ class _Service:
         self.record = self.predictor.record
         self.features: list[str] = model_inputs(self.predictor)
         self.accepted = _inputs_and_parts(self.features)  # what a request's features may feed
+        # The columns of a merged batch: the inputs, then any part a derived input is computed
+        # from (so a batch derives what a request alone would).
+        self.inputs = [*self.features, *sorted(self.accepted - set(self.features))]
         tabular = self.predictor.branches.get("tabular")
         self.categories: dict[str, list[str]] = dict(getattr(tabular, "categories_", {}))
         # The ranges training checked, for every input a request may send.
@@ -403,14 +410,17 @@ class _Service:
             self._explainer_process.shutdown(cancel_futures=True)
             self._explainer_process = None
 
-    def _score_batch(self, cohorts: Sequence[Any]) -> list[list[dict[str, Any]]]:
+    def _score_batch(self, requests: Sequence[Any]) -> list[list[dict[str, Any]]]:
         """Every request's predictions (one record per patient) from one model call (on the
-        batcher's thread)."""
-        if len(cohorts) == 1:
-            return [self.predictor.predict(cohorts[0]).to_dict("records")]
-        merged, parts = merge_cohorts(cohorts, self.features)
-        predictions = self.predictor.predict(merged)
-        return split_predictions(predictions, parts)
+        batcher's thread); a request is a :class:`RequestRows` or, with images or FHIR, a
+        cohort."""
+        from deeppcos.inference.request_batch import merge_requests, split_predictions
+
+        if len(requests) == 1 and not isinstance(requests[0], RequestRows):
+            return [self.predictor.predict(requests[0]).to_dict("records")]
+        spec = _request_spec(self.limits.max_pixels, tuple(self.inputs))
+        merged, parts = merge_requests(requests, self.inputs, spec)
+        return split_predictions(self.predictor.predict(merged), parts)
 
     @property
     def name(self) -> str:
@@ -473,12 +483,23 @@ def create_app(
         return model_summary(service)
 
     @app.post("/predict", response_model=PredictResponse, dependencies=[Depends(check_key)])
-    def predict(request: PredictRequest) -> Response:
-        # Built as a PredictResponse (validated once, here) and sent as its JSON: returning the
-        # model would make FastAPI dump, validate and encode it a second time.
-        body = _predict(service, request).model_dump_json()
-        return Response(content=body, media_type="application/json")
+    async def predict(http: Request) -> Response:
+        # The body is validated by the request model straight from its bytes (FastAPI's own
+        # parse and validate cost more than the rest of a labs-only request). Labs-only
+        # requests are checked on the event loop and wait for their micro-batch without
+        # holding a thread; images, FHIR and explanations are slower work, done in a thread.
+        with service.batcher.arrival() as arrival:
+            request = parse_request(await http.body())
+            if not _labs_only(request):
+                arrival.withdraw()
+                answer = await run_in_threadpool(_predict, service, request)
+                return _json_response(answer)
+            rows = _json_rows(service, request.patients or [])
+            waiting = arrival.enqueue(rows, size=rows.patients)
+        records = await asyncio.wrap_future(waiting)
+        return _json_response(_response(service, records, {}, rows))
 
+    app.openapi = functools.partial(_openapi_with_request_body, app, app.openapi)  # type: ignore[method-assign]
     return app
 
 
@@ -586,11 +607,53 @@ def _input_schema(service: _Service) -> dict[str, Any]:
 # --- /predict ---------------------------------------------------------------------------------
 
 
+def parse_request(body: bytes) -> PredictRequest:
+    """The request model from the body's bytes; a 422 whose ``loc`` starts with ``body``, as
+    FastAPI's own, when it is not one."""
+    try:
+        return PredictRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def _labs_only(request: PredictRequest) -> bool:
+    patients = request.patients
+    return not request.explain and patients is not None and not any(p.images for p in patients)
+
+
+def _json_response(answer: PredictResponse) -> Response:
+    # Validated once, when the PredictResponse was built: returning the model would make
+    # FastAPI dump, validate and encode it a second time.
+    return Response(content=answer.model_dump_json(), media_type="application/json")
+
+
+def _openapi_with_request_body(app: FastAPI, build: Any) -> dict[str, Any]:
+    """The OpenAPI document with ``POST /predict``'s body: the endpoint reads the raw body
+    (see ``predict``), so FastAPI cannot see its model."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = build()
+    request = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(request.pop("$defs", {}))
+    components["PredictRequest"] = request
+    schema["paths"]["/predict"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+        },
+    }
+    app.openapi_schema = schema
+    return schema
+
+
 def _unprocessable(loc: list[Any], message: str, kind: str = "value_error") -> HTTPException:
     return HTTPException(422, [{"loc": ["body", *loc], "msg": message, "type": kind}])
 
 
 def _predict(service: _Service, request: PredictRequest) -> PredictResponse:
+    """A request with images, a FHIR Bundle or ``explain: true`` (on a worker thread)."""
     if request.explain:
         return _predict_explained(service, request)
     with service.batcher.arrival() as arrival, ExitStack() as stack:
@@ -650,61 +713,18 @@ def _request_cohort(service: _Service, request: PredictRequest, stack: ExitStack
 
 
 def _response(
-    service: _Service, records: list[dict[str, Any]], explanations: dict[str, Any], cohort: Any
+    service: _Service, records: list[dict[str, Any]], explanations: dict[str, Any], request: Any
 ) -> PredictResponse:
+    """The answer: each patient's prediction and the load report of ``request`` (the request's
+    cohort or :class:`RequestRows`)."""
     threshold = service.predictor.threshold
     assert threshold is not None  # load_run always sets it
     return PredictResponse(
         run=service.name,
         threshold=float(threshold),
         predictions=[_prediction(row, explanations) for row in records],
-        report=[_entry(e) for e in cohort.report],
+        report=[_entry(e) for e in request.report],
     )
-
-
-def merge_cohorts(cohorts: Sequence[Any], features: list[str]) -> tuple[Any, list[list[str]]]:
-    """One cohort of every request's patients, for one model call, and each request's ids.
-
-    Two requests may use the same patient id: inside the batch each id is prefixed with its
-    request's position (``"3/P-1"``), and :func:`split_predictions` restores it.
-    """
-    from deeppcos.data.cohort import Cohort
-    from deeppcos.data.report import LoadReport
-
-    # One concatenation and one column selection for the whole batch (per-request frame
-    # operations cost more than the model for a batch of one-patient requests).
-    parts = [[str(i) for i in cohort.patients["patient_id"]] for cohort in cohorts]
-    patients = pd.concat([cohort.patients for cohort in cohorts], ignore_index=True)
-    patients = patients.reindex(columns=["patient_id", *features])
-    patients["patient_id"] = [f"{k}/{pid}" for k, ids in enumerate(parts) for pid in ids]
-    images = []
-    for k, cohort in enumerate(cohorts):
-        if len(cohort.images):
-            own = cohort.images.copy()
-            own["patient_id"] = f"{k}/" + own["patient_id"].astype(str)
-            own["image_id"] = f"{k}/" + own["image_id"].astype(str)
-            images.append(own)
-    image_table = (
-        pd.concat(images, ignore_index=True) if images else cohorts[0].images.iloc[0:0].copy()
-    )
-    merged = Cohort(cohorts[0].spec, patients, image_table, list(features), LoadReport())
-    return merged, parts
-
-
-def split_predictions(
-    predictions: pd.DataFrame, parts: list[list[str]]
-) -> list[list[dict[str, Any]]]:
-    """Each request's rows of a merged prediction (one record per patient), in its own order,
-    under its own ids."""
-    records = predictions.to_dict("records")
-    out, start = [], 0
-    for ids in parts:
-        own = records[start : start + len(ids)]
-        for record, pid in zip(own, ids, strict=True):
-            record["patient_id"] = pid
-        out.append(own)
-        start += len(ids)
-    return out
 
 
 def _explainer() -> Any:
@@ -758,9 +778,22 @@ def _path(path: str) -> list[str | int]:
 
 
 def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path | None):  # -> Cohort
-    """The request's patients as a cohort: the values are numbers already (validated by the
-    request model), so only ids and the catalog's plausible ranges are checked here."""
-    from deeppcos.data.cohort import Cohort, attach_images, empty_images_table
+    """The request's patients as a cohort, with their images when ``folder`` is given (they are
+    decoded, checked and written there)."""
+    from deeppcos.data.cohort import attach_images
+
+    cohort = _json_rows(service, patients).cohort()
+    images, where = _images(patients, folder, service.limits) if folder is not None else (None, {})
+    if images is not None:
+        cohort = attach_images(cohort, images, file="request")
+        _refuse_bad_images(cohort.report, where)
+    return cohort
+
+
+def _json_rows(service: _Service, patients: list[PatientIn]) -> RequestRows:
+    """The request's patients, checked: the values are numbers already (validated by the
+    request model), so only ids, the features' names and the plausible ranges are checked here,
+    on a matrix (a frame is built only when some value is out of range)."""
     from deeppcos.data.tables import check_ranges
 
     limits = service.limits
@@ -774,29 +807,27 @@ def _json_cohort(service: _Service, patients: list[PatientIn], folder: Path | No
         [[_request_number(p, i, c) for c in numeric] for i, p in enumerate(patients)],
         dtype="float64",
     ).reshape(len(patients), len(numeric))
-    frame = pd.DataFrame(values, columns=numeric)
-    frame.insert(0, "patient_id", [p.patient_id for p in patients])
-    frame.index = pd.RangeIndex(0, len(frame), name="row")  # row i = patients[i]
     report = LoadReport()
-    for column in columns:  # columns are read by name: their order in the frame is free
-        if column in service.categories:
-            frame[column] = _categories(service, patients, column, report)
-    check_ranges(
-        frame, report, "request", "null", _outside(values, numeric, service.ranges), service.ranges
-    )
-    _report_unused(service, given, report)
-    cohort = Cohort(
+    categorical = {
+        column: _categories(service, patients, column, report)
+        for column in columns
+        if column in service.categories
+    }
+    rows = RequestRows(
         _request_spec(limits.max_pixels, tuple(columns)),
-        frame,
-        empty_images_table(),
-        columns,
+        [p.patient_id for p in patients],
+        numeric,
+        values,
+        categorical,
         report,
     )
-    images, where = _images(patients, folder, limits) if folder is not None else (None, {})
-    if images is not None:
-        cohort = attach_images(cohort, images, file="request")
-        _refuse_bad_images(cohort.report, where)
-    return cohort
+    outside = _outside(values, numeric, service.ranges)
+    if outside:  # reported row by row, and set missing, as the file loaders do
+        frame = rows.frame()
+        check_ranges(frame, report, "request", "null", outside, service.ranges)
+        rows.values = frame[numeric].to_numpy(dtype="float64")
+    _report_unused(service, given, report)
+    return rows
 
 
 @functools.lru_cache(maxsize=64)
@@ -856,7 +887,7 @@ def _request_number(patient: PatientIn, index: int, column: str) -> float:
 
 def _categories(
     service: _Service, patients: list[PatientIn], column: str, report: LoadReport
-) -> pd.Series:
+) -> list[Any]:
     """A categorical input's labels; one the model never saw is reported (scored missing)."""
     from deeppcos.data.categorical import UNSEEN, category_text, report_each
 
@@ -874,7 +905,7 @@ def _categories(
         expected=known,
     )
     labels[unseen] = None
-    return labels
+    return labels.tolist()
 
 
 def _check_patients(service: _Service, patients: list[PatientIn]) -> None:

@@ -116,24 +116,32 @@ def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
     """
     # Computed into arrays and added in one step: per-column inserts cost more than the
     # arithmetic for the one or few rows of a prediction request.
+    added = derive_arrays(lambda name: _floats(frame[name]) if name in frame else None)
+    return frame.assign(**added) if added else frame.copy()
+
+
+def derive_arrays(column: Callable[[str], np.ndarray | None]) -> dict[str, np.ndarray]:
+    """The derived columns :func:`derive_features` adds or fills, from the columns ``column``
+    returns as float arrays (None: not a column): the arithmetic without a frame, for callers
+    that hold their inputs as arrays."""
     added: dict[str, np.ndarray] = {}
 
-    def column(name: str) -> np.ndarray:
-        return added[name] if name in added else _floats(frame[name])
+    def current(name: str) -> np.ndarray | None:
+        return added[name] if name in added else column(name)
 
     for derived in DERIVED:
-        if not all(part in frame or part in added for part in derived.parts):
+        parts = [current(part) for part in derived.parts]
+        if any(part is None for part in parts):
             continue
-        present = derived.name in frame or derived.name in added
-        current = column(derived.name) if present else None
-        if current is not None and not np.isnan(current).any():
+        present = current(derived.name)
+        if present is not None and not np.isnan(present).any():
             continue
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            values = _screen(derived.name, derived.formula(*(column(p) for p in derived.parts)))
+            values = _screen(derived.name, derived.formula(*parts))
         added[derived.name] = (
-            values if current is None else np.where(np.isnan(current), values, current)
+            values if present is None else np.where(np.isnan(present), values, present)
         )
-    return frame.assign(**added) if added else frame.copy()
+    return added
 
 
 def _floats(column: pd.Series) -> np.ndarray:

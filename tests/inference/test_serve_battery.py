@@ -15,7 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deeppcos.inference.microbatch import MicroBatcher
-from deeppcos.inference.serve import ServiceLimits, create_app, merge_cohorts, split_predictions
+from deeppcos.inference.request_batch import merge_requests, split_predictions
+from deeppcos.inference.serve import ServiceLimits, create_app
+from deeppcos.knowledge.catalog import CATALOG
 
 KEY = "k" * 24
 
@@ -113,7 +115,8 @@ def test_a_merged_batch_scores_each_request_as_alone(tabular_run: Path) -> None:
         requests.append(PredictRequest.model_validate({"patients": patients}))
     cohorts = [_request_cohort(service, r, ExitStack()) for r in requests]
     alone = [service.predictor.predict(c) for c in cohorts]
-    merged, parts = merge_cohorts(cohorts, service.features)
+    spec = cohorts[0].spec
+    merged, parts = merge_requests(cohorts, service.inputs, spec)
     together = split_predictions(service.predictor.predict(merged), parts)
     for own, batched in zip(alone, together, strict=True):
         pd.testing.assert_frame_equal(
@@ -261,3 +264,62 @@ def test_a_dead_explanation_process_is_a_503_and_is_replaced(tabular_run: Path) 
     with pytest.raises(HTTPException) as error:
         service.explain(None)
     assert error.value.status_code == 503 and service._explainer_process is None
+
+
+def test_labs_only_requests_merged_as_rows_score_as_alone(tabular_run: Path) -> None:
+    """The service's labs-only path: requests kept as checked matrices and stacked into one
+    model call give each request what scoring it alone gives, whatever features each sent (one
+    lacks some, one sends an input the model ignores, one a value out of range)."""
+    from deeppcos.inference.request_batch import RequestRows
+    from deeppcos.inference.serve import PredictRequest, _json_rows, _request_spec
+
+    service = create_app(tabular_run).state.service
+    table = pd.read_csv(tabular_run.parent / "cohort" / "patients.csv").head(7)
+    labs = table.drop(columns=["pcos", "severity", "site"]).set_index("patient_id")
+    first = labs.iloc[:3].drop(columns=["amh_ng_ml", "bmi_kg_m2"])  # fewer features
+    bodies = [
+        [
+            {"patient_id": f"P{i}", "features": row.dropna().to_dict()}
+            for i, (_, row) in enumerate(part.iterrows())
+        ]
+        for part in (first, labs.iloc[3:5], labs.iloc[5:7])
+    ]
+    bodies[1][0]["features"]["fsh_iu_l"] = 5052.0  # out of range: reported, scored missing
+    extra = next(n for n, f in CATALOG.items() if n not in service.accepted and f.plausible)
+    low, high = CATALOG[extra].plausible
+    bodies[2][1]["features"][extra] = (low + high) / 2  # not a model input: reported, ignored
+    requests = [
+        _json_rows(service, PredictRequest.model_validate({"patients": body}).patients)
+        for body in bodies
+    ]
+    assert all(isinstance(r, RequestRows) for r in requests)
+    assert [e.action for e in requests[1].report] == ["out_of_range"]
+    assert [e.action for e in requests[2].report] == ["dropped_column"]
+    assert np.isnan(requests[1].values[0, requests[1].numeric.index("fsh_iu_l")])
+    alone = [service.predictor.predict(r.cohort()) for r in requests]
+    together = service._score_batch(requests)
+    for own, batched in zip(alone, together, strict=True):
+        pd.testing.assert_frame_equal(
+            pd.DataFrame(own.to_dict("records")), pd.DataFrame(batched), check_dtype=False
+        )
+    # A batch that also holds a cohort (a request with images or FHIR) is merged frame by frame.
+    spec = _request_spec(service.limits.max_pixels, tuple(service.inputs))
+    mixed, parts = merge_requests([requests[0], requests[2].cohort()], service.inputs, spec)
+    rows = split_predictions(service.predictor.predict(mixed), parts)
+    pd.testing.assert_frame_equal(pd.DataFrame(rows[1]), pd.DataFrame(together[2]))
+
+
+def test_split_predictions_gives_what_to_dict_gives() -> None:
+    frame = pd.DataFrame(
+        {
+            "patient_id": ["0/a", "0/b"],
+            "risk": [0.25, np.nan],
+            "decision": pd.array([True, None], dtype="boolean"),
+            "severity": pd.Categorical(["mild", None]),
+            "note": pd.array([None, "x"], dtype="string"),
+        }
+    )
+    (records,) = split_predictions(frame, [["a", "b"]])
+    expected = frame.assign(patient_id=["a", "b"]).to_dict("records")
+    assert str(records) == str(expected)
+    assert records[1]["decision"] is None and records[0]["note"] is None
