@@ -458,7 +458,9 @@ def create_app(
     # Declares the key in the OpenAPI schema; ApiKeyGate has already refused a wrong one, before
     # the body was read. A default, not an Annotated hint: hints are strings here (postponed
     # annotations) and FastAPI would not find the local ``header`` when it resolves them.
-    def check_key(key: str | None = Depends(header)) -> None:
+    # Async: FastAPI runs a plain function dependency on a worker thread, a thread hop per
+    # request for nothing.
+    async def check_key(key: str | None = Depends(header)) -> None:
         return None
 
     @app.exception_handler(RequestValidationError)
@@ -475,7 +477,7 @@ def create_app(
         )
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # on the event loop: answers while threads are busy
         return {"status": "ok", "uptime_s": round(time.time() - service.started, 1)}
 
     @app.get("/model", dependencies=[Depends(check_key)])
