@@ -236,8 +236,10 @@ def bench_service(run: Path, quick: bool, workers: int) -> dict:
     server = start_server(run, port, workers)
     n = 50 if quick else 300
     try:
-        for body in (tabular, with_image):  # warm-up: every worker builds its graphs
-            timed_requests(url, body, 10 * workers)
+        # Warm-up: every worker builds its graphs. From 8 connections at once: the requests of
+        # one keep-alive connection all go to the same worker.
+        for body in (tabular, with_image):
+            concurrent(url, body, 8, 5)
         timed_requests(url, explained, 1)
         sequential, errors = timed_requests(url, tabular, n)
         sequential_image, errors_image = timed_requests(url, with_image, n // 2)

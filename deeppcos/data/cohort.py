@@ -474,13 +474,16 @@ def probe_images(
         except ImageError as exc:
             found[path] = exc
 
-    # OpenCV and hashing release the GIL, so threads use both cores.
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    # OpenCV and hashing release the GIL, so threads use both cores (not worth starting for
+    # the one image of a typical service request).
+    with ThreadPoolExecutor(max_workers=min(4, len(unique_paths))) as pool:
         for done, _ in enumerate(pool.map(probe, unique_paths), start=1):
             if progress:
                 progress(done, len(unique_paths))
     infos = images["path"].map(found)
     failed = infos.map(lambda i: isinstance(i, ImageError))
+    if not failed.any():  # row selection on text columns is costly for the few rows of a request
+        return _with_probes(images.copy(), infos, report, file)
     for row, record in images[failed].iterrows():
         report.add(
             "excluded",
@@ -491,8 +494,13 @@ def probe_images(
             column="path",
             found=record["path"],
         )
-    good = images[~failed].copy()
-    probed = infos[~failed]
+    return _with_probes(images[~failed].copy(), infos[~failed], report, file)
+
+
+def _with_probes(
+    good: pd.DataFrame, probed: pd.Series, report: LoadReport, file: str | None
+) -> pd.DataFrame:
+    """The readable images with what their probe found (format, size, hash, …)."""
     _report_extra_pages(good, probed, report, file)
     for column in PROBE_COLUMNS:
         good[column] = [getattr(i, column) for i in probed]
@@ -530,6 +538,8 @@ def _exclude_images(
     file: str | None,
 ) -> pd.DataFrame:
     """Images where ``mask`` holds are left out, each listed in the report."""
+    if not mask.any():
+        return images
     for row, value in images.loc[mask, column].items():
         report.add(
             "excluded", "excluded_image", message, file=file, row=row, column=column, found=value

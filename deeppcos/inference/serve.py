@@ -76,6 +76,7 @@ from pydantic import (
 from deeppcos.data.imageio import sniff_format
 from deeppcos.data.report import LoadReport
 from deeppcos.exceptions import ConfigError, DeepPCOSError
+from deeppcos.image.lazy import LazyImageBranch
 from deeppcos.inference.batch import model_inputs
 from deeppcos.inference.microbatch import MicroBatcher
 from deeppcos.inference.predictor import given_pcos
@@ -376,6 +377,11 @@ class _Service:
         # The ranges training checked, for every input a request may send.
         self.ranges = self.predictor.input_ranges(sorted(set(CATALOG) | set(self.accepted)))
         self.uses_images = "image" in self.predictor.branches
+        image = self.predictor.branches.get("image")
+        if isinstance(image, LazyImageBranch):
+            # Loaded now, not at the first image request: a broken image model fails the start,
+            # and no request waits seconds for Keras (the CLI loads it lazily, for cold starts).
+            image.load()
         self.batcher: MicroBatcher[Any, list[dict[str, Any]]] = MicroBatcher(
             self._score_batch, max_wait_s=limits.batch_wait_ms / 1000
         )

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from deeppcos.cli import app as cli_app
-from deeppcos.exceptions import ConfigError
+from deeppcos.exceptions import ConfigError, DataFileError
 from deeppcos.inference.serve import ServiceLimits, create_app, resolve_api_key
 from tests.conftest import REPO, write_image
 
@@ -346,6 +346,8 @@ def test_live_server_under_bounded_concurrent_load(
 @pytest.mark.slow
 def test_tabular_and_image_request(image_run: Path, tmp_path: Path) -> None:
     client = TestClient(create_app(image_run))
+    # The image model is loaded with the service, not at the first image request.
+    assert client.app.state.service.predictor.branches["image"].loaded
     body, _ = _patients(image_run, 1)
     body[0]["images"] = [{"data": _png(tmp_path, 1), "side": "left"}, {"data": _png(tmp_path, 2)}]
     result = client.post("/predict", json={"patients": body})
@@ -353,6 +355,18 @@ def test_tabular_and_image_request(image_run: Path, tmp_path: Path) -> None:
     prediction = result.json()["predictions"][0]
     assert prediction["p_image"] is not None and prediction["p_tabular"] is not None
     assert "image" in prediction["modalities"] and "tabular" in prediction["modalities"]
+
+
+@pytest.mark.slow
+def test_a_broken_image_model_fails_the_start(image_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "run"
+    shutil.copytree(image_run, broken)
+    (model,) = [p for p in (broken / "image").iterdir() if p.suffix in (".keras", ".h5")]
+    model.write_bytes(b"not a model")
+    with pytest.raises(DataFileError, match=f"{model.name}: not a readable Keras model"):
+        create_app(broken)
 
 
 def test_several_worker_processes_serve_the_same_answers(tabular_run: Path) -> None:
