@@ -41,8 +41,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.model_selection import StratifiedKFold
 
 from deeppcos.exceptions import ConfigError, SchemaError, require_fitted
 
@@ -229,6 +227,10 @@ def _platt_loss(x: np.ndarray, w: np.ndarray, target: np.ndarray) -> float:
 
 
 def _fit_isotonic(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # scikit-learn is imported where a calibrator is fitted: a loaded run's calibrators are
+    # plain arrays, and the import costs about a second of every cold prediction.
+    from sklearn.isotonic import IsotonicRegression
+
     model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
     model.fit(p, y.astype("float64"))
     return _thresholds(model.X_thresholds_, model.y_thresholds_)
@@ -248,6 +250,8 @@ def _cross_validated(
 ) -> dict[str, float]:
     """Pooled held-out Brier score and log loss of ``method`` over stratified folds."""
     held_out = np.empty(len(y))
+    from sklearn.model_selection import StratifiedKFold
+
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(p, y):
         held_out[test] = Calibrator(method).fit(y[train], p[train]).transform(p[test])

@@ -51,7 +51,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.decomposition import PCA
 
 from deeppcos.exceptions import (
     ConfigError,
@@ -101,6 +100,8 @@ class _Reducer:
         scale = rows.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)  # a constant dimension stays 0, not ÷ 0
         k = min(n_components, rows.shape[0], rows.shape[1])
+        from sklearn.decomposition import PCA  # fitting only: a loaded PCA is two arrays
+
         pca = PCA(n_components=k, svd_solver="full", random_state=seed).fit((rows - mean) / scale)
         reducer = cls(mean, scale, pca.mean_, pca.components_)
         return reducer, [float(v) for v in pca.explained_variance_ratio_]

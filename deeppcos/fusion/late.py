@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 
 from deeppcos._version import __version__
 from deeppcos.exceptions import (
@@ -99,6 +98,8 @@ class LateFusion:
                 f"late fusion needs both classes among the rows with a label and every branch "
                 f"prediction; {int(keep.sum())} such rows hold {np.unique(labels).tolist()}"
             )
+        from sklearn.linear_model import LogisticRegression  # fitting only (see calibration)
+
         model = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=1000)
         model.fit(x[keep], labels.astype(int))
         self.intercept_ = float(model.intercept_[0])

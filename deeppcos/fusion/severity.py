@@ -38,7 +38,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.linear_model import LogisticRegression
 
 from deeppcos.exceptions import (
     ConfigError,
@@ -217,6 +216,8 @@ class OrdinalHead:
         if target.min() == target.max():
             return _Constant(target[0])
         if self.kind == "logistic":
+            from sklearn.linear_model import LogisticRegression  # fitting only
+
             model = LogisticRegression(C=self.C, max_iter=2000)
             model.fit(x, target.astype(int))
             return _Linear(model.coef_[0], model.intercept_[0])
