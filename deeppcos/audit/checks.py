@@ -166,7 +166,7 @@ def audit_cohort(
     findings += _check_split(ctx, assignments)
     findings += _check_image_shortcuts(ctx, probes)
     findings += _check_tabular(ctx, probes)
-    findings += _check_labels(ctx, probes)
+    findings += _check_labels(ctx, probes, pairs)
     settings = {
         "cohort": cohort.spec.name,
         "label_name": cohort.spec.label_name,

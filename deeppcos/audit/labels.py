@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from deeppcos.audit.base import Finding, _Context, worse
 from deeppcos.audit.probes import fmt_auc, grouped_folds, probe_auc, probe_figures, severity_for_auc
 from deeppcos.audit.rules import (
+    LABEL_CONSISTENCY_HIGH,
+    LABEL_CONSISTENCY_WARNING,
+    NEAR_COPY_BITS,
+    NEAR_COPY_MIN_PAIRS,
     SHORTCUT_HIGH,
     SHORTCUT_WARNING,
     Severity,
@@ -17,7 +22,9 @@ from deeppcos.audit.rules import (
 # --- check 6: labels and groups ---------------------------------------------------------------
 
 
-def _check_labels(ctx: _Context, probes: list[dict[str, Any]]) -> list[Finding]:
+def _check_labels(
+    ctx: _Context, probes: list[dict[str, Any]], pairs: pd.DataFrame | None = None
+) -> list[Finding]:
     patients = ctx.cohort.patients.reset_index(drop=True)
     if "label" not in patients:
         return [
@@ -32,6 +39,9 @@ def _check_labels(ctx: _Context, probes: list[dict[str, Any]]) -> list[Finding]:
     conflicts = _conflicting_copies(ctx)
     if conflicts is not None:
         findings.append(conflicts)
+    near = _near_copy_labels(ctx, pairs) if pairs is not None else None
+    if near is not None:
+        findings.append(near)
     if "group" in patients and patients["group"].notna().any():
         findings.append(_label_groups(ctx, patients, probes))
     return findings
@@ -70,6 +80,65 @@ def _conflicting_copies(ctx: _Context) -> Finding | None:
             "excluded": excluded,
             "kept": kept,
             "examples": [e.found for e in entries[:10]],
+        },
+    )
+
+
+def _near_copy_labels(ctx: _Context, pairs: pd.DataFrame) -> Finding | None:
+    """Whether near-copies of different patients share their label (see the rules module):
+    labels that near-copies do not share are noise that no model can fit, and they cap what a
+    grouped evaluation can score."""
+    frame = ctx.frame.drop_duplicates("image_id").set_index("image_id")
+    close = pairs[pairs["distance"] <= NEAR_COPY_BITS]
+    a, b = close["image_a"].to_numpy(), close["image_b"].to_numpy()
+    label_a = frame["label"].reindex(a).to_numpy(dtype="float64", na_value=np.nan)
+    label_b = frame["label"].reindex(b).to_numpy(dtype="float64", na_value=np.nan)
+    other_patient = frame["patient_id"].reindex(a).to_numpy() != frame["patient_id"].reindex(
+        b
+    ).to_numpy()
+    usable = ~np.isnan(label_a) & ~np.isnan(label_b) & other_patient
+    labels = frame["label"].dropna().astype(float)
+    positive = float(labels.mean()) if len(labels) else 0.0
+    chance = 2 * positive * (1 - positive)
+    if usable.sum() < NEAR_COPY_MIN_PAIRS or chance == 0:
+        return None
+    differ = float((label_a[usable] != label_b[usable]).mean())
+    consistency = 1 - differ / chance
+    severity: Severity = (
+        "high"
+        if consistency < LABEL_CONSISTENCY_HIGH
+        else "warning"
+        if consistency < LABEL_CONSISTENCY_WARNING
+        else "info"
+    )
+    pairs_text = f"{int(usable.sum()):,} pairs of near-copies"
+    detail = (
+        f"{pairs_text} (images at most {NEAR_COPY_BITS} bits apart in the perceptual hash: the "
+        "same picture re-encoded, or neighbouring frames of one video) belong to different "
+        f"patients; {differ:.0%} of them carry opposite labels, where two images' labels differ "
+        f"in {chance:.0%} of pairs by chance. Label consistency {consistency:.2f} (1: near-copies "
+        "always agree; 0: their labels ignore the picture). "
+    )
+    if severity != "info":
+        detail += (
+            "Labels that near-copies do not share are noise no image model can fit: the "
+            "grouped out-of-fold figure is capped by them, whatever the model. Check how the "
+            "labels were given before tuning a model on them."
+        )
+    return Finding(
+        "labels.near_copy_agreement",
+        severity,
+        f"Near-copies carry opposite labels in {differ:.0%} of {int(usable.sum()):,} pairs "
+        f"({chance:.0%} by chance)"
+        if severity != "info"
+        else f"Near-copies share their labels (consistency {consistency:.2f})",
+        detail,
+        figures={
+            "pairs": int(usable.sum()),
+            "max_bits": NEAR_COPY_BITS,
+            "labels_differ": round(differ, 4),
+            "differ_by_chance": round(chance, 4),
+            "label_consistency": round(consistency, 4),
         },
     )
 

@@ -11,6 +11,10 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "LABEL_CONSISTENCY_HIGH",
+    "LABEL_CONSISTENCY_WARNING",
+    "NEAR_COPY_BITS",
+    "NEAR_COPY_MIN_PAIRS",
     "SEVERITY_ORDER",
     "SHORTCUT_HIGH",
     "SHORTCUT_WARNING",
@@ -28,6 +32,15 @@ SHORTCUT_HIGH = 0.75
 SHORTCUT_WARNING = 0.65
 TABULAR_HIGH = 0.90
 TABULAR_WARNING = 0.75
+# Near-copies (perceptual hashes at most NEAR_COPY_BITS apart) of different patients should
+# share their label. Label consistency = 1 − (share of such pairs labelled differently) / (the
+# share two images' labels differ by chance, 2 p (1 − p)): 1 when near-copies always agree, 0
+# when their labels ignore the picture. Below these it is a finding (high / warning), judged on
+# at least NEAR_COPY_MIN_PAIRS pairs. PCOSGen's neighbouring video frames sit near 0.
+NEAR_COPY_BITS = 2
+NEAR_COPY_MIN_PAIRS = 30
+LABEL_CONSISTENCY_HIGH = 0.5
+LABEL_CONSISTENCY_WARNING = 0.8
 
 
 def json_safe(value: Any) -> Any:

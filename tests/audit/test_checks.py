@@ -428,3 +428,62 @@ def test_duplicate_patient_groups_matches_the_full_audit(tmp_path) -> None:
     groups = duplicate_patient_groups(cohort)
     assert groups.nunique() == len(cohort.patients) - 1
     assert groups.equals(audit_cohort(cohort).patient_groups)
+
+
+# --- labels of near-copies ---------------------------------------------------------------------
+
+
+def near_copy_rows(tmp_path: Path, copy_labels: list[int], same_patient: bool = False) -> list:
+    """Scan k (label k % 2) and a JPEG re-encoding of it labelled ``copy_labels[k]``; the copy
+    belongs to another patient unless ``same_patient``."""
+    rows = []
+    for k, copy_label in enumerate(copy_labels):
+        pixels = scan(500 + k)
+        owner = f"p{k}"
+        rows.append(
+            {
+                "image_id": f"a{k}",
+                "patient_id": owner,
+                "path": write(tmp_path / f"a{k}.png", pixels),
+                "label": k % 2,
+            }
+        )
+        rows.append(
+            {
+                "image_id": f"b{k}",
+                "patient_id": owner if same_patient else f"q{k}",
+                "path": write(tmp_path / f"b{k}.jpg", pixels, quality=90),
+                "label": copy_label,
+            }
+        )
+    return rows
+
+
+def test_near_copies_labelled_at_random_are_a_high_finding(tmp_path: Path) -> None:
+    """PCOSGen's neighbouring video frames: near-copies whose labels ignore the picture."""
+    copy_labels = [(k % 2) if k % 4 < 2 else 1 - (k % 2) for k in range(40)]  # half flipped
+    check = finding(
+        audit_cohort(make_cohort(near_copy_rows(tmp_path, copy_labels))),
+        "labels.near_copy_agreement",
+    )
+    assert check.severity == "high"
+    assert check.figures["pairs"] == 40 and check.figures["labels_differ"] == 0.5
+    assert check.figures["differ_by_chance"] == 0.5 and check.figures["label_consistency"] == 0
+    assert "noise no image model can fit" in check.detail
+
+
+def test_near_copies_sharing_labels_are_only_noted(tmp_path: Path) -> None:
+    copy_labels = [k % 2 for k in range(40)]
+    check = finding(
+        audit_cohort(make_cohort(near_copy_rows(tmp_path, copy_labels))),
+        "labels.near_copy_agreement",
+    )
+    assert check.severity == "info" and check.figures["label_consistency"] == 1
+
+
+def test_near_copies_of_one_patient_or_too_few_pairs_are_not_judged(tmp_path: Path) -> None:
+    flipped = [1 - (k % 2) for k in range(40)]
+    one_patient = audit_cohort(make_cohort(near_copy_rows(tmp_path, flipped, same_patient=True)))
+    assert not one_patient.by_check("labels.near_copy_agreement")
+    few = audit_cohort(make_cohort(near_copy_rows(tmp_path / "few", flipped[:10])))
+    assert not few.by_check("labels.near_copy_agreement")

@@ -163,6 +163,9 @@ def test_pcosgen_audit_reports_the_copies_and_the_video_frame_clusters(pcosgen) 
     copies = findings["labels.conflicting_copies"]
     assert copies.severity == "high" and copies.figures["excluded"] == 64
     assert findings["near.phash"].severity == "high"
+    # Near-copies of different frames carry opposite labels as often as chance would have it.
+    agreement = findings["labels.near_copy_agreement"]
+    assert agreement.severity == "high" and agreement.figures["label_consistency"] < 0.1
     # At the config's 8 bits the neighbouring frames of a video share a group; never split.
     groups = duplicate_patient_groups(pcosgen, near_duplicate_threshold=8)
     assert groups.nunique() < groups.size / 5
