@@ -428,23 +428,30 @@ def marginal_rate(small: dict, large: dict) -> float:
     return round(extra / (large["seconds"] - small["seconds"]), 1)
 
 
-def bench_batch(
-    tabular_run: Path, image_run: Path, served_run: Path, work: Path, quick: bool
-) -> dict:
-    from deeppcos.data.synthetic import generate_cohort
-
-    source = tabular_run.parent / "cohort" / "patients.csv"
-    sizes = (2_000, 20_000) if quick else (10_000, 100_000)
-    tabular = {}
+def labs_only_jobs(run: Path, sizes: tuple[int, int], work: Path) -> dict[str, dict]:
+    """Batch scoring of ``sizes`` labs-only patients resampled from the run's own cohort, one
+    fresh process per job."""
+    work.mkdir(parents=True, exist_ok=True)
+    jobs = {}
     for n in sizes:
-        path = big_table(source, n, work / f"patients-{n}.csv")
-        tabular[str(n)] = run_job(
-            run=str(tabular_run),
+        path = big_table(run.parent / "cohort" / "patients.csv", n, work / f"patients-{n}.csv")
+        jobs[str(n)] = run_job(
+            run=str(run),
             patients=str(path),
             images=None,
             chunk_size=10_000,
             out=str(work / f"out-{n}.parquet"),
         )
+    return jobs
+
+
+def bench_batch(
+    tabular_run: Path, image_run: Path, served_run: Path, work: Path, quick: bool
+) -> dict:
+    from deeppcos.data.synthetic import generate_cohort
+
+    sizes = (2_000, 20_000) if quick else (10_000, 100_000)
+    tabular = labs_only_jobs(tabular_run, sizes, work / "tabular")
     images_cohort = work / "images-cohort"
     generate_cohort(images_cohort, n_patients=210 if quick else 1_050, seed=11, image_size=128)
     n_images = len(pd.read_csv(images_cohort / "images.csv"))
@@ -460,16 +467,7 @@ def bench_batch(
     small, large = (tabular[str(n)] for n in sizes)
     # The served run's own batch scoring of labs-only patients: issue 19's bar for the service
     # (its "in-process batch scoring rate", marginal: start-up and model load excluded).
-    served = {}
-    for n in sizes:
-        path = big_table(served_run.parent / "cohort" / "patients.csv", n, work / f"s-{n}.csv")
-        served[str(n)] = run_job(
-            run=str(served_run),
-            patients=str(path),
-            images=None,
-            chunk_size=10_000,
-            out=str(work / f"served-{n}.parquet"),
-        )
+    served = labs_only_jobs(served_run, sizes, work / "served")
     return {
         "served_labs_only": {
             **served,
