@@ -199,6 +199,16 @@ def test_request_size_limits_are_413(client: TestClient, tmp_path: Path) -> None
     assert response.status_code == 413
 
 
+def test_more_patients_than_the_limit_is_422(tabular_run: Path) -> None:
+    limited = TestClient(create_app(tabular_run, limits=ServiceLimits(max_patients=2)))
+    body, _ = _patients(tabular_run, 3)
+    response = limited.post("/predict", json={"patients": body})
+    assert response.status_code == 422, response.text
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "patients"] and "at most 2 patients" in detail["msg"]
+    assert limited.post("/predict", json={"patients": body[:2]}).status_code == 200
+
+
 def test_image_over_its_own_limit_is_413(tabular_run: Path, tmp_path: Path) -> None:
     small = TestClient(create_app(tabular_run, limits=ServiceLimits(max_image_bytes=1000)))
     image = write_image(tmp_path / "big.png", size=(200, 200))
