@@ -2,9 +2,10 @@
 
 A prediction costs mostly fixed per-call work (building frames, one XGBoost and one Keras call
 per model), not per-patient work: one patient takes about as long as fifty. The service's
-request threads therefore hand their parsed, validated inputs to one scoring thread, which
-takes every job waiting in the queue, scores them as one batch and hands each request its own
-rows back.
+requests therefore hand their parsed, validated inputs to one scoring thread — from the event
+loop (``Arrival.enqueue``, a future to await) or from a request thread (``Arrival.submit``,
+which blocks) — and the scorer takes every job waiting in the queue, scores them as one batch
+and hands each request its own rows back.
 
 The wait is adaptive and bounded: the scorer waits for more jobs (at most ``max_wait_s``) only
 while requests that have arrived are still being parsed — under no load a request is scored at
