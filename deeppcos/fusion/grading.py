@@ -204,10 +204,7 @@ def severity_inputs(
         p = aligned.to_numpy(dtype="float64").clip(1e-6, 1 - 1e-6)
         frame[IMAGE_INPUT] = np.log(p / (1 - p))
     if frame.shape[1] == 0:
-        raise SchemaError(
-            "no input is left for the severity head: the criteria labeller used every tabular "
-            f"column ({excluded}) and there is no image branch"
-        )
+        raise _no_inputs_left(excluded)
     return frame
 
 
@@ -230,11 +227,15 @@ def _float_inputs(
         blocks.append(np.log(p / (1 - p))[:, None])
         names.append(IMAGE_INPUT)
     if not names:
-        raise SchemaError(
-            "no input is left for the severity head: the criteria labeller used every tabular "
-            f"column ({excluded}) and there is no image branch"
-        )
+        raise _no_inputs_left(excluded)
     return pd.DataFrame(np.hstack(blocks), columns=names, index=frame.index)
+
+
+def _no_inputs_left(excluded: list[str]) -> SchemaError:
+    return SchemaError(
+        "no input is left for the severity head: the criteria labeller used every tabular "
+        f"column ({excluded}) and there is no image branch"
+    )
 
 
 def cross_val_severity(

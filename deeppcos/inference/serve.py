@@ -80,7 +80,7 @@ from deeppcos.image.lazy import LazyImageBranch
 from deeppcos.inference.batch import model_inputs
 from deeppcos.inference.microbatch import MicroBatcher
 from deeppcos.inference.predictor import given_pcos
-from deeppcos.inference.request_batch import RequestRows
+from deeppcos.inference.request_batch import RequestRows, merge_requests, split_predictions
 from deeppcos.knowledge.catalog import CATALOG
 from deeppcos.knowledge.ranges import RangeRule
 
@@ -372,6 +372,7 @@ class _Service:
         # The columns of a merged batch: the inputs, then any part a derived input is computed
         # from (so a batch derives what a request alone would).
         self.inputs = [*self.features, *sorted(self.accepted - set(self.features))]
+        self.batch_spec = _request_spec(limits.max_pixels, tuple(self.inputs))
         tabular = self.predictor.branches.get("tabular")
         self.categories: dict[str, list[str]] = dict(getattr(tabular, "categories_", {}))
         # The ranges training checked, for every input a request may send.
@@ -420,12 +421,9 @@ class _Service:
         """Every request's predictions (one record per patient) from one model call (on the
         batcher's thread); a request is a :class:`RequestRows` or, with images or FHIR, a
         cohort."""
-        from deeppcos.inference.request_batch import merge_requests, split_predictions
-
         if len(requests) == 1 and not isinstance(requests[0], RequestRows):
             return [self.predictor.predict(requests[0]).to_dict("records")]
-        spec = _request_spec(self.limits.max_pixels, tuple(self.inputs))
-        merged, parts = merge_requests(requests, self.inputs, spec)
+        merged, parts = merge_requests(requests, self.inputs, self.batch_spec)
         return split_predictions(self.predictor.predict(merged), parts)
 
     @property

@@ -457,15 +457,11 @@ def _design_frame(
 def _rows(cohort: Cohort, ids: Sequence[str]) -> pd.DataFrame:
     """Patients rows for ``ids`` in that order, indexed by patient_id; unknown ids are an error."""
     table = cohort.patients.set_index("patient_id", drop=True)
+    own = table.index.astype(str).tolist()
     ids = [str(i) for i in ids]
-    if table.index.astype(str).tolist() == ids:
+    if own == ids:
         return table  # every patient in the table's order (a request, a whole cohort): no lookup
-    unknown = [i for i in dict.fromkeys(ids) if i not in table.index]
-    if unknown:
-        raise SchemaError(
-            f"{len(unknown)} patient id(s) not in the cohort {cohort.spec.name!r}: {unknown[:10]}"
-        )
-    return table.loc[ids]
+    return table.iloc[_positions(cohort, own, ids)]
 
 
 def _labelled_rows(

@@ -271,7 +271,7 @@ def test_labs_only_requests_merged_as_rows_score_as_alone(tabular_run: Path) -> 
     model call give each request what scoring it alone gives, whatever features each sent (one
     lacks some, one sends an input the model ignores, one a value out of range)."""
     from deeppcos.inference.request_batch import RequestRows
-    from deeppcos.inference.serve import PredictRequest, _json_rows, _request_spec
+    from deeppcos.inference.serve import PredictRequest, _json_rows
 
     service = create_app(tabular_run).state.service
     table = pd.read_csv(tabular_run.parent / "cohort" / "patients.csv").head(7)
@@ -303,8 +303,9 @@ def test_labs_only_requests_merged_as_rows_score_as_alone(tabular_run: Path) -> 
             pd.DataFrame(own.to_dict("records")), pd.DataFrame(batched), check_dtype=False
         )
     # A batch that also holds a cohort (a request with images or FHIR) is merged frame by frame.
-    spec = _request_spec(service.limits.max_pixels, tuple(service.inputs))
-    mixed, parts = merge_requests([requests[0], requests[2].cohort()], service.inputs, spec)
+    mixed, parts = merge_requests(
+        [requests[0], requests[2].cohort()], service.inputs, service.batch_spec
+    )
     rows = split_predictions(service.predictor.predict(mixed), parts)
     pd.testing.assert_frame_equal(pd.DataFrame(rows[1]), pd.DataFrame(together[2]))
 
