@@ -15,7 +15,9 @@ The ImageNet weights must be in the Keras cache (``~/.keras/models``): copy
   precision, recall and F1 (what Auto-PCOS reports) with intervals; the wall time. The embedding
   cache is emptied before each frozen run, so its time includes every embedding.
 * ``random_split`` (PCOSGen): the shipped config's model on a random frame-level split (no
-  duplicate grouping), to show how much neighbouring video frames inflate the figures.
+  duplicate grouping), to show how much neighbouring video frames inflate the figures; with
+  2-bit groups; and on every frame (``label_noise: keep``: the three uterus videos labelled at
+  random kept), grouped and split at random.
 * ``demo``: wall time of ``deeppcos demo`` (600 synthetic patients) per image mode.
 * ``throughput``: embedding images per second through ``embed_table`` (files decoded and
   preprocessed, chunked, cached) against raw ``model.predict`` on the same images already in
@@ -136,6 +138,10 @@ def run_mode(name: str, mode: str, work: Path, label: str | None = None, **split
             k: tested["branches"]["image"][k] for k in ("roc_auc", "roc_auc_ci", "n", "positives")
         },
         "locked_test_patients": tested["scored"],
+        "split": config.split.model_dump(
+            include={"group_duplicates", "near_duplicate_bits", "label_noise"}
+        ),
+        "patients_set_aside": metrics.get("label_noise", {}).get("patients_set_aside", 0),
     }
     if "tabular" in metrics["branches"]:
         out["fusion_oof"] = {k: metrics["fusion"]["oof"][k] for k in ("roc_auc", "roc_auc_ci")}
@@ -243,11 +249,19 @@ def main() -> None:
                     results.setdefault(name, {})[mode] = run_mode(name, mode, work)
                     save()
         if "random_split" in args.parts and "pcosgen" in args.cohorts:
-            results.setdefault("pcosgen", {})["config_random_frame_split"] = run_mode(
+            pcosgen = results.setdefault("pcosgen", {})
+            pcosgen["config_random_frame_split"] = run_mode(
                 "pcosgen", "config", work, "random", group_duplicates=False
             )
-            results["pcosgen"]["config_2bit_groups"] = run_mode(
+            pcosgen["config_2bit_groups"] = run_mode(
                 "pcosgen", "config", work, "2bit", near_duplicate_bits=2
+            )
+            # Every frame, the label-noise groups kept: grouped, and split at random.
+            pcosgen["config_all_frames"] = run_mode(
+                "pcosgen", "config", work, "all", label_noise="keep"
+            )
+            pcosgen["config_all_frames_random_frame_split"] = run_mode(
+                "pcosgen", "config", work, "all-random", label_noise="keep", group_duplicates=False
             )
             for stale in ("frozen_random_frame_split", "frozen_2bit_groups"):
                 results["pcosgen"].pop(stale, None)  # measured with the older config

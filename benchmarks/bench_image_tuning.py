@@ -4,7 +4,8 @@ benchmarks/results/image_tuning.json.
     .venv/bin/python benchmarks/bench_image_tuning.py [--configs chestxr8 pcosgen]
 
 For each config (its image branch in ``mode: frozen``): every patient (development and locked
-test parts together, as the table's ceiling in bench_tuning.py) is split into patient-grouped,
+test parts together, as the table's ceiling in bench_tuning.py; the groups the config sets
+aside as label noise left out) is split into patient-grouped,
 label-stratified outer folds — 2 assignments × 5 folds, duplicate-image groups kept whole, with
 the config's own near-duplicate threshold — and every point of the space of
 ``configs/tuning-image-frozen.yaml`` on a grid (head_c × image size × views) is trained on each
@@ -44,7 +45,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from deeppcos.config import load_config
 from deeppcos.image import ImageBranch, ImageParams, frozen
 from deeppcos.image.pipeline import image_labels, images_of, table_from
-from deeppcos.pipeline.training import _duplicate_groups, cohort_for, resolve_branch_params
+from deeppcos.pipeline.training import cohort_for, development_split, resolve_branch_params
 from deeppcos.stats import weighted_auc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,14 +114,18 @@ def _folds(patients: pd.DataFrame, groups: pd.Series, seed: int, k: int) -> list
 def bench(name: str, work: Path) -> dict[str, Any]:
     config = load_config(REPO / "configs" / f"{name}.yaml")
     cohort = cohort_for(config)
-    patients = cohort.patients[cohort.patients["label"].notna()].reset_index(drop=True)
+    # The config's duplicate groups, and its label-noise groups left out (split.label_noise).
+    split, groups = development_split(config, cohort)
+    usable = cohort.patients["label"].notna() & ~cohort.patients["patient_id"].astype(str).isin(
+        split.set_aside_ids
+    )
+    patients = cohort.patients[usable].reset_index(drop=True)
     images = images_of(cohort, patients["patient_id"].tolist())
     labels = image_labels(cohort, images)
     images, labels = images[labels.notna()], labels[labels.notna()]
     pid = images["patient_id"].astype(str).to_numpy()
     y_img = labels.to_numpy()
     y_patient = patients.set_index(patients["patient_id"].astype(str))["label"].astype(float)
-    groups = _duplicate_groups(config, cohort, None)
     embeddings = _embeddings(config, cohort, images, work / "cache")
     base = _frozen_params(config)
     default = (base.head_c, base.image_size, base.tta)

@@ -46,6 +46,13 @@ class SplitConfig(_Strict):
         "copies for grouping; 2 is safe for still images (deeppcos.audit.checks), video frames "
         "need more (PCOSGen: 8, evidence in its config)",
     )
+    label_noise: Literal["keep", "exclude"] = Field(
+        "keep",
+        description="duplicate groups (at near_duplicate_bits) whose near-copies' labels ignore "
+        "the picture (label consistency under 0.5 on at least 30 pairs, "
+        "deeppcos.audit.label_noise): keep them, or set them aside (neither trained on nor "
+        "evaluated; listed in the load report). Judged even when group_duplicates is false.",
+    )
 
 
 class BranchConfig(_Strict):

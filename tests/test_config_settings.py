@@ -47,6 +47,7 @@ def _config(tmp_path: Path, **sections: object) -> Path:
             "severity.params: unknown setting(s) 'max_deph' (did you mean 'max_depth'?)",
         ),
         ({"severity": {"kind": "logistic", "params": {"C": 0}}}, "severity.params: C must be"),
+        ({"split": {"label_noise": "drop"}}, "split.label_noise"),
     ],
 )
 def test_a_bad_model_setting_fails_when_the_config_loads(

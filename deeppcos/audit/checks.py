@@ -84,6 +84,7 @@ per-image pass and duplicate clusters in :mod:`~deeppcos.audit.images`, the prob
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -109,24 +110,56 @@ from deeppcos.data.cohort import Cohort
 # --- the audit -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DuplicateLinks:
+    """The audit's duplicate clustering, for the splitter: ``groups`` (patient_id -> group id;
+    patients linked by an exact or near-duplicate image share one), the close ``pairs``
+    (``image_a``, ``image_b``, ``distance`` in bits, ``exact``) and ``image_patients``
+    (image_id -> patient_id)."""
+
+    groups: pd.Series
+    pairs: pd.DataFrame
+    image_patients: pd.Series
+
+
+def duplicate_links(
+    cohort: Cohort,
+    *,
+    near_duplicate_threshold: int = DEFAULT_NEAR_DUP_BITS,
+    progress: Progress | None = None,
+) -> DuplicateLinks:
+    """Only the duplicate clustering of the audit (see :class:`DuplicateLinks`); a cohort
+    without images gives one group per patient and no pairs."""
+    patient_ids = cohort.patients["patient_id"].astype(str)
+    images = cohort.images.reset_index(drop=True)
+    if images.empty:
+        return DuplicateLinks(
+            pd.Series(range(len(patient_ids)), index=pd.Index(patient_ids, name="patient_id")),
+            pd.DataFrame(columns=["image_a", "image_b", "distance", "exact"]),
+            pd.Series(dtype="string"),
+        )
+    features = compute_image_features(images, progress)
+    clusters, pairs, _ = build_clusters(features, near_duplicate_threshold)
+    return DuplicateLinks(
+        group_patients(patient_ids, features, clusters["near_cluster"]),
+        pairs,
+        pd.Series(
+            images["patient_id"].astype(str).to_numpy(),
+            index=images["image_id"].astype(str).to_numpy(),
+        ),
+    )
+
+
 def duplicate_patient_groups(
     cohort: Cohort,
     *,
     near_duplicate_threshold: int = DEFAULT_NEAR_DUP_BITS,
     progress: Progress | None = None,
 ) -> pd.Series:
-    """Only the duplicate clustering of the audit: patient_id -> group id, for the splitter.
-
-    Patients linked by an exact or near-duplicate image share a group; a cohort without images
-    gives one group per patient.
-    """
-    patient_ids = cohort.patients["patient_id"].astype(str)
-    images = cohort.images.reset_index(drop=True)
-    if images.empty:
-        return pd.Series(range(len(patient_ids)), index=pd.Index(patient_ids, name="patient_id"))
-    features = compute_image_features(images, progress)
-    clusters, _, _ = build_clusters(features, near_duplicate_threshold)
-    return group_patients(patient_ids, features, clusters["near_cluster"])
+    """patient_id -> duplicate group id (the ``groups`` of :func:`duplicate_links`)."""
+    return duplicate_links(
+        cohort, near_duplicate_threshold=near_duplicate_threshold, progress=progress
+    ).groups
 
 
 def audit_cohort(

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.audit.base import Finding, _Context, worse
+from deeppcos.audit.label_noise import group_label_consistency, noisy_groups
 from deeppcos.audit.probes import fmt_auc, grouped_folds, probe_auc, probe_figures, severity_for_auc
 from deeppcos.audit.rules import (
     LABEL_CONSISTENCY_HIGH,
@@ -123,7 +124,20 @@ def _near_copy_labels(ctx: _Context, pairs: pd.DataFrame) -> Finding | None:
         detail += (
             "Labels that near-copies do not share are noise no image model can fit: the "
             "grouped out-of-fold figure is capped by them, whatever the model. Check how the "
-            "labels were given before tuning a model on them."
+            "labels were given before tuning a model on them. "
+        )
+    noisy = _noisy_groups(ctx, pairs)
+    if len(noisy):
+        severity = worse(severity, "warning")
+        detail += (
+            f"{len(noisy)} duplicate group(s) of {int(noisy['patients'].sum()):,} patients "
+            f"(grouped at this audit's {ctx.threshold} bits) are label noise on their own: "
+            "inside each, near-copies disagree about as often as chance (label consistency "
+            + ", ".join(f"{c:.2f}" for c in noisy["label_consistency"].head(5))
+            + (", …" if len(noisy) > 5 else "")
+            + "). split.label_noise: exclude sets such groups aside in training (judged on the "
+            "split's own groups, split.near_duplicate_bits), and the run's load report lists "
+            "their patients."
         )
     return Finding(
         "labels.near_copy_agreement",
@@ -139,8 +153,30 @@ def _near_copy_labels(ctx: _Context, pairs: pd.DataFrame) -> Finding | None:
             "labels_differ": round(differ, 4),
             "differ_by_chance": round(chance, 4),
             "label_consistency": round(consistency, 4),
+            "noisy_groups": [
+                {
+                    "group": int(row.group),
+                    "patients": int(row.patients),
+                    "pairs": int(row.pairs),
+                    "label_consistency": round(float(row.label_consistency), 4),
+                }
+                for row in noisy.itertuples(index=False)
+            ],
         },
     )
+
+
+def _noisy_groups(ctx: _Context, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The duplicate groups (at the audit's threshold) that are label noise on their own."""
+    frame = ctx.frame.drop_duplicates("image_id")
+    image_patients = pd.Series(
+        frame["patient_id"].astype(str).to_numpy(), index=frame["image_id"].astype(str).to_numpy()
+    )
+    patients = ctx.cohort.patients
+    labels = pd.Series(patients["label"].to_numpy(), index=patients["patient_id"].astype(str))
+    groups = ctx.groups.copy()
+    groups.index = groups.index.astype(str)
+    return noisy_groups(group_label_consistency(pairs, image_patients, groups, labels))
 
 
 def _label_balance(ctx: _Context, patients: pd.DataFrame) -> Finding:

@@ -152,6 +152,10 @@ REPORT_ACTIONS = {
         "identical copy with the opposite label",
         "identical copies with opposite labels",
     ),
+    "label_noise": (
+        "patient set aside as label noise by the split",
+        "patients set aside as label noise by the split",
+    ),
     "unknown_column": ("unknown column", "unknown columns"),
     "note": ("note", "notes"),
 }

@@ -29,6 +29,7 @@ ACTIONS = (
     "excluded_row",  # a patient row left out of the cohort
     "excluded_image",  # an image left out of the cohort
     "conflicting_copy",  # a byte-identical copy of another image file with the opposite label
+    "label_noise",  # a patient the split set aside: her duplicate group's labels ignore the images
     "unknown_column",  # a column the spec and catalog do not know
     "note",  # anything else worth knowing
 )

@@ -4,12 +4,16 @@ Every unit of splitting is a *group*: by default one patient, and patients linke
 near-duplicate images (the audit's ``patient_groups``) form one group, so no patient and no
 duplicate cluster can sit in two parts. That rule is checked after the split is made, not assumed.
 Patients without a label go to a separate ``unlabelled`` part: they can be scored, not trained on.
+Patients the caller sets aside (``set_aside``: duplicate groups whose labels were shown to be
+noise, ``split.label_noise: exclude``) go to a ``label_noise`` part: scored, never trained on or
+evaluated, and the reasons kept with the split (``label_noise``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +24,28 @@ from deeppcos.exceptions import SplitError
 
 TEST = "test"
 UNLABELLED = "unlabelled"
+LABEL_NOISE = "label_noise"
 
 
 @dataclass(frozen=True)
 class CohortSplit:
-    """Which part each patient belongs to: ``fold0`` … ``fold{k-1}``, ``test`` or ``unlabelled``."""
+    """Which part each patient belongs to: ``fold0`` … ``fold{k-1}``, ``test``, ``unlabelled``
+    or ``label_noise``; ``label_noise`` also holds, per group set aside, why (JSON records)."""
 
     assignments: pd.Series  # index patient_id, values part names
     n_folds: int
     seed: int
     test_fraction: float
+    label_noise: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def test_ids(self) -> list[str]:
         return sorted(self.assignments.index[self.assignments == TEST])
+
+    @property
+    def set_aside_ids(self) -> list[str]:
+        """Labelled patients set aside as label noise: neither trained on nor evaluated."""
+        return sorted(self.assignments.index[self.assignments == LABEL_NOISE])
 
     @property
     def development_ids(self) -> list[str]:
@@ -56,12 +68,15 @@ class CohortSplit:
         return out
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "n_folds": self.n_folds,
             "seed": self.seed,
             "test_fraction": self.test_fraction,
             "assignments": self.assignments.to_dict(),
         }
+        if self.label_noise:  # absent otherwise: older readers and files stay as they were
+            out["label_noise"] = self.label_noise
+        return out
 
     def save(self, path: Path | str) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
@@ -75,6 +90,7 @@ class CohortSplit:
             int(data["n_folds"]),
             int(data["seed"]),
             float(data["test_fraction"]),
+            list(data.get("label_noise", [])),
         )
 
 
@@ -85,11 +101,13 @@ def make_splits(
     test_fraction: float = 0.2,
     seed: int = 0,
     groups: pd.Series | None = None,
+    set_aside: Collection[str] = (),
 ) -> CohortSplit:
     """Split labelled patients into a locked test part and ``n_folds`` grouped, stratified folds.
 
     ``groups`` maps patient_id to a group id (for example the audit's ``patient_groups``);
-    patients missing from it form groups of their own.
+    patients missing from it form groups of their own. ``set_aside``: patient ids put in the
+    ``label_noise`` part before splitting (whole groups: a group partly set aside is refused).
     """
     if not 2 <= n_folds <= 20:
         raise SplitError(f"n_folds must be between 2 and 20, got {n_folds}")
@@ -101,7 +119,9 @@ def make_splits(
     labels = patients["label"]
     group_of = _group_ids(ids, groups)
     parts = pd.Series(UNLABELLED, index=pd.Index(ids, name="patient_id"), dtype="string")
-    labelled = labels.notna().to_numpy()
+    aside = _set_aside(ids, group_of, set_aside)
+    parts[aside] = LABEL_NOISE
+    labelled = labels.notna().to_numpy() & ~aside
     y = labels[labelled].astype(int).to_numpy()
     idx = np.flatnonzero(labelled)
     if len(np.unique(y)) < 2:
@@ -124,6 +144,23 @@ def make_splits(
     split = CohortSplit(parts.sort_index(), n_folds, seed, test_fraction)
     check_split(split, pd.Series(group_of, index=ids))
     return split
+
+
+def _set_aside(ids: np.ndarray, group_of: np.ndarray, set_aside: Collection[str]) -> np.ndarray:
+    """Mask of the patients set aside; every one must be known and its group wholly aside (a
+    group split between training and the aside part would leak its duplicates)."""
+    wanted = {str(p) for p in set_aside}
+    mask = np.isin(ids, list(wanted))
+    unknown = sorted(wanted - set(ids[mask]))
+    if unknown:
+        raise SplitError(f"patients to set aside are not in the cohort: {unknown[:10]}")
+    partial = set(group_of[mask]) & set(group_of[~mask])
+    if partial:
+        raise SplitError(
+            f"{len(partial)} duplicate group(s) only partly set aside, e.g. {sorted(partial)[0]!r}:"
+            " set aside whole groups"
+        )
+    return mask
 
 
 def _grouped_folds(n_splits: int, seed: int) -> Any:

@@ -233,6 +233,23 @@ def _plots(folder: Path, predictions: pd.DataFrame, predictor: Predictor) -> Non
     )
 
 
+def _label_noise_limits(predictor: Predictor) -> list[str]:
+    """What the split set aside as label noise (``split.label_noise: exclude``): every figure of
+    the card describes the patients that remain."""
+    noise = predictor.metrics.details.get("label_noise") if predictor.metrics else None
+    if not noise:
+        return []
+    groups = noise["groups"]
+    consistency = ", ".join(f"{g['label_consistency']:.2f}" for g in groups)
+    return [
+        f"{noise['patients_set_aside']:,} patients in {len(groups)} duplicate group(s) were set "
+        "aside before the split (split.label_noise: exclude): inside each group, near-copies "
+        f"carry opposite labels about as often as chance (label consistency {consistency}), "
+        "so no image model can rank them. They were neither trained on nor evaluated: every "
+        "figure here describes the remaining patients. The run's load report lists each one."
+    ]
+
+
 def _routing_limits(predictor: Predictor, words: CohortWords) -> list[str]:
     """How patients missing a modality are scored, and whether missingness differs by label."""
     from deeppcos.fusion.routing import missingness_sentence
@@ -365,6 +382,7 @@ def _card(folder: Path, run: Path, cohort: Any, predictor: Predictor, result: di
         limits=[
             f"Decision threshold {predictor.threshold:.3f} was chosen on out-of-fold development "
             "predictions for the target sensitivity; sensitivity on new data may be lower.",
+            *_label_noise_limits(predictor),
             fusion_method(predictor.fusion_method).card_sentence,
             *_routing_limits(predictor, words),
             *_severity_limits(predictor, words),

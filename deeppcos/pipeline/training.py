@@ -12,6 +12,7 @@ touched here: it is scored once, by evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from deeppcos.branches import branch_kind
 from deeppcos.config import RunConfig, config_to_dict
 from deeppcos.data.cohort import Cohort
 from deeppcos.data.configured import apply_label_corrections, cohort_for
+from deeppcos.data.report import LoadReport
 from deeppcos.data.splits import CohortSplit, make_splits
 from deeppcos.evaluation.metrics import binary_metrics
 from deeppcos.evaluation.plots import plot_histories
@@ -38,6 +40,7 @@ from deeppcos.runs.layout import RunFiles
 from deeppcos.runs.records import BinarySummary, BranchRecord, FusionRecord, RunMetrics
 
 if TYPE_CHECKING:
+    from deeppcos.audit.checks import DuplicateLinks
     from deeppcos.fusion.intermediate import IntermediateFusion
     from deeppcos.fusion.late import LateFusion
 
@@ -505,10 +508,13 @@ def fit_run(
     source_fingerprint = cohort.fingerprint()  # of the data as loaded, before any correction
     corrected = apply_label_corrections(cohort, label_corrections)
     split, groups = development_split(config, cohort, progress)
-    summary = cohort.summary()
-    load_report = cohort.report.to_frame()
+    report = _with_label_noise(cohort.report, split)
+    summary = {**cohort.summary(), "report": report.counts()}
+    load_report = report.to_frame()
     oof = _oof_frame(cohort, split)
     details: dict[str, Any] = {}
+    if split.label_noise:
+        details["label_noise"] = _label_noise_summary(split)
     corrections = None
     if corrected is not None:
         assert label_corrections is not None  # corrections are only reported when given
@@ -922,30 +928,94 @@ def development_split(
     config: RunConfig, cohort: Cohort, progress: Progress | None = None
 ) -> tuple[CohortSplit, pd.Series | None]:
     """The split ``deeppcos train`` makes for ``config`` (folds and locked test part) and the
-    duplicate-image groups it kept together; tuning uses it so it never sees the test part."""
-    groups = _duplicate_groups(config, cohort, progress)
+    duplicate-image groups it kept together; tuning uses it so it never sees the test part.
+    With ``split.label_noise: exclude`` the groups whose near-copies' labels ignore the picture
+    go to the ``label_noise`` part, each with its figures in ``split.label_noise``."""
+    links = _duplicate_links(config, cohort, progress)
+    groups = links.groups if links is not None and config.split.group_duplicates else None
+    noise = _label_noise(config, cohort, links)
     split = make_splits(
         cohort.patients,
         n_folds=config.split.n_folds,
         test_fraction=config.split.test_fraction,
         seed=config.split_seed,
         groups=groups,
+        set_aside=[p for record in noise for p in record["patient_ids"]],
     )
-    return split, groups
+    return dataclasses.replace(split, label_noise=noise), groups
 
 
-def _duplicate_groups(
+def _duplicate_links(
     config: RunConfig, cohort: Cohort, progress: Progress | None
-) -> pd.Series | None:
-    if not (config.split.group_duplicates and len(cohort.images)):
+) -> DuplicateLinks | None:
+    wanted = config.split.group_duplicates or config.split.label_noise == "exclude"
+    if not (wanted and len(cohort.images)):
         return None
-    from deeppcos.audit.checks import duplicate_patient_groups
+    from deeppcos.audit.checks import duplicate_links
 
-    return duplicate_patient_groups(
+    return duplicate_links(
         cohort,
         near_duplicate_threshold=config.split.near_duplicate_bits,
         progress=lambda d, t: progress and progress("duplicate check", d, t),
     )
+
+
+def _label_noise(
+    config: RunConfig, cohort: Cohort, links: DuplicateLinks | None
+) -> list[dict[str, Any]]:
+    """One record per duplicate group judged label noise (``deeppcos.audit.label_noise``):
+    its figures and its patients, when the config sets such groups aside."""
+    if config.split.label_noise != "exclude" or links is None:
+        return []
+    from deeppcos.audit.label_noise import group_label_consistency, noisy_groups
+
+    labels = cohort.patients.set_index(cohort.patients["patient_id"].astype(str))["label"]
+    table = group_label_consistency(links.pairs, links.image_patients, links.groups, labels)
+    members = links.groups.groupby(links.groups.to_numpy()).groups
+    records = []
+    for row in noisy_groups(table).itertuples(index=False):
+        records.append(
+            {
+                "group": int(row.group),
+                "patients": int(row.patients),
+                "positive_share": round(float(row.positive_share), 4),
+                "near_copy_pairs": int(row.pairs),
+                "labels_differ": round(float(row.labels_differ), 4),
+                "differ_by_chance": round(float(row.differ_by_chance), 4),
+                "label_consistency": round(float(row.label_consistency), 4),
+                "patient_ids": sorted(str(p) for p in members[row.group]),
+            }
+        )
+    return records
+
+
+def _with_label_noise(report: LoadReport, split: CohortSplit) -> LoadReport:
+    """The cohort's load report and one entry per patient the split set aside as label noise
+    (a copy: the cohort's own report is left as loaded)."""
+    out = LoadReport(list(report.entries))
+    for record in split.label_noise:
+        message = (
+            f"set aside by the split (split.label_noise: exclude), neither trained on nor "
+            f"evaluated: duplicate group {record['group']} of {record['patients']} patients, "
+            f"whose near-copies carry opposite labels in {record['labels_differ']:.0%} of "
+            f"{record['near_copy_pairs']} pairs ({record['differ_by_chance']:.0%} by chance; "
+            f"label consistency {record['label_consistency']:.2f})"
+        )
+        for patient in record["patient_ids"]:
+            out.add("excluded", "label_noise", message, row=patient, column="label")
+    return out
+
+
+def _label_noise_summary(split: CohortSplit) -> dict[str, Any]:
+    """What ``metrics.json`` records of the groups set aside (their patients are in
+    ``split.json`` and the load report)."""
+    return {
+        "rule": "split.label_noise: exclude",
+        "patients_set_aside": len(split.set_aside_ids),
+        "groups": [
+            {k: v for k, v in record.items() if k != "patient_ids"} for record in split.label_noise
+        ],
+    }
 
 
 def _oof_frame(cohort: Cohort, split: CohortSplit) -> pd.DataFrame:

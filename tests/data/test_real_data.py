@@ -174,6 +174,26 @@ def test_pcosgen_audit_reports_the_copies_and_the_video_frame_clusters(pcosgen) 
     split, linked = development_split(load_config(REPO / "configs" / "pcosgen.yaml"), pcosgen)
     parts = split.assignments.reindex(linked.index)
     assert (parts.groupby(linked).nunique() == 1).all()
+    # The config sets aside the three long uterus videos labelled both ways frame by frame:
+    # their near-copies disagree as often as chance; no other group comes close.
+    assert [r["patients"] for r in split.label_noise] == [643, 467, 461]
+    assert all(abs(r["label_consistency"]) < 0.1 for r in split.label_noise)
+    assert len(split.set_aside_ids) == 1571
+    assert not set(split.set_aside_ids) & set(split.development_ids + split.test_ids)
+    noisy = findings["labels.near_copy_agreement"].figures["noisy_groups"]
+    assert noisy and sum(g["patients"] for g in noisy) <= 1571  # 2-bit fragments of the videos
+
+
+def test_the_kaggle_ultrasound_set_has_no_label_noise_group() -> None:
+    """Its copies are augmentations of a few scans, each labelled once: consistent groups."""
+    from deeppcos.audit.checks import duplicate_links
+    from deeppcos.audit.label_noise import group_label_consistency
+
+    kaggle_us = load_cohort(REPO / "configs" / "pcos-kaggle-ultrasound.yaml")
+    links = duplicate_links(kaggle_us)
+    labels = kaggle_us.patients.set_index("patient_id")["label"]
+    table = group_label_consistency(links.pairs, links.image_patients, links.groups, labels)
+    assert table["pairs"].sum() > 1000 and not table["noisy"].any()
 
 
 @pytest.mark.slow

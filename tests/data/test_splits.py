@@ -83,3 +83,48 @@ def test_round_trip(tmp_path) -> None:
     loaded = CohortSplit.load(tmp_path / "split.json")
     assert loaded.assignments.to_dict() == split.assignments.to_dict()
     assert (loaded.n_folds, loaded.seed, loaded.test_fraction) == (5, 2, 0.2)
+
+
+# --- groups set aside as label noise -----------------------------------------------------------
+
+
+def test_patients_set_aside_are_neither_developed_nor_tested() -> None:
+    patients = _patients()
+    groups = pd.Series({f"p{i:03d}": f"g{i // 2}" for i in range(200)})
+    aside = ["p000", "p001", "p010", "p011"]  # groups g0 and g5, whole
+    split = make_splits(patients, seed=0, groups=groups, set_aside=aside)
+    assert split.set_aside_ids == aside
+    assert not set(aside) & set(split.development_ids + split.test_ids)
+    assert (split.assignments.reindex(aside) == "label_noise").all()
+    for train, valid in split.folds():
+        assert not set(aside) & set(train + valid)
+    # Nothing set aside: the very split made without the option.
+    plain = make_splits(patients, seed=0, groups=groups)
+    assert plain.assignments.equals(
+        make_splits(patients, seed=0, groups=groups, set_aside=[]).assignments
+    )
+
+
+def test_setting_aside_part_of_a_group_or_an_unknown_patient_is_refused() -> None:
+    patients = _patients()
+    groups = pd.Series({f"p{i:03d}": f"g{i // 2}" for i in range(200)})
+    with pytest.raises(SplitError, match=r"only partly set aside.*'g0'"):
+        make_splits(patients, groups=groups, set_aside=["p000"])
+    with pytest.raises(SplitError, match=r"not in the cohort: \['nobody'\]"):
+        make_splits(patients, groups=groups, set_aside=["nobody"])
+
+
+def test_the_reasons_travel_with_the_split_file(tmp_path) -> None:
+    import dataclasses
+    import json
+
+    split = make_splits(_patients(), seed=0, set_aside=["p000"])
+    plain_file = tmp_path / "plain.json"
+    split.save(plain_file)
+    assert "label_noise" not in json.loads(plain_file.read_text())  # absent when empty
+    record = {"group": 7, "label_consistency": 0.03, "patient_ids": ["p000"]}
+    noted = dataclasses.replace(split, label_noise=[record])
+    noted.save(tmp_path / "split.json")
+    loaded = CohortSplit.load(tmp_path / "split.json")
+    assert loaded.label_noise == [record] and loaded.set_aside_ids == ["p000"]
+    assert loaded.assignments.equals(split.assignments)

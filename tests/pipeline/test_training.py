@@ -227,3 +227,45 @@ def test_fusion_evaluate_and_predict_round_trip(tmp_path: Path) -> None:
     card = (run / "evaluation" / "model_card.md").read_text()
     assert "Severity grade" in card and "never disagree" in card
     assert "| Tabular branch | XGBoost" in card and "guideline rotterdam-2003" in card
+
+
+def test_a_group_whose_labels_ignore_its_images_is_set_aside_and_reported(tmp_path: Path) -> None:
+    """``split.label_noise: exclude``: ten patients' images are one picture (a video labelled
+    frame by frame), five patients labelled each way; the split sets them aside, the load
+    report lists each, and neither the folds nor the locked test part hold them."""
+    import cv2
+
+    from deeppcos.data.configured import cohort_for
+
+    path = _config(tmp_path, image=False)
+    data = yaml.safe_load(path.read_text())
+    data["split"]["label_noise"] = "exclude"
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    cohort = cohort_for(config)  # generates the synthetic cohort
+    labelled = cohort.patients.set_index("patient_id")["label"].astype(int)
+    chosen = [*labelled[labelled == 1].index[:5], *labelled[labelled == 0].index[:5]]
+    paths = cohort.images[cohort.images["patient_id"].isin(chosen)]["path"].tolist()
+    picture = cv2.imread(paths[0], cv2.IMREAD_UNCHANGED)
+    for k, path in enumerate(paths[1:]):  # every image of the ten: one picture, near-copies
+        copy = picture.copy()  # (a byte-identical copy would be an exact conflicting copy)
+        copy[0, 0] = k
+        cv2.imwrite(path, copy)
+    run = train(config, tmp_path / "run")
+
+    split = json.loads((run / "split.json").read_text())
+    aside = sorted(p for p, part in split["assignments"].items() if part == "label_noise")
+    assert aside == sorted(chosen)
+    (record,) = split["label_noise"]
+    # Two images each: 190 pairs of the 20 images, less the 10 of one patient's own two.
+    assert len(paths) == 20 and record["patients"] == 10 and record["near_copy_pairs"] == 180
+    assert record["label_consistency"] < 0
+    report = pd.read_csv(run / "load_report.csv")
+    noted = report[report["action"] == "label_noise"]
+    assert sorted(noted["row"].astype(str)) == sorted(chosen)
+    assert (noted["level"] == "excluded").all()
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    assert not set(chosen) & set(oof["patient_id"].astype(str))
+    metrics = read_metrics(run)
+    assert metrics["label_noise"]["patients_set_aside"] == 10
+    assert metrics["development_patients"] + metrics["test_patients"] == 80 - 10
