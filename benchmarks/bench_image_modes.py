@@ -53,7 +53,7 @@ from deeppcos.config import load_config
 from deeppcos.evaluation.metrics import classification_metrics
 from deeppcos.pipeline.evaluate import evaluate_run
 from deeppcos.pipeline.training import cohort_for, train
-from deeppcos.runs.folder import read_metrics
+from deeppcos.runs.reader import Run
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "image_modes.json"
@@ -124,7 +124,7 @@ def run_mode(name: str, mode: str, work: Path, label: str | None = None, **split
     start = time.perf_counter()
     run = train(config, work / f"{name}-{label or mode}", overwrite=True)
     seconds = round(time.perf_counter() - start, 1)
-    metrics = read_metrics(run)
+    metrics = Run(run).metrics().to_json()
     tested = evaluate_run(run)
     test = pd.read_csv(run / "evaluation" / "test_predictions.csv")
     image_oof = metrics["branches"]["image"]["oof"]
@@ -167,7 +167,7 @@ def demo_times(work: Path, modes: list[str]) -> dict[str, Any]:
             check=True, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         seconds = round(time.perf_counter() - start, 1)
-        metrics = read_metrics(folder / "run")
+        metrics = Run(folder / "run").metrics().to_json()
         tested = json.loads((folder / "run" / "evaluation" / "metrics.json").read_text())
         out[mode] = {
             "seconds": seconds,

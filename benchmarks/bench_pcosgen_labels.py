@@ -17,7 +17,16 @@ near-duplicate images at 8 bits of the perceptual hash).
 * **Inside the long videos** (the three largest groups): the same count for twins inside each.
 * **Ceiling of a model that cannot rank frames within a group**: each frame scored by its
   group's unhealthy share, computed on every frame (so optimistic); its ROC AUC is the most
-  that any model which only tells the groups (the videos) apart can reach over these frames.
+  that any model which only tells the groups (the videos) apart can reach over these frames —
+  over every frame, over the config's development part as the split makes it with the
+  label-noise groups kept (``split.label_noise: keep``: the out-of-fold population), and over
+  the frames outside the label-noise groups.
+* **A memoriser inside each long video**: each frame of the three largest groups scored by the
+  labels of its k nearest frames (thumbnail RMS) *of the same video* — what a model that had
+  seen the rest of that very video, labels and all, could do (a grouped split allows less).
+  ROC AUC within the video; about 0.5 means its labels cannot be learnt from its frames.
+* **Label-noise groups**: the groups ``split.label_noise: exclude`` sets aside
+  (:mod:`deeppcos.audit.label_noise`), with their figures.
 
 ``--montage`` writes the opposite-label twins side by side to look at (never into the repo:
 the frames are the data set's).
@@ -29,6 +38,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -37,6 +47,7 @@ import pandas as pd
 from deeppcos.audit.checks import duplicate_patient_groups
 from deeppcos.config import load_config
 from deeppcos.data.configured import cohort_for
+from deeppcos.pipeline.training import development_split
 from deeppcos.stats import weighted_auc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,6 +143,59 @@ def twins_in_largest_groups(rms: np.ndarray, labels: np.ndarray, groups: np.ndar
     return out
 
 
+def same_video_memoriser(
+    rms: np.ndarray, labels: np.ndarray, groups: np.ndarray, ks: tuple[int, ...] = (1, 5, 15)
+) -> list[dict]:
+    """Within-video ROC AUC of a k-nearest-frames vote restricted to the same video."""
+    out = []
+    for group in pd.Series(groups).value_counts().index[:3]:
+        members = np.flatnonzero(groups == group)
+        inside = rms[np.ix_(members, members)]  # the diagonal is infinite: never one's own
+        nearest = np.argsort(inside, axis=1)
+        own = labels[members]
+        out.append(
+            {
+                "frames": len(members),
+                **{
+                    f"within_video_auc_k{k}": round(
+                        weighted_auc(own, own[nearest[:, :k]].mean(1)), 3
+                    )
+                    for k in ks
+                },
+            }
+        )
+    return out
+
+
+def development_ceilings(
+    config: Any, cohort: Any, ids: list[str], labels: np.ndarray, groups: np.ndarray
+) -> dict:
+    """The group-share score's ROC AUC over the development part the config's split makes with
+    the label-noise groups kept, and over the frames outside the label-noise groups."""
+    kept = config.model_copy(
+        update={"split": config.split.model_copy(update={"label_noise": "keep"})}
+    )
+    split, _ = development_split(kept, cohort)
+    share = pd.Series(labels).groupby(groups).transform("mean").to_numpy()
+    develop = np.isin(ids, split.development_ids)
+    excluded, _ = development_split(config, cohort)
+    clean = ~np.isin(ids, excluded.set_aside_ids)
+    return {
+        "development_frames_label_noise_kept": int(develop.sum()),
+        "roc_auc_scored_by_group_share_development": round(
+            weighted_auc(labels[develop], share[develop]), 3
+        ),
+        "frames_outside_label_noise_groups": int(clean.sum()),
+        "roc_auc_scored_by_group_share_outside_label_noise": round(
+            weighted_auc(labels[clean], share[clean]), 3
+        ),
+        "label_noise_groups": [
+            {k: v for k, v in record.items() if k != "patient_ids"}
+            for record in excluded.label_noise
+        ],
+    }
+
+
 def montage(rms: np.ndarray, labels: np.ndarray, paths: list[str], target: Path) -> int:
     upper = np.triu_indices(len(labels), 1)
     twins = (rms[upper] < TWIN_RMS) & (labels[upper[0]] != labels[upper[1]])
@@ -178,6 +242,8 @@ def main() -> None:
             "near_duplicate_bits": config.split.near_duplicate_bits,
             **group_ceiling(labels, group_of),
             "twins_inside_the_largest_groups": twins_in_largest_groups(rms, labels, group_of),
+            "same_video_memoriser": same_video_memoriser(rms, labels, group_of),
+            **development_ceilings(config, cohort, ids, labels, group_of),
         },
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -27,7 +27,7 @@ import pandas as pd
 from deeppcos.config import load_config
 from deeppcos.pipeline.evaluate import evaluate_run
 from deeppcos.pipeline.training import cohort_for, train
-from deeppcos.runs.folder import read_metrics
+from deeppcos.runs.reader import Run
 from deeppcos.stats import paired_auc_difference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def bench(name: str, work: Path) -> dict:
     start = time.perf_counter()
     run = train(config, work / name, overwrite=True)
     seconds = round(time.perf_counter() - start, 1)
-    metrics = read_metrics(run)
+    metrics = Run(run).metrics().to_json()
     test = evaluate_run(run)
     return {
         "fusion_vs_branches": _paired(run),

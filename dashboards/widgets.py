@@ -92,6 +92,8 @@ def _summary(expl: PatientExplanation) -> None:
     part = {
         "development": "This patient was in the run's development data: the score is in-sample.",
         "test": "This patient is in the run's locked test part (never trained on).",
+        "label_noise": "This patient was set aside as label noise (never trained on; her "
+        "recorded label is unreliable).",
     }.get(expl.in_training_data or "")
     if part:
         st.caption(part)

@@ -223,7 +223,7 @@ class PatientExplanation:
     images: list[ImageSaliency]
     model_card: dict[str, Any]
     caveats: list[str]
-    in_training_data: str | None = None  # "development" / "test" / None (another cohort)
+    in_training_data: str | None = None  # "development", "test", "label_noise"; None: elsewhere
     words: CohortWords = field(default_factory=CohortWords)  # the cohort's label and images
     created: str = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -619,6 +619,13 @@ def _part_caveat(part: str | None) -> list[str]:
         return [
             "This patient was in the run's development data: the models were trained on her, so "
             "this score is in-sample and likely more confident than it would be for a new patient."
+        ]
+    if part == "label_noise":
+        return [
+            "This patient was set aside by the run's split as label noise (split.label_noise): "
+            "her images are near-copies of other patients' labelled the other way about as often "
+            "as chance, so she was neither trained on nor evaluated, and her recorded label "
+            "cannot be trusted to check this score."
         ]
     return []
 

@@ -360,6 +360,7 @@ def render_html(expl: PatientExplanation, top: int = 8) -> str:
     part = {
         "development": " · in the run's development data (in-sample)",
         "test": " · in the run's locked test part (never trained on)",
+        "label_noise": " · set aside as label noise (never trained on)",
     }.get(expl.in_training_data or "", "")
     sections = [
         ("Prediction", _summary(expl)),

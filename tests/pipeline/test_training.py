@@ -269,3 +269,10 @@ def test_a_group_whose_labels_ignore_its_images_is_set_aside_and_reported(tmp_pa
     metrics = read_metrics(run)
     assert metrics["label_noise"]["patients_set_aside"] == 10
     assert metrics["development_patients"] + metrics["test_patients"] == 80 - 10
+    # Her explanation says so: no recorded label to check the score against.
+    from deeppcos.explain.patient import explain_patient
+    from deeppcos.inference.predictor import load_run
+
+    explanation = explain_patient(load_run(run), chosen[0], saliency=None)
+    assert explanation.in_training_data == "label_noise"
+    assert any("set aside by the run's split as label noise" in c for c in explanation.caveats)
