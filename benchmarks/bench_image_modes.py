@@ -54,6 +54,7 @@ from deeppcos.evaluation.metrics import classification_metrics
 from deeppcos.pipeline.evaluate import evaluate_run
 from deeppcos.pipeline.training import cohort_for, train
 from deeppcos.runs.reader import Run
+from deeppcos.stats import weighted_auc
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "image_modes.json"
@@ -116,6 +117,30 @@ def _threshold_metrics(test: pd.DataFrame, threshold: float, seed: int) -> dict[
     }
 
 
+def _within_largest_groups(config: Any, run: Path, n: int = 3) -> list[dict[str, Any]]:
+    """The image branch's out-of-fold ROC AUC *within* each of the ``n`` largest duplicate
+    groups of the development part (a long video): how well it ranks one video's frames."""
+    from deeppcos.audit.checks import duplicate_patient_groups
+
+    groups = duplicate_patient_groups(
+        cohort_for(config), near_duplicate_threshold=config.split.near_duplicate_bits
+    )
+    oof = Run(run).oof_predictions().dropna(subset=["p_image"])
+    oof["group"] = groups.reindex(oof["patient_id"]).to_numpy()
+    out = []
+    for _, members in sorted(oof.groupby("group"), key=lambda g: -len(g[1]))[:n]:
+        y = members["label"].astype(int).to_numpy()
+        auc = weighted_auc(y, members["p_image"].to_numpy()) if 0 < y.sum() < len(y) else None
+        out.append(
+            {
+                "frames": len(members),
+                "positive_share": round(float(y.mean()), 3),
+                "roc_auc": None if auc is None else round(auc, 3),
+            }
+        )
+    return out
+
+
 def run_mode(name: str, mode: str, work: Path, label: str | None = None, **split: Any) -> dict:
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)  # every embedding counted in the wall time
@@ -147,6 +172,8 @@ def run_mode(name: str, mode: str, work: Path, label: str | None = None, **split
         out["fusion_oof"] = {k: metrics["fusion"]["oof"][k] for k in ("roc_auc", "roc_auc_ci")}
         out["fusion_locked_test"] = tested["fusion"]["roc_auc"]
         out["fusion_method"] = metrics["fusion"]["method"]
+    if config.split.group_duplicates and len(cohort_for(config).images):
+        out["image_oof_within_largest_groups"] = _within_largest_groups(config, run)
     out["at_decision_threshold"] = _threshold_metrics(test, tested["threshold"], config.seed)
     out["at_risk_0_5"] = _threshold_metrics(test, 0.5, config.seed)
     print(name, label or mode, json.dumps(out), flush=True)

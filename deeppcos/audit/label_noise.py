@@ -18,12 +18,19 @@ that set with enough pairs sits at 1.0. ``split.label_noise: exclude`` sets nois
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from deeppcos.audit.rules import LABEL_CONSISTENCY_HIGH, NEAR_COPY_BITS, NEAR_COPY_MIN_PAIRS
 
-__all__ = ["CONSISTENCY_COLUMNS", "group_label_consistency", "noisy_groups"]
+__all__ = [
+    "CONSISTENCY_COLUMNS",
+    "group_label_consistency",
+    "label_noise_records",
+    "noisy_groups",
+]
 
 CONSISTENCY_COLUMNS = [
     "group",
@@ -90,3 +97,28 @@ def group_label_consistency(
 def noisy_groups(consistency: pd.DataFrame) -> pd.DataFrame:
     """The rows of :func:`group_label_consistency` judged label noise."""
     return consistency[consistency["noisy"].astype(bool)].reset_index(drop=True)
+
+
+def label_noise_records(
+    pairs: pd.DataFrame,
+    image_patients: pd.Series,
+    patient_groups: pd.Series,
+    labels: pd.Series,
+) -> list[dict[str, Any]]:
+    """One JSON record per noisy group (arguments as :func:`group_label_consistency`): its
+    figures and its patients, as ``split.json`` keeps them."""
+    table = noisy_groups(group_label_consistency(pairs, image_patients, patient_groups, labels))
+    members = patient_groups.groupby(patient_groups.to_numpy()).groups
+    return [
+        {
+            "group": int(row.group) if isinstance(row.group, int | np.integer) else str(row.group),
+            "patients": int(row.patients),
+            "positive_share": round(float(row.positive_share), 4),
+            "near_copy_pairs": int(row.pairs),
+            "labels_differ": round(float(row.labels_differ), 4),
+            "differ_by_chance": round(float(row.differ_by_chance), 4),
+            "label_consistency": round(float(row.label_consistency), 4),
+            "patient_ids": sorted(str(p) for p in members[row.group]),
+        }
+        for row in table.itertuples(index=False)
+    ]

@@ -963,30 +963,13 @@ def _duplicate_links(
 def _label_noise(
     config: RunConfig, cohort: Cohort, links: DuplicateLinks | None
 ) -> list[dict[str, Any]]:
-    """One record per duplicate group judged label noise (``deeppcos.audit.label_noise``):
-    its figures and its patients, when the config sets such groups aside."""
+    """The groups the config sets aside as label noise (``split.label_noise: exclude``)."""
     if config.split.label_noise != "exclude" or links is None:
         return []
-    from deeppcos.audit.label_noise import group_label_consistency, noisy_groups
+    from deeppcos.audit.label_noise import label_noise_records
 
     labels = cohort.patients.set_index(cohort.patients["patient_id"].astype(str))["label"]
-    table = group_label_consistency(links.pairs, links.image_patients, links.groups, labels)
-    members = links.groups.groupby(links.groups.to_numpy()).groups
-    records = []
-    for row in noisy_groups(table).itertuples(index=False):
-        records.append(
-            {
-                "group": int(row.group),
-                "patients": int(row.patients),
-                "positive_share": round(float(row.positive_share), 4),
-                "near_copy_pairs": int(row.pairs),
-                "labels_differ": round(float(row.labels_differ), 4),
-                "differ_by_chance": round(float(row.differ_by_chance), 4),
-                "label_consistency": round(float(row.label_consistency), 4),
-                "patient_ids": sorted(str(p) for p in members[row.group]),
-            }
-        )
-    return records
+    return label_noise_records(links.pairs, links.image_patients, links.groups, labels)
 
 
 def _with_label_noise(report: LoadReport, split: CohortSplit) -> LoadReport:

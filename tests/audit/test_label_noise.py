@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 
 from deeppcos.audit.checks import audit_cohort
-from deeppcos.audit.label_noise import group_label_consistency, noisy_groups
+from deeppcos.audit.label_noise import (
+    group_label_consistency,
+    label_noise_records,
+    noisy_groups,
+)
 from tests.audit.test_checks import finding, make_cohort, scan, write
 
 
@@ -45,6 +49,18 @@ def test_a_group_labelled_at_random_is_noise_and_a_consistent_one_is_not() -> No
     # All one label: it cannot disagree, so its consistency is undefined, never noise.
     assert pd.isna(clean["label_consistency"]) and not bool(clean["noisy"])
     assert noisy_groups(table)["group"].tolist() == ["video"]
+
+
+def test_each_noisy_group_is_one_record_with_its_patients() -> None:
+    groups = (_group("video", [0, 1] * 5), _group("clean", [1] * 8))
+    pairs = pd.concat([g[0] for g in groups], ignore_index=True)
+    labels = pd.Series({p: v for g in groups for p, v in g[1].items()}, dtype="Float64")
+    group_of = pd.Series({p: v for g in groups for p, v in g[2].items()})
+    image_patients = pd.Series({f"i-{p}": p for p in labels.index})
+    (record,) = label_noise_records(pairs, image_patients, group_of, labels)
+    assert record["group"] == "video" and record["near_copy_pairs"] == 45
+    assert record["patient_ids"] == [f"video{k}" for k in range(10)]
+    assert record["label_consistency"] == round(1 - (25 / 45) / 0.5, 4)
 
 
 def test_few_pairs_far_pairs_and_unlabelled_patients_are_not_judged() -> None:
