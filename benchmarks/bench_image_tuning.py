@@ -82,8 +82,10 @@ def _embeddings(config: Any, cohort: Any, images: pd.DataFrame, cache: Path) -> 
         branch.embedding_key_ = branch.embedding_key()
         from deeppcos.image.backbones import build_model
 
+        # The config's pooling too (pool_grid, pool_layers): the cache key names it, and a
+        # model built without it would embed something else under that key.
         branch.model_, branch.embedding_layer_name_ = build_model(
-            params.backbone, size, params.weights, width=params.width
+            params.backbone, size, params.weights, width=params.width, **params.pooling
         )
         start = time.perf_counter()
         out[(size, views)] = branch._embed(table)
@@ -176,6 +178,8 @@ def bench(name: str, work: Path) -> dict[str, Any]:
         "images": len(images),
         "outer_folds": len(outer),
         "default": {"head_c": default[0], "image_size": default[1], "views": default[2]},
+        "pooling": base.pooling,
+        "patients_set_aside_as_label_noise": len(split.set_aside_ids),
         "default_mean_fold_auc": round(float(own.mean()), 4),
         "default_fold_auc_sd": round(float(own.std(ddof=1)), 4),
         "grid": [
