@@ -44,7 +44,8 @@ class CohortSplit:
 
     @property
     def set_aside_ids(self) -> list[str]:
-        """Labelled patients set aside as label noise: neither trained on nor evaluated."""
+        """Patients set aside as label noise (whole duplicate groups, any unlabelled members
+        included): neither trained on nor evaluated."""
         return sorted(self.assignments.index[self.assignments == LABEL_NOISE])
 
     @property
