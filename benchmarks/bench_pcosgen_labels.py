@@ -44,7 +44,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from deeppcos.audit.checks import duplicate_patient_groups
+from deeppcos.audit.checks import duplicate_links, duplicate_patient_groups
+from deeppcos.audit.label_noise import group_label_consistency
+from deeppcos.audit.rules import NEAR_COPY_MIN_PAIRS
 from deeppcos.config import load_config
 from deeppcos.data.configured import cohort_for
 from deeppcos.pipeline.training import development_split
@@ -193,7 +195,30 @@ def development_ceilings(
             {k: v for k, v in record.items() if k != "patient_ids"}
             for record in excluded.label_noise
         ],
+        "groups_judged": judged_groups(config, cohort),
     }
+
+
+def judged_groups(config: Any, cohort: Any) -> list[dict]:
+    """Every duplicate group (at the config's bits) with enough near-copy pairs to be judged,
+    with its label consistency (None: labelled one way throughout, so it cannot disagree)."""
+    links = duplicate_links(cohort, near_duplicate_threshold=config.split.near_duplicate_bits)
+    labels = cohort.patients.set_index(cohort.patients["patient_id"].astype(str))["label"]
+    table = group_label_consistency(links.pairs, links.image_patients, links.groups, labels)
+    judged = table[table["pairs"] >= NEAR_COPY_MIN_PAIRS]
+    return [
+        {
+            "patients": int(row.patients),
+            "near_copy_pairs": int(row.pairs),
+            "positive_share": round(float(row.positive_share), 3),
+            "labels_differ": round(float(row.labels_differ), 3),
+            "label_consistency": None
+            if pd.isna(row.label_consistency)
+            else round(float(row.label_consistency), 3),
+            "noisy": bool(row.noisy),
+        }
+        for row in judged.itertuples(index=False)
+    ]
 
 
 def montage(rms: np.ndarray, labels: np.ndarray, paths: list[str], target: Path) -> int:

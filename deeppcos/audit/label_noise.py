@@ -11,8 +11,8 @@ audit's own thresholds, in :mod:`deeppcos.audit.rules`) is *label noise*: no ima
 rank its patients, and a grouped evaluation that holds it measures the noise.
 
 PCOSGen's three long uterus videos (1,571 of 3,136 frames, each labelled healthy and
-unhealthy frame by frame) are such groups, at consistency −0.03 to 0.06; every other group of
-that set with enough pairs sits at 1.0. ``split.label_noise: exclude`` sets noisy groups aside
+unhealthy frame by frame) are such groups, at consistency −0.03 to 0.06; the other groups of
+that set with enough pairs never disagree. ``split.label_noise: exclude`` sets noisy groups aside
 (neither trained on nor evaluated; listed in the run's load report and ``split.json``).
 """
 
