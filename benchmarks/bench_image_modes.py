@@ -117,13 +117,13 @@ def _threshold_metrics(test: pd.DataFrame, threshold: float, seed: int) -> dict[
     }
 
 
-def _within_largest_groups(config: Any, run: Path, n: int = 3) -> list[dict[str, Any]]:
+def _within_largest_groups(config: Any, cohort: Any, run: Path, n: int = 3) -> list[dict[str, Any]]:
     """The image branch's out-of-fold ROC AUC *within* each of the ``n`` largest duplicate
     groups of the development part (a long video): how well it ranks one video's frames."""
     from deeppcos.audit.checks import duplicate_patient_groups
 
     groups = duplicate_patient_groups(
-        cohort_for(config), near_duplicate_threshold=config.split.near_duplicate_bits
+        cohort, near_duplicate_threshold=config.split.near_duplicate_bits
     )
     oof = Run(run).oof_predictions().dropna(subset=["p_image"])
     oof["group"] = groups.reindex(oof["patient_id"]).to_numpy()
@@ -145,7 +145,7 @@ def run_mode(name: str, mode: str, work: Path, label: str | None = None, **split
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)  # every embedding counted in the wall time
     config = _config(name, mode, cache, **split)
-    cohort_for(config)  # a synthetic cohort is generated outside the timed part
+    cohort = cohort_for(config)  # a synthetic cohort is generated outside the timed part
     start = time.perf_counter()
     run = train(config, work / f"{name}-{label or mode}", overwrite=True)
     seconds = round(time.perf_counter() - start, 1)
@@ -172,8 +172,8 @@ def run_mode(name: str, mode: str, work: Path, label: str | None = None, **split
         out["fusion_oof"] = {k: metrics["fusion"]["oof"][k] for k in ("roc_auc", "roc_auc_ci")}
         out["fusion_locked_test"] = tested["fusion"]["roc_auc"]
         out["fusion_method"] = metrics["fusion"]["method"]
-    if config.split.group_duplicates and len(cohort_for(config).images):
-        out["image_oof_within_largest_groups"] = _within_largest_groups(config, run)
+    if config.split.group_duplicates and len(cohort.images):
+        out["image_oof_within_largest_groups"] = _within_largest_groups(config, cohort, run)
     out["at_decision_threshold"] = _threshold_metrics(test, tested["threshold"], config.seed)
     out["at_risk_0_5"] = _threshold_metrics(test, 0.5, config.seed)
     print(name, label or mode, json.dumps(out), flush=True)
